@@ -1,0 +1,82 @@
+"""Backends that run one recurrent layer over a sequence, chosen per call.
+
+A backend implements :func:`rnnkit.kernels.reference.run_layer`'s interface.
+``reference`` is the plain-torch implementation every other backend is tested
+against. The choice is ``auto`` by default (the fastest backend that supports
+the call); ``RNNKIT_BACKEND=reference`` in the environment, or
+``with rnnkit.kernels.use_backend("reference"):``, forces one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, Iterator, NamedTuple
+
+from torch import Tensor
+
+from rnnkit.kernels import reference
+from rnnkit.kernels.reference import DirectionWeights, State
+
+
+class Backend(NamedTuple):
+    """A way to run a layer: ``supports(mode, x, weights)`` says whether it can
+    take the call, ``run_layer`` does it (same interface as the reference)."""
+
+    name: str
+    supports: Callable[[str, Tensor, list[DirectionWeights]], bool]
+    run_layer: Callable[..., tuple[Tensor, State]]
+
+
+BACKENDS: dict[str, Backend] = {
+    "reference": Backend("reference", lambda mode, x, weights: True, reference.run_layer),
+}
+"""Every backend, in order of preference for ``auto``: the last is the fallback."""
+
+_forced: str | None = None
+
+
+def _requested() -> str:
+    name = _forced or os.environ.get("RNNKIT_BACKEND", "auto")
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(
+            f"unknown rnnkit backend {name!r}; expected 'auto' or one of {sorted(BACKENDS)}"
+        )
+    return name
+
+
+def select_backend(mode: str, x: Tensor, weights: list[DirectionWeights]) -> Backend:
+    """The backend that will run this call (see the module docstring)."""
+    name = _requested()
+    if name != "auto":
+        backend = BACKENDS[name]
+        if not backend.supports(mode, x, weights):
+            raise ValueError(
+                f"rnnkit backend {name!r} does not support this call "
+                f"(mode={mode}, dtype={x.dtype}, device={x.device})"
+            )
+        return backend
+    return next(b for b in BACKENDS.values() if b.supports(mode, x, weights))
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Force a backend (``'reference'``, ``'auto'``, ...) inside a ``with`` block."""
+    global _forced
+    previous, _forced = _forced, name
+    try:
+        _requested()
+        yield
+    finally:
+        _forced = previous
+
+
+def run_layer(
+    mode: str,
+    x: Tensor,
+    state: State,
+    weights: list[DirectionWeights],
+    lengths: Tensor | None,
+) -> tuple[Tensor, State]:
+    """Run one layer with the selected backend; see :func:`reference.run_layer`."""
+    return select_backend(mode, x, weights).run_layer(mode, x, state, weights, lengths)

@@ -1,0 +1,143 @@
+"""The reference recurrence, in plain tensor ops; autograd gives its backward pass.
+
+Every cell type is one pure step function ``step(xp_t, state, weights) -> state``:
+
+* ``xp_t`` is the input projection of one time step, ``W_ih x_t + b_ih``, of
+  shape ``(N, G*H)`` with ``G`` gates (1 for RNN). The driver computes it for
+  all steps at once, since it does not depend on the recurrence.
+* ``state`` is a tuple of ``(N, H_out)`` tensors: ``(h,)`` for RNN and GRU.
+* ``weights`` is the :class:`DirectionWeights` of one layer and direction.
+
+:func:`run_direction` runs one step function over a sequence, forwards or
+backwards, freezing each sequence's state after its own last step. The fused
+kernels in this package are tested against these functions.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+State = tuple[Tensor, ...]
+
+
+class DirectionWeights(NamedTuple):
+    """Parameters of one direction of one layer (or of a cell).
+
+    Shapes, with ``G`` gates, hidden size ``H`` and layer input size ``H_in``:
+    ``w_ih (G*H, H_in)``, ``w_hh (G*H, H_out)``, ``b_ih (G*H,)``, ``b_hh (G*H,)``;
+    the biases are ``None`` when the layer has ``bias=False``. ``w_hr
+    (H_out, H)`` is an LSTM's projection, ``None`` elsewhere (then ``H_out = H``).
+    """
+
+    w_ih: Tensor
+    w_hh: Tensor
+    b_ih: Tensor | None
+    b_hh: Tensor | None
+    w_hr: Tensor | None = None
+
+
+def rnn_tanh_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
+    """Elman step with tanh: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``."""
+    (h,) = state
+    return (torch.tanh(xp + F.linear(h, w.w_hh, w.b_hh)),)
+
+
+def rnn_relu_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
+    """Elman step with ReLU: ``h' = relu(W_ih x + b_ih + W_hh h + b_hh)``."""
+    (h,) = state
+    return (torch.relu(xp + F.linear(h, w.w_hh, w.b_hh)),)
+
+
+StepFunction = Callable[[Tensor, State, DirectionWeights], State]
+
+STEPS: dict[str, StepFunction] = {
+    "rnn_tanh": rnn_tanh_step,
+    "rnn_relu": rnn_relu_step,
+}
+"""The step function of each cell type (``mode``)."""
+
+GATES: dict[str, int] = {"rnn_tanh": 1, "rnn_relu": 1}
+"""How many gate blocks of ``H`` rows each cell type stacks in ``w_ih``/``w_hh``."""
+
+
+def input_projection(x: Tensor, w: DirectionWeights) -> Tensor:
+    """``W_ih x_t + b_ih`` for every step at once: ``(T, N, H_in) -> (T, N, G*H)``."""
+    return F.linear(x, w.w_ih, w.b_ih)
+
+
+def run_direction(
+    mode: str,
+    x: Tensor,
+    state: State,
+    w: DirectionWeights,
+    lengths: Tensor | None,
+    reverse: bool,
+) -> tuple[Tensor, State]:
+    """Run one direction of one layer over a whole sequence.
+
+    Args:
+        mode: the cell type, a key of :data:`STEPS`.
+        x: input ``(T, N, H_in)``.
+        state: initial state, a tuple of ``(N, H_out)`` tensors.
+        w: the direction's weights.
+        lengths: ``(N,)`` int64 valid lengths, or ``None`` when every sequence
+            has all ``T`` steps. Steps at ``t >= lengths[n]`` leave sequence
+            ``n``'s state unchanged and output zeros, so a forward pass ends
+            on each sequence's last valid step and a reverse pass starts there.
+        reverse: run from ``t = T-1`` down to ``0``.
+
+    Returns:
+        ``(output, state_n)``: output ``(T, N, H_out)`` holds ``h`` after each
+        step; ``state_n`` is the final state.
+    """
+    step = STEPS[mode]
+    xp = input_projection(x, w)
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+    valid = None if lengths is None else (
+        torch.arange(x.shape[0]).unsqueeze(1) < lengths.unsqueeze(0)
+    ).to(x.device)  # (T, N)
+    outputs: list[Tensor] = [x.new_empty(0)] * x.shape[0]
+    for t in steps:
+        new_state = step(xp[t], state, w)
+        if valid is None:
+            state = new_state
+            outputs[t] = state[0]
+        else:
+            keep = valid[t].unsqueeze(1)  # (N, 1)
+            state = tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
+            outputs[t] = torch.where(keep, state[0], torch.zeros_like(state[0]))
+    return torch.stack(outputs), state
+
+
+def run_layer(
+    mode: str,
+    x: Tensor,
+    state: State,
+    weights: list[DirectionWeights],
+    lengths: Tensor | None,
+) -> tuple[Tensor, State]:
+    """Run every direction of one layer; the backend interface of this package.
+
+    Args:
+        x: ``(T, N, H_in)``.
+        state: tuple of ``(D, N, H_out)`` tensors, direction ``d`` at index ``d``.
+        weights: one :class:`DirectionWeights` per direction (``D`` = 1 or 2).
+        lengths: ``(N,)`` int64 valid lengths, or ``None``.
+
+    Returns:
+        ``(output, state_n)``: output ``(T, N, D*H_out)``, forward features
+        first; ``state_n`` a tuple of ``(D, N, H_out)`` tensors.
+    """
+    outputs, finals = [], []
+    for d, w in enumerate(weights):
+        out, final = run_direction(
+            mode, x, tuple(s[d] for s in state), w, lengths, reverse=d == 1
+        )
+        outputs.append(out)
+        finals.append(final)
+    output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+    return output, tuple(torch.stack(parts) for parts in zip(*finals))

@@ -1,0 +1,372 @@
+"""What every rnnkit layer and cell shares: parameters, input checks, conversions.
+
+:class:`RecurrentLayer` is the sequence module behind ``RNN`` (and the other
+sequence layers): it owns the parameters under ``torch.nn``'s names, turns
+every accepted input form (batched, batch-first, unbatched, packed) into one
+time-first padded tensor plus lengths, checks shapes, and hands the work to
+:func:`rnnkit.layers.driver.run_stack`. :class:`RecurrentCell` is the single
+step module behind ``RNNCell``. Subclasses only say which cell type they run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.kernels.reference import GATES, STEPS, DirectionWeights, State
+from rnnkit.layers.checks import check_dropout, check_flag, check_size
+from rnnkit.layers.driver import run_stack
+
+
+def _shape(t: Tensor) -> list[int]:
+    return list(t.shape)
+
+
+def _check_state(
+    owner: str, hx: Any, names: tuple[str, ...], expected: list[tuple[int, ...]], x: Tensor
+) -> State:
+    """A user's ``hx`` (one tensor, or a tuple with one tensor per state part)
+    checked against the expected shapes and the input's dtype and device."""
+    if len(names) > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != len(names)):
+        raise TypeError(
+            f"{owner}: hx should be a tuple ({', '.join(names)}) of {len(names)} tensors, "
+            f"got {type(hx).__name__}"
+        )
+    parts = (hx,) if len(names) == 1 else tuple(hx)
+    for index, (part, shape) in enumerate(zip(parts, expected)):
+        what = "hx" if len(names) == 1 else f"hx[{index}] ({names[index]})"
+        if not isinstance(part, Tensor):
+            raise TypeError(f"{owner}: {what} should be a Tensor, got {type(part).__name__}")
+        if tuple(part.shape) != shape:
+            raise RuntimeError(f"{owner}: Expected {what} size {shape}, got {_shape(part)}")
+        if part.dtype != x.dtype:
+            raise ValueError(
+                f"{owner}: {what} dtype ({part.dtype}) does not match input dtype ({x.dtype})"
+            )
+        if part.device != x.device:
+            raise RuntimeError(f"{owner}: {what} is on {part.device} but the input is on {x.device}")
+    return parts
+
+
+class _Convertible:
+    """``from_torch`` / ``to_torch`` for a module whose configuration attributes
+    carry the same names as its ``torch.nn`` twin's constructor arguments."""
+
+    torch_class: ClassVar[type[nn.Module]]
+    config_names: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def from_torch(cls, module: nn.Module):
+        """The rnnkit module with the configuration, weights, device, dtype and
+        training mode of ``module``, an instance of the ``torch.nn`` class of the same name."""
+        if not isinstance(module, cls.torch_class):
+            raise TypeError(
+                f"{cls.__name__}.from_torch expects a torch.nn.{cls.torch_class.__name__}, "
+                f"got {type(module).__name__}"
+            )
+        return _copy_module(module, cls, cls.config_names)
+
+    def to_torch(self) -> nn.Module:
+        """The ``torch.nn`` module with this module's configuration and weights."""
+        return _copy_module(self, self.torch_class, self.config_names)  # type: ignore[arg-type]
+
+
+def _copy_module(source: nn.Module, target_class: type, config_names: tuple[str, ...]):
+    weight = next(source.parameters())
+    config = {name: getattr(source, name) for name in config_names}
+    target = target_class(**config, device=weight.device, dtype=weight.dtype)
+    target.load_state_dict(source.state_dict())
+    return target.train(source.training)
+
+
+class RecurrentLayer(_Convertible, nn.Module):
+    """A stack of recurrent layers run over whole sequences (see ``rnnkit.RNN``).
+
+    Subclasses set ``state_names`` (``('h',)``, or ``('h', 'c')`` for a
+    two-part state) and pass their cell type as ``mode``.
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.mode = mode
+        self.input_size = check_size("input_size", input_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
+        self.num_layers = check_size("num_layers", num_layers)
+        self.bias = check_flag("bias", bias)
+        self.batch_first = check_flag("batch_first", batch_first)
+        self.dropout = check_dropout(dropout, num_layers)
+        self.bidirectional = check_flag("bidirectional", bidirectional)
+
+        factory = {"device": device, "dtype": dtype}
+        gate_size = GATES[mode] * hidden_size
+        self._weight_names: list[list[str]] = []
+        for layer in range(num_layers):
+            layer_input_size = input_size if layer == 0 else hidden_size * self.num_directions
+            for direction in range(self.num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                shapes = {
+                    "weight_ih": (gate_size, layer_input_size),
+                    "weight_hh": (gate_size, hidden_size),
+                }
+                if bias:
+                    shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
+                names = []
+                for base_name, shape in shapes.items():
+                    self.register_parameter(
+                        base_name + suffix, nn.Parameter(torch.empty(shape, **factory))
+                    )
+                    names.append(base_name + suffix)
+                self._weight_names.append(names)
+        self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
+        in ``torch.nn``'s order, so that equal seeds give equal weights."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters of each layer and direction, as ``torch.nn.RNN.all_weights``."""
+        return [[getattr(self, name) for name in names] for names in self._weight_names]
+
+    def flatten_parameters(self) -> None:
+        """Does nothing: present so that code written for ``torch.nn`` runs unchanged."""
+
+    def _direction_weights(self) -> list[list[DirectionWeights]]:
+        weights = [
+            DirectionWeights(*(getattr(self, name) for name in names[:2]), *(
+                (getattr(self, names[2]), getattr(self, names[3])) if self.bias else (None, None)
+            ))
+            for names in self._weight_names
+        ]
+        d = self.num_directions
+        return [weights[k * d : (k + 1) * d] for k in range(self.num_layers)]
+
+    # -- forward -----------------------------------------------------------------
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        """The feature size of each part of the state."""
+        return (self.hidden_size,) * len(self.state_names)
+
+    def forward(self, input: Tensor | PackedSequence, hx: Any = None):
+        """See the subclass docstring for shapes."""
+        owner = type(self).__name__
+        packed = input if isinstance(input, PackedSequence) else None
+        if packed is not None:
+            x, lengths = self._unpack(packed)
+            batched = True
+        else:
+            if not isinstance(input, Tensor):
+                raise TypeError(
+                    f"{owner}: input should be a Tensor or a PackedSequence, "
+                    f"got {type(input).__name__}"
+                )
+            if input.dim() not in (2, 3):
+                raise ValueError(
+                    f"{owner}: Expected input to be 2D (L, H_in) or 3D "
+                    f"({'N, L' if self.batch_first else 'L, N'}, H_in), "
+                    f"got {input.dim()}D tensor of shape {_shape(input)} instead"
+                )
+            batched = input.dim() == 3
+            if not batched:
+                x = input.unsqueeze(1)
+            else:
+                x = input.transpose(0, 1) if self.batch_first else input
+            lengths = None
+        self._check_input(x)
+        state = self._initial_state(hx, x, batched)
+
+        output, state_n = run_stack(
+            self.mode, x, state, self._direction_weights(), lengths, self.dropout, self.training
+        )
+
+        if packed is not None:
+            output = self._repack(output, lengths, packed)
+        elif not batched:
+            output = output.squeeze(1)
+            state_n = tuple(s.squeeze(1) for s in state_n)
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return output, state_n[0] if len(state_n) == 1 else state_n
+
+    def _check_input(self, x: Tensor) -> None:
+        owner = type(self).__name__
+        weight = self.weight_ih_l0
+        if x.dtype != weight.dtype:
+            raise ValueError(
+                f"{owner}: input dtype ({x.dtype}) does not match weight dtype "
+                f"({weight.dtype}); convert the input with input.to({weight.dtype}) "
+                f"or the module with module.to({x.dtype})"
+            )
+        if x.device != weight.device:
+            raise RuntimeError(
+                f"{owner}: input is on {x.device} but the weights are on {weight.device}"
+            )
+        if x.shape[-1] != self.input_size:
+            raise RuntimeError(
+                f"{owner}: input.size(-1) must be equal to input_size. "
+                f"Expected {self.input_size}, got {x.shape[-1]}"
+            )
+        if x.shape[0] == 0:
+            raise RuntimeError(f"{owner}: Expected sequence length to be larger than 0, got 0")
+
+    def _initial_state(self, hx: Any, x: Tensor, batched: bool) -> State:
+        """``hx`` checked and made time-first batched: a tuple of ``(L*D, N, H)``."""
+        owner = type(self).__name__
+        batch = x.shape[1]
+        stacked = self.num_layers * self.num_directions
+        if hx is None:
+            return tuple(
+                x.new_zeros(stacked, batch, size) for size in self._state_sizes()
+            )
+        sizes = self._state_sizes()
+        expected = [(stacked, batch, n) if batched else (stacked, n) for n in sizes]
+        state = _check_state(owner, hx, self.state_names, expected, x)
+        return state if batched else tuple(part.unsqueeze(1) for part in state)
+
+    @staticmethod
+    def _unpack(packed: PackedSequence) -> tuple[Tensor, Tensor]:
+        """A packed batch as a time-first padded tensor ``(T, N, H_in)`` and its
+        ``(N,)`` lengths, both in the caller's (unsorted) batch order."""
+        if packed.data.dim() != 2:
+            raise ValueError(
+                f"PackedSequence data should be 2D (sum of lengths, H_in), "
+                f"got shape {_shape(packed.data)}"
+            )
+        x, lengths = pad_packed_sequence(packed)
+        return x, lengths
+
+    @staticmethod
+    def _repack(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
+        """The padded ``(T, N, H)`` output packed with ``like``'s batch order."""
+        if like.sorted_indices is not None:
+            order = like.sorted_indices
+            output, lengths = output.index_select(1, order.to(output.device)), lengths[order.cpu()]
+        data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
+        return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        return s
+
+
+class RecurrentCell(_Convertible, nn.Module):
+    """One recurrent step with explicit state (see ``rnnkit.RNNCell``)."""
+
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.mode = mode
+        self.input_size = check_size("input_size", input_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
+        self.bias = check_flag("bias", bias)
+        factory = {"device": device, "dtype": dtype}
+        gate_size = GATES[mode] * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory))
+        self.weight_hh = nn.Parameter(torch.empty((gate_size, hidden_size), **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def forward(self, input: Tensor, hx: Any = None):
+        """See the subclass docstring for shapes."""
+        owner = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{owner}: input should be a Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2):
+            raise ValueError(
+                f"{owner}: Expected input to be 1D (H_in) or 2D (N, H_in), "
+                f"got {input.dim()}D tensor of shape {_shape(input)} instead"
+            )
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        if x.dtype != self.weight_ih.dtype:
+            raise ValueError(
+                f"{owner}: input dtype ({x.dtype}) does not match weight dtype "
+                f"({self.weight_ih.dtype})"
+            )
+        if x.device != self.weight_ih.device:
+            raise RuntimeError(
+                f"{owner}: input is on {x.device} but the weights are on {self.weight_ih.device}"
+            )
+        if x.shape[1] != self.input_size:
+            raise RuntimeError(
+                f"{owner}: input has inconsistent input_size: got {x.shape[1]}, "
+                f"expected {self.input_size}"
+            )
+        state = self._initial_state(hx, x, batched)
+        weights = DirectionWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        new_state = STEPS[self.mode](F.linear(x, weights.w_ih, weights.b_ih), state, weights)
+        if not batched:
+            new_state = tuple(s.squeeze(0) for s in new_state)
+        return new_state[0] if len(new_state) == 1 else new_state
+
+    def _initial_state(self, hx: Any, x: Tensor, batched: bool) -> State:
+        owner = type(self).__name__
+        if hx is None:
+            zeros = x.new_zeros(x.shape[0], self.hidden_size)
+            return (zeros,) * len(self.state_names)
+        size = self.hidden_size
+        expected = [(x.shape[0], size) if batched else (size,)] * len(self.state_names)
+        state = _check_state(owner, hx, self.state_names, expected, x)
+        return state if batched else tuple(part.unsqueeze(0) for part in state)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        return s

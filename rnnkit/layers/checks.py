@@ -1,0 +1,55 @@
+"""Validation of constructor arguments, shared by every layer and cell.
+
+Each check raises the exception ``torch.nn`` raises for the same mistake
+(``TypeError`` for a wrong type, ``ValueError`` for a wrong value), with a
+message that names what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+
+def check_size(name: str, value: object) -> int:
+    """A positive integer size such as ``input_size``, ``hidden_size`` or ``num_layers``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than zero, got {value}")
+    return value
+
+
+def check_flag(name: str, value: object) -> bool:
+    """A boolean option such as ``bias``, ``batch_first`` or ``bidirectional``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    return value
+
+
+def check_nonlinearity(value: object) -> str:
+    """``'tanh'`` or ``'relu'``."""
+    if value not in ("tanh", "relu"):
+        raise ValueError(f"Unknown nonlinearity {value!r}. Select from 'tanh' or 'relu'.")
+    return value  # type: ignore[return-value]
+
+
+def check_dropout(value: object, num_layers: int) -> float:
+    """A probability in [0, 1]; warns, as torch does, when it can have no effect."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0 <= value <= 1
+    ):
+        raise ValueError(
+            "dropout should be a number in range [0, 1] representing the probability "
+            f"of an element being zeroed, got {value!r}"
+        )
+    if value > 0 and num_layers == 1:
+        warnings.warn(
+            "dropout option adds dropout after all but last recurrent layer, so non-zero "
+            f"dropout expects num_layers greater than 1, but got dropout={value} and "
+            f"num_layers={num_layers}",
+            stacklevel=4,
+        )
+    return float(value)
