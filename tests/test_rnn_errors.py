@@ -1,0 +1,114 @@
+"""Every bad argument or input gets torch.nn's exception type and a message that
+names what was expected and what was given."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+
+BAD_CONSTRUCTIONS = [
+    (dict(input_size=5, hidden_size=0), ValueError, "hidden_size must be greater than zero, got 0"),
+    (dict(input_size=0, hidden_size=8), ValueError, "input_size must be greater than zero, got 0"),
+    (dict(input_size=5, hidden_size=8, num_layers=0), ValueError, "num_layers must be greater than zero"),
+    (dict(input_size=5, hidden_size=8.0), TypeError, "hidden_size should be of type int, got: float"),
+    (dict(input_size=5, hidden_size=8, num_layers=1.5), TypeError, "num_layers should be of type int"),
+    (dict(input_size=5, hidden_size=8, num_layers=2, dropout=-0.1), ValueError, r"range \[0, 1\].*got -0.1"),
+    (dict(input_size=5, hidden_size=8, num_layers=2, dropout=1.5), ValueError, r"got 1.5"),
+    (dict(input_size=5, hidden_size=8, num_layers=2, dropout="a"), ValueError, "got 'a'"),
+    (dict(input_size=5, hidden_size=8, num_layers=2, dropout=True), ValueError, "got True"),
+    (dict(input_size=5, hidden_size=8, nonlinearity="gelu"), ValueError, "Unknown nonlinearity 'gelu'"),
+    (dict(input_size=5, hidden_size=8, bias=1), TypeError, "bias should be of type bool, got: int"),
+    (dict(input_size=5, hidden_size=8, batch_first="yes"), TypeError, "batch_first should be of type bool"),
+    (dict(input_size=5, hidden_size=8, bidirectional=1), TypeError, "bidirectional should be of type bool"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, message", BAD_CONSTRUCTIONS)
+def test_bad_construction(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        rnnkit.RNN(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, error, message", BAD_CONSTRUCTIONS[:4])
+def test_bad_construction_raises_what_torch_raises(kwargs, error, message):
+    with pytest.raises(error):
+        nn.RNN(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(input_size=5, hidden_size=0), ValueError, "hidden_size must be greater than zero"),
+        (dict(input_size=5, hidden_size=-1), ValueError, "hidden_size must be greater than zero"),
+        (dict(input_size=5, hidden_size=8, nonlinearity="sigmoid"), ValueError, "Unknown nonlinearity"),
+        (dict(input_size=5, hidden_size=8, bias="no"), TypeError, "bias should be of type bool"),
+    ],
+)
+def test_bad_cell_construction(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        rnnkit.RNNCell(**kwargs)
+
+
+RNN = dict(input_size=5, hidden_size=8, num_layers=2)
+BAD_INPUTS = [
+    ("4-D input", RNN, lambda: (torch.randn(3, 2, 5, 1),), ValueError, r"Expected input to be 2D.*or 3D.*got 4D tensor of shape \[3, 2, 5, 1\]"),
+    ("1-D input", RNN, lambda: (torch.randn(5),), ValueError, "got 1D"),
+    ("feature size", RNN, lambda: (torch.randn(3, 2, 4),), RuntimeError, "must be equal to input_size. Expected 5, got 4"),
+    ("hx layers", RNN, lambda: (torch.randn(3, 2, 5), torch.randn(1, 2, 8)), RuntimeError, r"Expected hx size \(2, 2, 8\), got \[1, 2, 8\]"),
+    ("hx batch", RNN, lambda: (torch.randn(3, 2, 5), torch.randn(2, 3, 8)), RuntimeError, r"Expected hx size \(2, 2, 8\), got \[2, 3, 8\]"),
+    ("hx hidden", RNN, lambda: (torch.randn(3, 2, 5), torch.randn(2, 2, 7)), RuntimeError, r"Expected hx size \(2, 2, 8\), got \[2, 2, 7\]"),
+    ("2-D hx for batched input", RNN, lambda: (torch.randn(3, 2, 5), torch.randn(2, 8)), RuntimeError, r"Expected hx size \(2, 2, 8\), got \[2, 8\]"),
+    ("3-D hx for unbatched input", RNN, lambda: (torch.randn(3, 5), torch.randn(2, 1, 8)), RuntimeError, r"Expected hx size \(2, 8\), got \[2, 1, 8\]"),
+    ("bidirectional hx", dict(RNN, bidirectional=True), lambda: (torch.randn(3, 2, 5), torch.randn(2, 2, 8)), RuntimeError, r"Expected hx size \(4, 2, 8\)"),
+    ("input dtype", RNN, lambda: (torch.randn(3, 2, 5, dtype=torch.float64),), ValueError, r"input dtype \(torch.float64\) does not match weight dtype \(torch.float32\)"),
+    ("integer input", RNN, lambda: (torch.ones(3, 2, 5, dtype=torch.long),), ValueError, "torch.int64"),
+    ("hx dtype", RNN, lambda: (torch.randn(3, 2, 5), torch.randn(2, 2, 8, dtype=torch.float64)), ValueError, r"hx dtype \(torch.float64\) does not match input dtype \(torch.float32\)"),
+    ("empty sequence", RNN, lambda: (torch.randn(0, 2, 5),), RuntimeError, "sequence length to be larger than 0"),
+    ("not a tensor", RNN, lambda: ([[1.0] * 5],), TypeError, "input should be a Tensor or a PackedSequence, got list"),
+    ("hx not a tensor", RNN, lambda: (torch.randn(3, 2, 5), [0.0]), TypeError, "hx should be a Tensor, got list"),
+    ("packed hx batch", RNN, lambda: (pack_padded_sequence(torch.randn(4, 3, 5), torch.tensor([4, 2, 3]), enforce_sorted=False), torch.randn(2, 2, 8)), RuntimeError, r"Expected hx size \(2, 3, 8\), got \[2, 2, 8\]"),
+    ("batch_first feature size", dict(RNN, batch_first=True), lambda: (torch.randn(2, 3, 6),), RuntimeError, "Expected 5, got 6"),
+]
+
+
+@pytest.mark.parametrize("name, config, inputs, error, message", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input(name, config, inputs, error, message):
+    layer = rnnkit.RNN(**config)
+    with pytest.raises(error, match=message):
+        layer(*inputs())
+
+
+@pytest.mark.parametrize("name, config, inputs, error, message", BAD_INPUTS[:13], ids=[c[0] for c in BAD_INPUTS[:13]])
+def test_torch_rejects_the_same_inputs(name, config, inputs, error, message):
+    """Our error is torch's exception type (or a subclass: torch raises some from C++)."""
+    with pytest.raises((error, RuntimeError)):
+        nn.RNN(**config)(*inputs())
+
+
+CELL = dict(input_size=5, hidden_size=8)
+BAD_CELL_INPUTS = [
+    ("3-D input", lambda: (torch.randn(2, 3, 5),), ValueError, r"Expected input to be 1D.*or 2D.*got 3D"),
+    ("feature size", lambda: (torch.randn(3, 4),), RuntimeError, "inconsistent input_size: got 4, expected 5"),
+    ("hx batch", lambda: (torch.randn(3, 5), torch.randn(2, 8)), RuntimeError, r"Expected hx size \(3, 8\), got \[2, 8\]"),
+    ("hx hidden", lambda: (torch.randn(3, 5), torch.randn(3, 7)), RuntimeError, r"Expected hx size \(3, 8\), got \[3, 7\]"),
+    ("2-D hx for 1-D input", lambda: (torch.randn(5), torch.randn(1, 8)), RuntimeError, r"Expected hx size \(8,\), got \[1, 8\]"),
+    ("1-D hx for 2-D input", lambda: (torch.randn(3, 5), torch.randn(8)), RuntimeError, r"Expected hx size \(3, 8\), got \[8\]"),
+    ("input dtype", lambda: (torch.randn(3, 5, dtype=torch.float64),), ValueError, "does not match weight dtype"),
+    ("hx dtype", lambda: (torch.randn(3, 5), torch.randn(3, 8, dtype=torch.float64)), ValueError, "hx dtype"),
+]
+
+
+@pytest.mark.parametrize("name, inputs, error, message", BAD_CELL_INPUTS, ids=[c[0] for c in BAD_CELL_INPUTS])
+def test_bad_cell_input(name, inputs, error, message):
+    with pytest.raises(error, match=message):
+        rnnkit.RNNCell(**CELL)(*inputs())
+
+
+def test_empty_batch_is_allowed_like_torch():
+    output, h_n = rnnkit.RNN(5, 8, 2)(torch.randn(4, 0, 5))
+    assert output.shape == (4, 0, 8) and h_n.shape == (2, 0, 8)
+    assert rnnkit.RNNCell(5, 8)(torch.randn(0, 5)).shape == (0, 8)
