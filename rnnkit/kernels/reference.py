@@ -5,7 +5,9 @@ Every cell type is one pure step function ``step(xp_t, state, weights) -> state`
 * ``xp_t`` is the input projection of one time step, ``W_ih x_t + b_ih``, of
   shape ``(N, G*H)`` with ``G`` gates (1 for RNN). The driver computes it for
   all steps at once, since it does not depend on the recurrence.
-* ``state`` is a tuple of ``(N, H_out)`` tensors: ``(h,)`` for RNN and GRU.
+* ``state`` is a tuple: ``(h,)`` for RNN and GRU, ``(h, c)`` for LSTM, with
+  ``h`` of shape ``(N, H_out)`` and ``c`` of shape ``(N, H)``; ``H_out = H``
+  except for an LSTM with a projection.
 * ``weights`` is the :class:`DirectionWeights` of one layer and direction.
 
 :func:`run_direction` runs one step function over a sequence, forwards or
@@ -35,8 +37,8 @@ class DirectionWeights(NamedTuple):
 
     w_ih: Tensor
     w_hh: Tensor
-    b_ih: Tensor | None
-    b_hh: Tensor | None
+    b_ih: Tensor | None = None
+    b_hh: Tensor | None = None
     w_hr: Tensor | None = None
 
 
@@ -52,15 +54,51 @@ def rnn_relu_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
     return (torch.relu(xp + F.linear(h, w.w_hh, w.b_hh)),)
 
 
+def lstm_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
+    """LSTM step, gates in torch's order (input, forget, cell, output)::
+
+        i, f, g, o = σ(.), σ(.), tanh(.), σ(.) of  W_ih x + b_ih + W_hh h + b_hh
+        c' = f * c + i * g
+        h' = W_hr (o * tanh(c'))      (without W_hr when there is no projection)
+    """
+    h, c = state
+    gates = xp + F.linear(h, w.w_hh, w.b_hh)
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    if w.w_hr is not None:
+        h = F.linear(h, w.w_hr)
+    return (h, c)
+
+
+def gru_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
+    """GRU step, gates in torch's order (reset, update, new)::
+
+        r = σ(W_ir x + b_ir + W_hr h + b_hr)
+        z = σ(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        h' = (1 - z) * n + z * h,  computed as n + z * (h - n)
+    """
+    (h,) = state
+    x_r, x_z, x_n = xp.chunk(3, dim=1)
+    h_r, h_z, h_n = F.linear(h, w.w_hh, w.b_hh).chunk(3, dim=1)
+    r = torch.sigmoid(x_r + h_r)
+    z = torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return (n + z * (h - n),)
+
+
 StepFunction = Callable[[Tensor, State, DirectionWeights], State]
 
 STEPS: dict[str, StepFunction] = {
     "rnn_tanh": rnn_tanh_step,
     "rnn_relu": rnn_relu_step,
+    "lstm": lstm_step,
+    "gru": gru_step,
 }
 """The step function of each cell type (``mode``)."""
 
-GATES: dict[str, int] = {"rnn_tanh": 1, "rnn_relu": 1}
+GATES: dict[str, int] = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 """How many gate blocks of ``H`` rows each cell type stacks in ``w_ih``/``w_hh``."""
 
 
@@ -82,7 +120,7 @@ def run_direction(
     Args:
         mode: the cell type, a key of :data:`STEPS`.
         x: input ``(T, N, H_in)``.
-        state: initial state, a tuple of ``(N, H_out)`` tensors.
+        state: initial state, ``(h_0,)`` or ``(h_0, c_0)``, each ``(N, ·)``.
         w: the direction's weights.
         lengths: ``(N,)`` int64 valid lengths, or ``None`` when every sequence
             has all ``T`` steps. Steps at ``t >= lengths[n]`` leave sequence
@@ -92,7 +130,7 @@ def run_direction(
 
     Returns:
         ``(output, state_n)``: output ``(T, N, H_out)`` holds ``h`` after each
-        step; ``state_n`` is the final state.
+        step; ``state_n`` is the final state, shaped like ``state``.
     """
     step = STEPS[mode]
     xp = input_projection(x, w)
@@ -124,13 +162,14 @@ def run_layer(
 
     Args:
         x: ``(T, N, H_in)``.
-        state: tuple of ``(D, N, H_out)`` tensors, direction ``d`` at index ``d``.
+        state: tuple of ``(D, N, ·)`` tensors (``h``, and ``c`` for LSTM),
+            direction ``d`` at index ``d``.
         weights: one :class:`DirectionWeights` per direction (``D`` = 1 or 2).
         lengths: ``(N,)`` int64 valid lengths, or ``None``.
 
     Returns:
         ``(output, state_n)``: output ``(T, N, D*H_out)``, forward features
-        first; ``state_n`` a tuple of ``(D, N, H_out)`` tensors.
+        first; ``state_n`` shaped like ``state``.
     """
     outputs, finals = [], []
     for d, w in enumerate(weights):

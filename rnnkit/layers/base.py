@@ -19,8 +19,14 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.kernels.reference import GATES, STEPS, DirectionWeights, State
-from rnnkit.layers.checks import check_dropout, check_flag, check_size
+from rnnkit.layers.checks import check_dropout, check_flag, check_proj_size, check_size
 from rnnkit.layers.driver import run_stack
+
+
+_WEIGHT_FIELDS = {
+    "weight_ih": "w_ih", "weight_hh": "w_hh", "bias_ih": "b_ih", "bias_hh": "b_hh", "weight_hr": "w_hr",
+}
+"""Parameter names (without the layer suffix) -> :class:`DirectionWeights` fields."""
 
 
 def _shape(t: Tensor) -> list[int]:
@@ -103,6 +109,7 @@ class RecurrentLayer(_Convertible, nn.Module):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -115,32 +122,42 @@ class RecurrentLayer(_Convertible, nn.Module):
         self.batch_first = check_flag("batch_first", batch_first)
         self.dropout = check_dropout(dropout, num_layers)
         self.bidirectional = check_flag("bidirectional", bidirectional)
+        self.proj_size = check_proj_size(proj_size, hidden_size)
 
         factory = {"device": device, "dtype": dtype}
         gate_size = GATES[mode] * hidden_size
-        self._weight_names: list[list[str]] = []
+        output_size = self.output_size
+        # Per layer and direction, DirectionWeights field -> parameter name, in torch's order.
+        self._weight_names: list[dict[str, str]] = []
         for layer in range(num_layers):
-            layer_input_size = input_size if layer == 0 else hidden_size * self.num_directions
+            layer_input_size = input_size if layer == 0 else output_size * self.num_directions
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
                 shapes = {
                     "weight_ih": (gate_size, layer_input_size),
-                    "weight_hh": (gate_size, hidden_size),
+                    "weight_hh": (gate_size, output_size),
                 }
                 if bias:
                     shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
-                names = []
+                if proj_size:
+                    shapes["weight_hr"] = (proj_size, hidden_size)
+                names = {}
                 for base_name, shape in shapes.items():
                     self.register_parameter(
                         base_name + suffix, nn.Parameter(torch.empty(shape, **factory))
                     )
-                    names.append(base_name + suffix)
+                    names[_WEIGHT_FIELDS[base_name]] = base_name + suffix
                 self._weight_names.append(names)
         self.reset_parameters()
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Features of ``h`` per direction: ``proj_size`` if set, else ``hidden_size``."""
+        return self.proj_size or self.hidden_size
 
     def reset_parameters(self) -> None:
         """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
@@ -152,16 +169,14 @@ class RecurrentLayer(_Convertible, nn.Module):
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         """The parameters of each layer and direction, as ``torch.nn.RNN.all_weights``."""
-        return [[getattr(self, name) for name in names] for names in self._weight_names]
+        return [[getattr(self, name) for name in names.values()] for names in self._weight_names]
 
     def flatten_parameters(self) -> None:
         """Does nothing: present so that code written for ``torch.nn`` runs unchanged."""
 
     def _direction_weights(self) -> list[list[DirectionWeights]]:
         weights = [
-            DirectionWeights(*(getattr(self, name) for name in names[:2]), *(
-                (getattr(self, names[2]), getattr(self, names[3])) if self.bias else (None, None)
-            ))
+            DirectionWeights(**{field: getattr(self, name) for field, name in names.items()})
             for names in self._weight_names
         ]
         d = self.num_directions
@@ -170,8 +185,8 @@ class RecurrentLayer(_Convertible, nn.Module):
     # -- forward -----------------------------------------------------------------
 
     def _state_sizes(self) -> tuple[int, ...]:
-        """The feature size of each part of the state."""
-        return (self.hidden_size,) * len(self.state_names)
+        """The feature size of each part of the state: ``h``, then ``c`` if any."""
+        return (self.output_size,) + (self.hidden_size,) * (len(self.state_names) - 1)
 
     def forward(self, input: Tensor | PackedSequence, hx: Any = None):
         """See the subclass docstring for shapes."""
@@ -272,6 +287,8 @@ class RecurrentLayer(_Convertible, nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         if self.bias is not True:

@@ -53,3 +53,19 @@ def check_dropout(value: object, num_layers: int) -> float:
             stacklevel=4,
         )
     return float(value)
+
+
+def check_proj_size(value: object, hidden_size: int) -> int:
+    """An LSTM projection size: 0 (none) or a positive integer below ``hidden_size``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"proj_size should be of type int, got: {type(value).__name__}")
+    if value < 0:
+        raise ValueError(
+            f"proj_size should be a positive integer or zero to disable projections, got {value}"
+        )
+    if value >= hidden_size:
+        raise ValueError(
+            f"proj_size has to be smaller than hidden_size, got proj_size={value} "
+            f"and hidden_size={hidden_size}"
+        )
+    return value
