@@ -7,7 +7,8 @@
 (torch.Size([3, 2, 8]), torch.Size([2, 2, 8]))
 """
 
+from rnnkit.explain import explain
 from rnnkit.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "RNNCell", "LSTM", "LSTMCell", "GRU", "GRUCell", "__version__"]
+__all__ = ["RNN", "RNNCell", "LSTM", "LSTMCell", "GRU", "GRUCell", "explain", "__version__"]
