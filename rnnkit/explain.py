@@ -88,7 +88,7 @@ class LayerConfig:
     @classmethod
     def from_module(cls, module: Any) -> LayerConfig:
         """The configuration of an ``rnnkit`` or ``torch.nn`` RNN, LSTM, GRU or cell."""
-        name = next((k.__name__ for k in type(module).__mro__ if k.__name__ in _KINDS), None)
+        name = _class_name(module)
         if name is None:
             raise TypeError(
                 "explain() takes input_size and hidden_size, or in their place a recurrent "
@@ -121,6 +121,11 @@ class LayerConfig:
 
 
 _DEFAULTS = {f.name: f.default for f in fields(LayerConfig)}
+
+
+def _class_name(module: Any) -> str | None:
+    """``'LSTM'`` for an rnnkit or torch.nn LSTM (or a subclass), ...; ``None`` for anything else."""
+    return next((k.__name__ for k in type(module).__mro__ if k.__name__ in _KINDS), None)
 
 
 def meaning(argument: str, lang: str = "en") -> str:
@@ -169,10 +174,10 @@ class Problem:
 class Explanation:
     """What :func:`explain` found; ``print`` it, or read its fields.
 
-    Without problems, ``tensors`` and ``parameters`` are complete. A problem
-    with the arguments leaves both empty (the layer could not be built); a
-    problem with the input shape leaves the tensors in symbolic form, which is
-    what the layer expects.
+    Without problems, every field is complete. A problem with the arguments
+    leaves only ``arguments`` and ``problems`` (the layer could not be
+    built); a problem with the input shape leaves the tensors in symbolic
+    form, which is what the layer expects.
     """
 
     config: LayerConfig
@@ -259,7 +264,7 @@ class Explanation:
             sections.append(_Section(
                 text["heading.problems"], [(f"- {p}",) for p in self.problems], style="red"
             ))
-        return sections
+        return [section for section in sections if section.rows]
 
     def __str__(self) -> str:
         lines = [self.title]
@@ -279,7 +284,7 @@ class Explanation:
             table = Table(
                 title=section.title, title_justify="left", title_style="bold cyan",
                 box=None, show_header=section.header is not None, header_style="dim",
-                padding=(0, 1), style=section.style,
+                padding=(0, 1),
             )
             width = len(section.rows[0])
             for column in range(width):
@@ -367,8 +372,8 @@ def explain(
         dropout=dropout, bidirectional=bidirectional, proj_size=proj_size, cell=cell,
         cell_only=cell_only,
     )
-    if hidden_size is None:
-        if any(value != _DEFAULTS[name] for name, value in given.items()):
+    if hidden_size is None or _class_name(input_size) is not None:
+        if hidden_size is not None or any(v != _DEFAULTS[k] for k, v in given.items()):
             raise TypeError("explain() takes either a module or layer arguments, not both")
         config = LayerConfig.from_module(input_size)
     else:
@@ -382,8 +387,9 @@ def explain(
     tensors = _tensors(config, batched, sizes, text) if usable else []
     used = [symbol for symbol in _AXIS_ORDER if any(symbol in t.axes for t in tensors)]
 
-    if _is_shape(input_shape):
-        title = text["title.shape"].format(layer=config.signature(), shape=_format_shape(input_shape))
+    if input_shape is not None:
+        shape = _format_shape(input_shape) if _is_shape(input_shape) else repr(input_shape)
+        title = text["title.shape"].format(layer=config.signature(), shape=shape)
     else:
         symbols = ", ".join(s for s in ("L", "N") if s in used) or "L, N"
         title = text["title.symbolic"].format(layer=config.signature(), symbols=symbols)
@@ -395,7 +401,7 @@ def explain(
         arguments=tuple(
             (name, value, meaning(name, lang)) for name, value in config.arguments().items()
         ),
-        equations=tuple(_equations(config, text)),
+        equations=tuple(_equations(config, text)) if usable else (),
         tensors=tuple(tensors),
         axes=tuple((s, sizes[s], _axis_meaning(s, config, text)) for s in used),
         parameters=tuple(_parameters(config, text)) if usable else (),
