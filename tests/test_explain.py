@@ -65,6 +65,16 @@ def _cell_cases():
 CASES = list(_layer_cases()) + list(_cell_cases())
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The forwards here are tiny: extra threads only add start-up cost, and
+    stall badly when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _torch_run(module: nn.Module, cell: str, cell_only: bool, shapes: dict) -> dict:
     """The shapes of what ``module`` returns, by explained name, after a forward
     pass on zeros with an initial state of the explained shape."""
