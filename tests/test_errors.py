@@ -112,3 +112,68 @@ def test_empty_batch_is_allowed_like_torch():
     output, h_n = rnnkit.RNN(5, 8, 2)(torch.randn(4, 0, 5))
     assert output.shape == (4, 0, 8) and h_n.shape == (2, 0, 8)
     assert rnnkit.RNNCell(5, 8)(torch.randn(0, 5)).shape == (0, 8)
+
+
+# -- LSTM and GRU ------------------------------------------------------------------------
+
+LSTM = dict(input_size=5, hidden_size=8, num_layers=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(LSTM, proj_size=-1), ValueError, "proj_size should be a positive integer or zero.*got -1"),
+        (dict(LSTM, proj_size=8), ValueError, "proj_size has to be smaller than hidden_size, got proj_size=8 and hidden_size=8"),
+        (dict(LSTM, proj_size=2.0), TypeError, "proj_size should be of type int, got: float"),
+        (dict(LSTM, dropout=2), ValueError, r"range \[0, 1\]"),
+        (dict(LSTM, hidden_size=0), ValueError, "hidden_size must be greater than zero"),
+    ],
+)
+def test_bad_lstm_construction(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        rnnkit.LSTM(**kwargs)
+    with pytest.raises(error):
+        nn.LSTM(**kwargs)
+
+
+BAD_LSTM_INPUTS = [
+    ("hx not a tuple", dict(LSTM), lambda: (torch.randn(3, 2, 5), torch.randn(2, 2, 8)), TypeError, r"hx should be a tuple \(h, c\) of 2 tensors, got Tensor"),
+    ("hx of one tensor", dict(LSTM), lambda: (torch.randn(3, 2, 5), (torch.randn(2, 2, 8),)), TypeError, "got tuple"),
+    ("c_0 shape", dict(LSTM), lambda: (torch.randn(3, 2, 5), (torch.randn(2, 2, 8), torch.randn(2, 2, 7))), RuntimeError, r"Expected hx\[1\] \(c\) size \(2, 2, 8\), got \[2, 2, 7\]"),
+    ("h_0 with projection", dict(LSTM, proj_size=3), lambda: (torch.randn(3, 2, 5), (torch.randn(2, 2, 8), torch.randn(2, 2, 8))), RuntimeError, r"Expected hx\[0\] \(h\) size \(2, 2, 3\), got \[2, 2, 8\]"),
+    ("unbatched c_0", dict(LSTM), lambda: (torch.randn(3, 5), (torch.randn(2, 8), torch.randn(2, 1, 8))), RuntimeError, r"Expected hx\[1\] \(c\) size \(2, 8\), got \[2, 1, 8\]"),
+    ("feature size", dict(LSTM), lambda: (torch.randn(3, 2, 4),), RuntimeError, "Expected 5, got 4"),
+]
+
+
+@pytest.mark.parametrize("name, config, inputs, error, message", BAD_LSTM_INPUTS, ids=[c[0] for c in BAD_LSTM_INPUTS])
+def test_bad_lstm_input(name, config, inputs, error, message):
+    with pytest.raises(error, match=message):
+        rnnkit.LSTM(**config)(*inputs())
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_gated_layers_check_inputs_like_rnn(kind):
+    layer = getattr(rnnkit, kind)(5, 8, 2)
+    with pytest.raises(ValueError, match=f"{kind}: Expected input to be 2D"):
+        layer(torch.randn(3, 2, 5, 1))
+    with pytest.raises(ValueError, match="does not match weight dtype"):
+        layer(torch.randn(3, 2, 5, dtype=torch.float64))
+
+
+def test_gru_has_no_projection():
+    with pytest.raises(TypeError, match="proj_size"):
+        rnnkit.GRU(5, 8, proj_size=2)
+
+
+@pytest.mark.parametrize(
+    "inputs, error, message",
+    [
+        (lambda: (torch.randn(3, 5), torch.randn(3, 8)), TypeError, r"hx should be a tuple \(h, c\)"),
+        (lambda: (torch.randn(3, 5), (torch.randn(3, 8), torch.randn(2, 8))), RuntimeError, r"Expected hx\[1\] \(c\) size \(3, 8\), got \[2, 8\]"),
+        (lambda: (torch.randn(2, 3, 5),), ValueError, "LSTMCell: Expected input to be 1D"),
+    ],
+)
+def test_bad_lstm_cell_input(inputs, error, message):
+    with pytest.raises(error, match=message):
+        rnnkit.LSTMCell(5, 8)(*inputs())
