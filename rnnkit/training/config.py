@@ -1,0 +1,99 @@
+"""The configuration of a training run: data, model and optimisation, each a dataclass.
+
+The command line is built from these fields (one flag per field, see
+:mod:`rnnkit.cli.options`); a run saves :meth:`RunConfig.to_dict` in its
+``config.json`` and in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rnnkit.data.config import DataConfig
+from rnnkit.errors import UserError
+from rnnkit.training.model import ModelConfig
+
+
+@dataclass
+class OptimConfig:
+    """Training: Adam on the cross-entropy loss, in mini-batches."""
+
+    epochs: int = field(default=30, metadata={"help": "passes over the training split"})
+    batch_size: int = field(default=32, metadata={
+        "help": "sequences per optimiser step, in total over all processes under torchrun",
+    })
+    lr: float = field(default=3e-3, metadata={"help": "Adam's learning rate"})
+    schedule: str = field(default="cosine", metadata={
+        "choices": ("constant", "cosine"),
+        "help": "learning rate over the epochs: constant, or cosine (from --lr down to "
+                "zero at the last epoch, set at the start of each epoch)",
+    })
+    weight_decay: float = field(default=0.0, metadata={
+        "help": "Adam's L2 penalty on the weights",
+    })
+    clip_grad: float = field(default=1.0, metadata={
+        "help": "largest gradient norm before each step; 0 turns clipping off",
+    })
+    patience: int = field(default=0, metadata={
+        "help": "stop after this many epochs without a better validation accuracy "
+                "(0: train every epoch)",
+    })
+    seed: int = field(default=0, metadata={
+        "help": "seed of the initial weights, the shuffling and dropout",
+    })
+    device: str = field(default="auto", metadata={
+        "choices": ("auto", "cpu", "cuda"),
+        "help": "where to train: auto picks cuda when a GPU is present",
+    })
+    threads: int = field(default=1, metadata={
+        "help": "CPU threads per process for tensor operations (0: PyTorch's default, one "
+                "per core); one suits small recurrent models, whose many small steps lose "
+                "more to thread hand-offs than they gain",
+    })
+
+    def learning_rate(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (1-based) under :attr:`schedule`."""
+        if self.schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / self.epochs))
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        for name in ("weight_decay", "clip_grad", "patience", "threads"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if self.optim.patience and not self.data.val_fraction:
+            raise UserError("--patience stops on validation accuracy, so it needs --val-fraction > 0")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain values only (for JSON and checkpoints)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """The inverse of :meth:`to_dict`."""
+        try:
+            return cls(
+                DataConfig(**values["data"]),
+                ModelConfig(**values["model"]),
+                OptimConfig(**values["optim"]),
+            )
+        except (KeyError, TypeError) as error:
+            raise UserError(f"the saved configuration is not one this rnnkit can read ({error})") from None

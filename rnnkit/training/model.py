@@ -1,0 +1,150 @@
+"""The sequence classifier: an rnnkit recurrent layer, a readout over time, a linear layer.
+
+This is the classic PyTorch tutorial's model (an RNN reads an image row by
+row, a linear layer on the last step's output picks the digit), generalised
+to any cell type, readout and variable-length sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import rnnkit
+from rnnkit.errors import UserError
+
+CELLS: dict[str, type[nn.Module]] = {
+    name: getattr(rnnkit, name.upper())
+    for name in ("rnn", "lstm", "gru")
+    if hasattr(rnnkit, name.upper())
+}
+"""The recurrent layer class of each ``--cell`` name; LSTM and GRU join as
+soon as rnnkit provides them."""
+
+READOUTS = ("last", "mean", "max")
+"""How the per-step outputs become one feature vector per sequence."""
+
+
+@dataclass
+class ModelConfig:
+    """Model: a recurrent layer reads each sequence, a linear layer picks its class."""
+
+    cell: str = field(default="rnn", metadata={
+        "choices": tuple(CELLS),
+        "help": "recurrent cell type",
+    })
+    hidden_size: int = field(default=128, metadata={
+        "help": "features in the hidden state h, H_out",
+    })
+    num_layers: int = field(default=1, metadata={
+        "help": "stacked recurrent layers; layer k+1 reads layer k's outputs",
+    })
+    nonlinearity: str = field(default="tanh", metadata={
+        "choices": ("tanh", "relu"),
+        "help": "the RNN cell's activation (--cell rnn only)",
+    })
+    bias: bool = field(default=True, metadata={
+        "help": "give the recurrent layers the biases b_ih and b_hh",
+    })
+    dropout: float = field(default=0.0, metadata={
+        "help": "dropout on the outputs of every recurrent layer but the last, "
+                "during training (needs --num-layers 2 or more)",
+    })
+    bidirectional: bool = field(default=False, metadata={
+        "help": "also read each sequence backwards and join both directions' features",
+    })
+    readout: str = field(default="last", metadata={
+        "choices": READOUTS,
+        "help": "what the linear layer sees: last (the state after each sequence's true "
+                "last step, as in the tutorial; with --bidirectional, joined with the "
+                "backward state after the first step), mean or max (over the valid steps "
+                "of the last layer's output)",
+    })
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise UserError(f"--cell should be one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in ("hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.cell != "rnn" and self.nonlinearity != "tanh":
+            raise UserError(f"--nonlinearity is an option of --cell rnn, not of {self.cell}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.dropout > 0 and self.num_layers == 1:
+            raise UserError(
+                "--dropout acts between recurrent layers, so it needs --num-layers 2 or more"
+            )
+        if self.readout not in READOUTS:
+            raise UserError(f"--readout should be one of {', '.join(READOUTS)}, got {self.readout!r}")
+
+
+class SequenceClassifier(nn.Module):
+    """Class scores for sequences of feature vectors.
+
+    ``features = readout(recurrent(x))``, ``logits = linear(features)``.
+
+    Args:
+        config: the layer options and readout.
+        input_size: ``F``, the features per step.
+        num_classes: ``C``.
+
+    Inputs: ``x, lengths``
+        * **x**: ``(N, T, F)``, batch first.
+        * **lengths**: ``(N,)`` int64 valid steps per sequence, or ``None`` when
+          all ``T`` are valid. Steps past a sequence's length never reach the
+          recurrence.
+
+    Output: logits ``(N, C)``.
+
+    Example::
+
+        >>> model = SequenceClassifier(ModelConfig(hidden_size=16), input_size=8, num_classes=10)
+        >>> model(torch.randn(4, 8, 8)).shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(self, config: ModelConfig, input_size: int, num_classes: int) -> None:
+        super().__init__()
+        self.readout = config.readout
+        extra = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
+        self.recurrent = CELLS[config.cell](
+            input_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            bias=config.bias,
+            batch_first=True,
+            dropout=config.dropout,
+            bidirectional=config.bidirectional,
+            **extra,
+        )
+        self.directions = 2 if config.bidirectional else 1
+        self.classifier = nn.Linear(self.directions * config.hidden_size, num_classes)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        n, t, _ = x.shape
+        packed = lengths is not None
+        inputs = (
+            pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            if packed else x
+        )
+        output, h_n = self.recurrent(inputs)
+        if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
+            h_n = h_n[0]
+
+        if self.readout == "last":
+            # h_n: (L*D, N, H); the last layer's directions, joined: (N, D*H).
+            return self.classifier(h_n[-self.directions :].transpose(0, 1).reshape(n, -1))
+        valid = None  # (N, T, 1): steps within each length
+        if packed:
+            output, _ = pad_packed_sequence(output, batch_first=True, total_length=t)
+            valid = (torch.arange(t, device=x.device) < lengths.to(x.device)[:, None]).unsqueeze(2)
+        # output: (N, T, D*H) -> features: (N, D*H)
+        if self.readout == "mean":
+            features = output.mean(1) if valid is None else (output * valid).sum(1) / valid.sum(1)
+        else:
+            features = output.amax(1) if valid is None else output.masked_fill(~valid, float("-inf")).amax(1)
+        return self.classifier(features)
