@@ -14,7 +14,7 @@ import sys
 
 from rnnkit.errors import UserError
 
-SUBCOMMANDS = ("explain",)
+SUBCOMMANDS = ("explain", "train", "evaluate", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

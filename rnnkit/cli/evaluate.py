@@ -1,0 +1,72 @@
+"""``rnnkit evaluate``: score a trained run on its test set or on other data."""
+
+from __future__ import annotations
+
+import argparse
+
+from rnnkit.cli.options import add_options, given_options
+from rnnkit.data.config import DataConfig
+from rnnkit.training.config import OptimConfig
+
+DESCRIPTION = """\
+Score a run's checkpoint: accuracy, loss and per-class accuracy.
+
+Without data options, the run's own test set is rebuilt exactly as in
+training (same split, same scaling). With --data, a built-in set is scored on
+its test split and a file on all of its sequences (or give --test-data).
+New data always goes through the run's own scaling.
+"""
+
+DATA_OPTIONS = ("data", "data_dir", "test_data", "csv_features")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a trained run on its test set or on other labelled data",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by rnnkit train")
+    parser.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best",
+        help="best.pt (the epoch of best validation accuracy) or last.pt (default: best)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+    add_options(parser, DataConfig, only=DATA_OPTIONS)
+    add_options(parser, OptimConfig, only=("device", "threads"))
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from rnnkit.cli.display import evaluation_table
+    from rnnkit.training import distributed
+    from rnnkit.training.checkpoint import load_checkpoint
+    from rnnkit.training.inference import evaluation_set, score
+    from rnnkit.training.rundir import RunDir
+
+    run_dir = RunDir.existing(args.run_dir)
+    checkpoint = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
+    execution = OptimConfig(**given_options(args, OptimConfig))
+    _, device = distributed.setup(execution.device, execution.threads)
+    data = evaluation_set(checkpoint, **given_options(args, DataConfig))
+    evaluation = score(checkpoint, data, device)
+    if args.json:
+        print(json.dumps({
+            "run": str(run_dir),
+            "checkpoint": f"{args.checkpoint}.pt",
+            "data": data.source,
+            "examples": evaluation.count,
+            "accuracy": evaluation.accuracy,
+            "loss": evaluation.loss,
+            "per_class_accuracy": evaluation.per_class_accuracy,
+            "confusion_matrix": evaluation.confusion.tolist(),
+        }, indent=2))
+    else:
+        title = f"{run_dir} ({args.checkpoint}.pt) on {data.source}"
+        Console(highlight=False).print(evaluation_table(evaluation, title))
+    return 0

@@ -1,0 +1,115 @@
+"""``rnnkit predict``: class labels and probabilities for new sequences."""
+
+from __future__ import annotations
+
+import argparse
+
+from rnnkit.cli.options import add_options, given_options
+from rnnkit.errors import UserError
+from rnnkit.training.config import OptimConfig
+
+DESCRIPTION = """\
+Predict the class of every sequence in INPUT with a trained run.
+
+INPUT is a .npz (x (N, T, F) or (N, T), optional lengths (N,); a y array is
+ignored) or a .csv of one sequence per row, values step after step (a
+headerless CSV holds values only; with a header, a 'label' column is
+ignored). The run's scaling is applied. The output has one row per sequence:
+its index, the predicted class, that class's probability, and the
+probability of every class (p_0 ... p_{C-1}).
+"""
+
+FORMATS = ("csv", "json")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict labels and class probabilities for new sequences",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by rnnkit train")
+    parser.add_argument("input", metavar="INPUT", help="the sequences: a .npz or .csv file")
+    parser.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best",
+        help="best.pt (the epoch of best validation accuracy) or last.pt (default: best)",
+    )
+    parser.add_argument(
+        "--output", "-o", metavar="FILE",
+        help="write the predictions to FILE (.csv or .json) instead of standard output",
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS,
+        help="output format (default: from --output's suffix, else csv)",
+    )
+    parser.add_argument(
+        "--csv-features", type=int, metavar="F",
+        help="features per step in INPUT's CSV rows (default: the run's)",
+    )
+    add_options(parser, OptimConfig, only=("device", "threads"))
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    import json
+    import sys
+    from pathlib import Path
+
+    from rnnkit.data.sources import read_file
+    from rnnkit.training import distributed
+    from rnnkit.training.checkpoint import load_checkpoint
+    from rnnkit.training.inference import predict_proba
+    from rnnkit.training.rundir import RunDir
+
+    output_format = args.format or _format_of(args.output)
+    run_dir = RunDir.existing(args.run_dir)
+    checkpoint = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
+    execution = OptimConfig(**given_options(args, OptimConfig))
+    _, device = distributed.setup(execution.device, execution.threads)
+    csv_features = args.csv_features or checkpoint.config.data.csv_features
+    if csv_features < 1:
+        raise UserError(f"--csv-features must be at least 1, got {csv_features}")
+    data = read_file(args.input, labelled=False, csv_features=csv_features)
+    probabilities = predict_proba(checkpoint, data, device)  # (N, C)
+    predicted = probabilities.argmax(1)
+
+    classes = range(probabilities.shape[1])
+    if output_format == "json":
+        text = json.dumps([
+            {
+                "index": n,
+                "predicted": int(predicted[n]),
+                "probability": round(float(p[predicted[n]]), 6),
+                "probabilities": [round(float(value), 6) for value in p],
+            }
+            for n, p in enumerate(probabilities)
+        ], indent=1) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["index", "predicted", "probability", *(f"p_{c}" for c in classes)])
+        for n, p in enumerate(probabilities):
+            writer.writerow([n, int(predicted[n]), *(f"{value:.6f}" for value in (p[predicted[n]], *p))])
+        text = buffer.getvalue()
+
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise UserError(f"cannot write {args.output}: {error.strerror}") from None
+        print(f"{len(predicted)} predictions written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _format_of(output: str | None) -> str:
+    if output is None:
+        return "csv"
+    suffix = output.rsplit(".", 1)[-1].lower() if "." in output else ""
+    if suffix not in FORMATS:
+        raise UserError(f"--output {output}: give a .csv or .json file name, or --format")
+    return suffix

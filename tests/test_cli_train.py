@@ -1,0 +1,274 @@
+"""``rnnkit train``, ``evaluate`` and ``predict`` on the command line, bad input included."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rnnkit.cli.main import main
+from rnnkit.training import load_checkpoint
+
+TINY = ["--limit", "150", "--hidden-size", "12", "--epochs", "2", "--batch-size", "16",
+        "--device", "cpu", "--no-plots"]
+
+
+def train(*args):
+    return main(["train", *TINY, *args])
+
+
+def error_line(capsys, command="train"):
+    """The single stderr line of a failed command, checked for form."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"rnnkit {command}: error: ")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tiny run on digits, shared by the read-only tests."""
+    path = tmp_path_factory.mktemp("cli") / "run"
+    assert train("--out", str(path)) == 0
+    return path
+
+
+@pytest.fixture
+def sequences(tmp_path):
+    """A small npz of 3-feature, 3-class sequences whose class is easy to see."""
+    rng = np.random.default_rng(1)
+    y = np.arange(90) % 3
+    x = rng.normal(size=(90, 6, 3)) + y[:, None, None]
+    np.savez(tmp_path / "seq.npz", x=x, y=y)
+    return tmp_path / "seq.npz"
+
+
+# -- train -----------------------------------------------------------------------
+
+
+def test_train_reports_and_writes_the_run(trained, capsys, tmp_path):
+    assert train("--out", str(tmp_path / "again"), "--plots") == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and str(tmp_path / "again") in out
+    assert "epoch 2/2" in out
+    assert (tmp_path / "again" / "samples.png").is_file()
+    results = json.loads((trained / "results.json").read_text())
+    assert results["epochs_completed"] == 2 and 0 <= results["test_accuracy"] <= 1
+
+
+def test_default_run_directory_is_under_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert train() == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("digits-rnn-") and (run / "best.pt").is_file()
+
+
+def test_existing_run_directory_needs_overwrite(trained, capsys, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    (copy / "notes.txt").write_text("mine")
+    assert train("--out", str(copy)) == 1
+    line = error_line(capsys)
+    assert "already exists" in line and "--overwrite" in line
+    assert train("--out", str(copy), "--overwrite", "--epochs", "1") == 0
+    assert load_checkpoint(copy / "last.pt").progress["epoch"] == 1
+    assert (copy / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
+
+
+def test_own_npz_data_with_every_model_option(sequences, tmp_path, capsys):
+    args = ["--data", str(sequences), "--normalize", "feature", "--num-layers", "2",
+            "--dropout", "0.1", "--bidirectional", "--readout", "max", "--no-bias",
+            "--nonlinearity", "relu", "--weight-decay", "1e-4", "--clip-grad", "0",
+            "--patience", "1", "--schedule", "constant", "--seed", "3"]
+    assert train(*args, "--out", str(tmp_path / "run")) == 0
+    config = load_checkpoint(tmp_path / "run" / "best.pt").config
+    assert config.model.bidirectional and config.model.readout == "max" and not config.model.bias
+    assert config.optim.seed == 3 and config.data.normalize == "feature"
+
+
+def test_mnist_from_idx_files(tmp_path, capsys):
+    from test_data import write_mnist
+
+    write_mnist(tmp_path / "data" / "MNIST" / "raw", train=60, test=20, compress=True)
+    assert train("--data", "mnist", "--data-dir", str(tmp_path / "data"), "--limit", "60",
+                 "--out", str(tmp_path / "run")) == 0
+    description = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert description["data"] == dict(train=54, val=6, test=20, steps=28, features=28, classes=10)
+
+
+def test_resume_continues_and_refuses_what_it_cannot_do(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    assert main(["train", "--resume", str(run)]) == 1
+    assert "is complete (2 of 2 epochs); give --epochs above 2" in error_line(capsys)
+    assert main(["train", "--resume", str(run), "--hidden-size", "5"]) == 1
+    assert "--hidden-size cannot be given with it" in error_line(capsys)
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 1
+    assert "no run directory" in error_line(capsys)
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0
+    assert "resuming after epoch 2" in capsys.readouterr().out
+    rows = json.loads((run / "metrics.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    commands = json.loads((run / "config.json").read_text())["commands"]
+    assert len(commands) == 2 and "--resume" in commands[1]
+
+
+# -- evaluate and predict --------------------------------------------------------
+
+
+def test_evaluate_rebuilds_the_test_set(trained, capsys):
+    assert main(["evaluate", str(trained), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    results = json.loads((trained / "results.json").read_text())
+    assert scores["accuracy"] == results["test_accuracy"]
+    assert scores["confusion_matrix"] == results["confusion_matrix"]
+    assert main(["evaluate", str(trained), "--checkpoint", "last"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_other_data(trained, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(tmp_path / "d.npz", x=digits.images[:50], y=digits.target[:50])
+    assert main(["evaluate", str(trained), "--data", str(tmp_path / "d.npz"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 50
+    np.savez(tmp_path / "wide.npz", x=np.zeros((5, 8, 9)), y=np.zeros(5))
+    assert main(["evaluate", str(trained), "--data", str(tmp_path / "wide.npz")]) == 1
+    assert "has 9 features per step, but the model reads 8" in error_line(capsys, "evaluate")
+
+
+def test_predict_csv_and_json(trained, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images[:7]
+    np.savez(tmp_path / "in.npz", x=images)
+    assert main(["predict", str(trained), str(tmp_path / "in.npz")]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 7 and list(rows[0])[:3] == ["index", "predicted", "probability"]
+    probabilities = np.array([[float(r[f"p_{c}"]) for c in range(10)] for r in rows])
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-4)
+    assert [int(r["predicted"]) for r in rows] == probabilities.argmax(1).tolist()
+
+    # the same sequences as CSV rows of 64 values, 8 per step, to a JSON file
+    with open(tmp_path / "in.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(images.reshape(7, 64).tolist())
+    out = tmp_path / "predictions.json"
+    assert main(["predict", str(trained), str(tmp_path / "in.csv"), "--csv-features", "8",
+                 "-o", str(out)]) == 0
+    predictions = json.loads(out.read_text())
+    assert [p["predicted"] for p in predictions] == [int(r["predicted"]) for r in rows]
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (lambda d: None, ["missing.npz"], "no such file"),
+    (lambda d: np.savez(d / "x.npz", x=np.zeros((3, 8, 5))), ["x.npz"], "has 5 features per step, but the model reads 8"),
+    (lambda d: np.savez(d / "x.npz", x=np.full((3, 8, 8), np.nan)), ["x.npz"], "NaN/inf"),
+    (lambda d: np.savez(d / "x.npz", x=np.zeros((3, 8, 8))), ["x.npz", "-o", "out.txt"], "give a .csv or .json"),
+])
+def test_predict_bad_input(trained, tmp_path, monkeypatch, capsys, make, args, message):
+    monkeypatch.chdir(tmp_path)
+    make(tmp_path)
+    assert main(["predict", str(trained), *args]) == 1
+    assert message in error_line(capsys, "predict")
+
+
+# -- bad input to train: one line, exit 1, no traceback ------------------------
+
+
+def _npz(name, **arrays):
+    return lambda d: np.savez(d / name, **arrays)
+
+
+def _text(name, content):
+    return lambda d: (d / name).write_bytes(content)
+
+
+BAD_TRAIN = [
+    ("missing file", None, ["--data", "nope.npz"], "no such file: nope.npz"),
+    ("unknown data", None, ["--data", "cifar10"], "--data should be digits, mnist1d, mnist"),
+    ("corrupt npz", _text("c.npz", b"garbage"), ["--data", "c.npz"], "cannot read c.npz"),
+    ("corrupt csv", _text("c.csv", b"\xff\xfe\x00bad"), ["--data", "c.csv"], "cannot read c.csv as CSV"),
+    ("wrong shape", _npz("s.npz", x=np.zeros((9, 2, 2, 2)), y=np.zeros(9)), ["--data", "s.npz"], "should have shape (N, T, F)"),
+    ("NaN", _npz("n.npz", x=np.full((9, 3), np.nan), y=np.arange(9) % 3), ["--data", "n.npz"], "NaN/inf"),
+    ("inf", _npz("i.npz", x=np.full((9, 3), np.inf), y=np.arange(9) % 3), ["--data", "i.npz"], "NaN/inf"),
+    ("float labels", _npz("f.npz", x=np.zeros((9, 3)), y=np.arange(9) / 2), ["--data", "f.npz"], "must be integers"),
+    ("label gap", _npz("g.npz", x=np.zeros((9, 3)), y=np.arange(9) % 3 * 2), ["--data", "g.npz"], "never occur"),
+    ("negative label", _npz("m.npz", x=np.zeros((9, 3)), y=np.arange(9) - 1), ["--data", "m.npz"], "integers 0..C-1"),
+    ("string labels", _npz("t.npz", x=np.zeros((2, 3)), y=np.array(["a", "b"])), ["--data", "t.npz"], "real numbers"),
+    ("empty", _npz("e.npz", x=np.zeros((0, 3)), y=np.zeros(0)), ["--data", "e.npz"], "holds no sequences"),
+    ("single class", _npz("o.npz", x=np.zeros((9, 3)), y=np.zeros(9)), ["--data", "o.npz"], "single class"),
+    ("empty csv", _text("e.csv", b""), ["--data", "e.csv"], "holds no sequences"),
+    ("no mnist", None, ["--data", "mnist", "--data-dir", "nowhere"], "no MNIST file"),
+    ("dropout one layer", None, ["--dropout", "0.2"], "needs --num-layers 2"),
+    ("bad size", None, ["--hidden-size", "0"], "--hidden-size must be at least 1"),
+    ("out is a file", _text("f", b""), ["--out", "f"], "is a file"),
+    ("test data with builtin", None, ["--test-data", "t.npz"], "--test-data is for your own"),
+]
+
+
+@pytest.mark.parametrize("make, args, message", [c[1:] for c in BAD_TRAIN], ids=[c[0] for c in BAD_TRAIN])
+def test_bad_train_input(tmp_path, monkeypatch, capsys, make, args, message):
+    monkeypatch.chdir(tmp_path)
+    if make:
+        make(tmp_path)
+    assert main(["train", *TINY, *args]) == 1
+    assert message in error_line(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_option_values_exit_with_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--lr", "nan"])
+    assert exit_info.value.code == 2
+    assert "expected a finite number" in capsys.readouterr().err
+
+
+def test_cuda_without_gpu(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["train", *TINY, "--device", "cuda", "--out", str(tmp_path / "r")]) == 1
+    assert "no CUDA GPU" in error_line(capsys)
+
+
+def test_bad_run_directories(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 1
+    assert "not an rnnkit run directory" in error_line(capsys, "evaluate")
+    (tmp_path / "last.pt").write_bytes(b"junk")
+    (tmp_path / "best.pt").write_bytes(b"junk")
+    assert main(["predict", str(tmp_path), "x.npz"]) == 1
+    assert "cannot read checkpoint" in error_line(capsys, "predict")
+
+
+# -- Ctrl-C ----------------------------------------------------------------------
+
+
+def test_ctrl_c_leaves_a_resumable_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnkit", "train", *TINY, "--epochs", "1000", "--out", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.csv").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and f"rnnkit train --resume {run}" in err
+    done = load_checkpoint(run / "last.pt").progress["epoch"]
+    assert done >= 1
+    assert main(["train", "--resume", str(run), "--epochs", str(done + 1)]) == 0
+    assert json.loads((run / "results.json").read_text())["epochs_completed"] == done + 1
