@@ -1,9 +1,11 @@
 """Backends that run one recurrent layer over a sequence, chosen per call.
 
 A backend implements :func:`rnnkit.kernels.reference.run_layer`'s interface.
-``reference`` is the plain-torch implementation every other backend is tested
-against. The choice is ``auto`` by default (the fastest backend that supports
-the call); ``RNNKIT_BACKEND=reference`` in the environment, or
+``fused`` runs compiled loops over whole sequences (CPU, float32/float64,
+the cell types it knows); ``reference`` is the plain-torch implementation
+every other backend is tested against, and serves every call. The choice
+is ``auto`` by default (the first backend that supports the call);
+``RNNKIT_BACKEND=reference`` (or ``fused``) in the environment, or
 ``with rnnkit.kernels.use_backend("reference"):``, forces one.
 """
 
@@ -15,7 +17,7 @@ from typing import Callable, Iterator, NamedTuple
 
 from torch import Tensor
 
-from rnnkit.kernels import reference
+from rnnkit.kernels import fused, reference
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
@@ -29,11 +31,16 @@ class Backend(NamedTuple):
 
 
 BACKENDS: dict[str, Backend] = {
+    "fused": Backend("fused", fused.supports, fused.run_layer),
     "reference": Backend("reference", lambda mode, x, weights: True, reference.run_layer),
 }
 """Every backend, in order of preference for ``auto``: the last is the fallback."""
 
 _forced: str | None = None
+
+
+class UnsupportedCall(ValueError):
+    """The forced backend cannot run this call (another device, dtype or cell type)."""
 
 
 def _requested() -> str:
@@ -51,9 +58,10 @@ def select_backend(mode: str, x: Tensor, weights: list[DirectionWeights]) -> Bac
     if name != "auto":
         backend = BACKENDS[name]
         if not backend.supports(mode, x, weights):
-            raise ValueError(
+            raise UnsupportedCall(
                 f"rnnkit backend {name!r} does not support this call "
-                f"(mode={mode}, dtype={x.dtype}, device={x.device})"
+                f"(mode={mode}, dtype={x.dtype}, device={x.device}); "
+                f"'auto' picks the first backend that does"
             )
         return backend
     return next(b for b in BACKENDS.values() if b.supports(mode, x, weights))

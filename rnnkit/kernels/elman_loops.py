@@ -1,0 +1,96 @@
+"""The sequential part of the Elman RNN, forward and back-propagation through time, in numba.
+
+Both loops work on one direction of one layer, for the batch rows
+``n0 <= n < n1`` (so that directions and chunks of the batch can run on
+different threads), inside arrays shared by all directions:
+
+* ``out (T, N, D*H)``, C-contiguous; this direction owns columns
+  ``col:col + H``. The input projection ``W_ih x_t + b_ih + b_hh`` of every
+  step is computed before the loop by one matrix product; the forward loop
+  overwrites it in place with ``h_t``, so the loop needs no buffer of its own.
+* ``lengths (N,)`` int64, ``<= T``: steps ``t >= lengths[n]`` output zeros and
+  leave row ``n``'s state as it is; a ``reverse`` pass runs from ``T - 1``
+  down, so its first real step is ``lengths[n] - 1``.
+* ``relu`` picks ``h' = relu(z)`` over ``h' = tanh(z)``, ``z`` being the
+  pre-activation ``W_ih x + b_ih + W_hh h + b_hh``.
+
+The products with all steps at once (the weight gradients, the input's
+gradient) are left to the caller, who does them with BLAS after the loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnkit.kernels.numba_ops import jit, matmul_rows, tanh
+
+
+@jit
+def elman_forward(out, col, w_hh, h, lengths, reverse, relu, n0, n1):
+    """Run the recurrence ``h_t = act(xp_t + W_hh h_{t-1})`` in place.
+
+    Args:
+        out: ``(T, N, D*H)``; columns ``col:col+H`` hold ``xp_t`` on entry and
+            ``h_t`` (zeros past each row's length) on return.
+        w_hh: ``(H, H)`` C-contiguous.
+        h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
+    """
+    steps = out.shape[0]
+    hidden = h.shape[1]
+    zero = h.dtype.type(0)  # typed constants keep float32 arithmetic in float32
+    z = np.empty((n1 - n0, hidden), dtype=h.dtype)  # W_hh h_{t-1}, before h is overwritten
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        matmul_rows(h, 0, w_hh, z, n0, n1)
+        for n in range(n0, n1):
+            o = out[t, n]
+            if t >= lengths[n]:
+                for i in range(hidden):
+                    o[col + i] = zero
+            elif relu:
+                for i in range(hidden):
+                    v = max(o[col + i] + z[n - n0, i], zero)
+                    h[n, i] = v
+                    o[col + i] = v
+            else:
+                for i in range(hidden):
+                    v = tanh(o[col + i] + z[n - n0, i])
+                    h[n, i] = v
+                    o[col + i] = v
+
+
+@jit
+def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n0, n1):
+    """Back-propagate through the steps of :func:`elman_forward`, last step first.
+
+    Args:
+        out: ``(T, N, D*H)``, the forward output ``h_t``.
+        grad_out: ``(T, N, D*H)``, the loss's gradient with respect to ``out``.
+        dz: ``(T, N, D*H)``; columns ``col:col+H`` receive ``dL/dz_t``, the
+            gradient of each step's pre-activation (zero past each length).
+        w_hh_t: ``(H, H)``, ``W_hh`` transposed, C-contiguous.
+        dh: ``(N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
+    """
+    steps = out.shape[0]
+    hidden = dh.shape[1]
+    zero, one = dh.dtype.type(0), dh.dtype.type(1)
+    g = np.empty((n1 - n0, hidden), dtype=dh.dtype)
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        y, gy, d = out[t], grad_out[t], dz[t]
+        for n in range(n0, n1):
+            if t >= lengths[n]:
+                for i in range(hidden):
+                    d[n, col + i] = zero
+            elif relu:
+                for i in range(hidden):
+                    d[n, col + i] = (dh[n, i] + gy[n, col + i]) if y[n, col + i] > zero else zero
+            else:
+                for i in range(hidden):
+                    yi = y[n, col + i]
+                    d[n, col + i] = (dh[n, i] + gy[n, col + i]) * (one - yi * yi)
+        matmul_rows(d, col, w_hh_t, g, n0, n1)  # dL/dh_{t-1} = W_hh^T dz_t
+        for n in range(n0, n1):
+            if t < lengths[n]:
+                for i in range(hidden):
+                    dh[n, i] = g[n - n0, i]

@@ -1,0 +1,49 @@
+"""The ``fused`` backend: compiled CPU loops for whole sequences, forward and backward.
+
+It serves float32 and float64 CPU tensors for the cell types in
+:data:`LAYERS`; :func:`supports` says no to anything else (another device or
+dtype, an LSTM projection, a cell type not written yet), and ``auto`` then
+falls back to the reference. A new cell type joins by adding its
+``run_layer`` to :data:`LAYERS`; the driver does not change.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from rnnkit.kernels import fused_rnn
+from rnnkit.kernels.reference import DirectionWeights, State
+
+LAYERS: dict[str, Callable[..., tuple[Tensor, State]]] = {
+    "rnn_tanh": fused_rnn.run_layer,
+    "rnn_relu": fused_rnn.run_layer,
+}
+"""The fused layer of each cell type (``mode``) this backend serves."""
+
+DTYPES = (torch.float32, torch.float64)
+
+
+def supports(mode: str, x: Tensor, weights: list[DirectionWeights]) -> bool:
+    """Whether the fused loops can run this call: a known cell type, CPU,
+    float32 or float64, every weight with the input's dtype, no projection."""
+    if mode not in LAYERS or x.device.type != "cpu" or x.dtype not in DTYPES:
+        return False
+    return all(
+        w.w_hr is None
+        and all(t is None or (t.device == x.device and t.dtype == x.dtype) for t in w[:4])
+        for w in weights
+    )
+
+
+def run_layer(
+    mode: str,
+    x: Tensor,
+    state: State,
+    weights: list[DirectionWeights],
+    lengths: Tensor | None,
+) -> tuple[Tensor, State]:
+    """Run one layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
+    return LAYERS[mode](mode, x, state, weights, lengths)

@@ -1,0 +1,117 @@
+"""Running a fused loop over independent pieces of work on several threads.
+
+A layer's directions, and chunks of its batch, never read each other's
+state, so each piece can run its whole sequence on a thread of its own with
+no synchronisation per step. The loops release the GIL (``nogil``), so plain
+Python threads suffice: no second OpenMP runtime competes with torch's for the
+cores. The thread count follows ``torch.get_num_threads()``, the setting a
+user already controls, and nothing global is changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, NamedTuple
+
+import torch
+
+from rnnkit.kernels.numba_ops import ROW_BLOCK
+
+MIN_WORK_PER_THREAD = 1_000_000
+"""Multiply-adds of the recurrence below which a piece is not worth a thread:
+handing work to a sleeping thread and waiting for it costs tens of microseconds,
+about what a million multiply-adds take."""
+
+
+class Piece(NamedTuple):
+    """One direction ``d`` of a layer for the batch rows ``n0 <= n < n1``."""
+
+    d: int
+    n0: int
+    n1: int
+
+
+def plan(directions: int, batch: int, work_per_row: int) -> tuple[list[Piece], int]:
+    """Split a layer into pieces and say how many threads should share them.
+
+    Args:
+        directions: ``D``, 1 or 2.
+        batch: ``N``.
+        work_per_row: multiply-adds of one direction for one batch row over
+            the whole sequence (``T * H * H`` for an Elman layer).
+
+    Returns:
+        ``(pieces, threads)``. Batch chunks start at multiples of
+        :data:`ROW_BLOCK`, so every row is computed by the same arithmetic
+        whatever the split.
+    """
+    total = directions * batch * work_per_row
+    threads = max(1, min(torch.get_num_threads(), total // MIN_WORK_PER_THREAD))
+    chunks = max(1, min(-(-threads // directions), batch // ROW_BLOCK))
+    rows = -(-batch // chunks)
+    rows = max(ROW_BLOCK, -(-rows // ROW_BLOCK) * ROW_BLOCK)  # a multiple of ROW_BLOCK
+    pieces = [
+        Piece(d, n0, min(n0 + rows, batch)) for d in range(directions) for n0 in range(0, batch, rows)
+    ]
+    return pieces, min(threads, len(pieces))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _get_pool(size: int) -> ThreadPoolExecutor:
+    """The pool of helper threads, grown to ``size`` if it is smaller."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < size:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(size, thread_name_prefix="rnnkit"), size
+        return _pool
+
+
+def run(work: Callable[[Piece], None], pieces: list[Piece], threads: int) -> None:
+    """Run ``work(piece)`` for every piece on up to ``threads`` threads.
+
+    The calling thread works too, and every thread takes the next piece not
+    yet taken; so a helper thread that is slow to wake (a busy or
+    oversubscribed machine) costs nothing: the caller does its share, and
+    waits only for pieces a helper has actually started.
+    """
+    if threads <= 1 or len(pieces) <= 1:
+        for piece in pieces:
+            work(piece)
+        return
+    lock = threading.Lock()
+    next_piece = [0]
+    done = [threading.Event() for _ in pieces]
+    errors: list[BaseException] = []
+
+    def take_and_run(mine: list[int] | None = None) -> None:
+        while True:
+            with lock:
+                index = next_piece[0]
+                if index == len(pieces):
+                    return
+                next_piece[0] += 1
+            if mine is not None:
+                mine.append(index)
+            try:
+                work(pieces[index])
+            except BaseException as error:  # re-raised on the calling thread
+                errors.append(error)
+            finally:
+                done[index].set()
+
+    pool = _get_pool(threads - 1)
+    for _ in range(threads - 1):
+        pool.submit(take_and_run)
+    mine: list[int] = []
+    take_and_run(mine)
+    for index in set(range(len(pieces))) - set(mine):
+        done[index].wait()
+    if errors:
+        raise errors[0]
