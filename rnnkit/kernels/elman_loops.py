@@ -43,20 +43,17 @@ def elman_forward(out, col, w_hh, h, lengths, reverse, relu, n0, n1):
         t = steps - 1 - s if reverse else s
         matmul_rows(h, 0, w_hh, z, n0, n1)
         for n in range(n0, n1):
-            o = out[t, n]
+            # Views indexed from 0: with ``col + i`` numba would check for a
+            # negative index on every element, and the loop would not vectorise.
+            o, zn, hn = out[t, n, col : col + hidden], z[n - n0], h[n]
             if t >= lengths[n]:
-                for i in range(hidden):
-                    o[col + i] = zero
+                o[:] = zero
             elif relu:
                 for i in range(hidden):
-                    v = max(o[col + i] + z[n - n0, i], zero)
-                    h[n, i] = v
-                    o[col + i] = v
+                    hn[i] = o[i] = max(o[i] + zn[i], zero)
             else:
                 for i in range(hidden):
-                    v = tanh(o[col + i] + z[n - n0, i])
-                    h[n, i] = v
-                    o[col + i] = v
+                    hn[i] = o[i] = tanh(o[i] + zn[i])
 
 
 @jit
@@ -77,20 +74,18 @@ def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n
     g = np.empty((n1 - n0, hidden), dtype=dh.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
-        y, gy, d = out[t], grad_out[t], dz[t]
         for n in range(n0, n1):
+            y, gy = out[t, n, col : col + hidden], grad_out[t, n, col : col + hidden]
+            d, dhn = dz[t, n, col : col + hidden], dh[n]
             if t >= lengths[n]:
-                for i in range(hidden):
-                    d[n, col + i] = zero
+                d[:] = zero
             elif relu:
                 for i in range(hidden):
-                    d[n, col + i] = (dh[n, i] + gy[n, col + i]) if y[n, col + i] > zero else zero
+                    d[i] = dhn[i] + gy[i] if y[i] > zero else zero
             else:
                 for i in range(hidden):
-                    yi = y[n, col + i]
-                    d[n, col + i] = (dh[n, i] + gy[n, col + i]) * (one - yi * yi)
-        matmul_rows(d, col, w_hh_t, g, n0, n1)  # dL/dh_{t-1} = W_hh^T dz_t
+                    d[i] = (dhn[i] + gy[i]) * (one - y[i] * y[i])
+        matmul_rows(dz[t], col, w_hh_t, g, n0, n1)  # dL/dh_{t-1} = W_hh^T dz_t
         for n in range(n0, n1):
             if t < lengths[n]:
-                for i in range(hidden):
-                    dh[n, i] = g[n - n0, i]
+                dh[n] = g[n - n0]

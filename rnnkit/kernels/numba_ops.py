@@ -152,12 +152,28 @@ def matmul_rows(a, acol, w, res, n0, n1):
             res[r + 2, i] = s2
             res[r + 3, i] = s3
         n += ROW_BLOCK
-    while n < n1:
+    while n < n1:  # rows left over: four outputs at a time share each load of ``a``
         a0 = a[n, acol : acol + k]
-        for i in range(m):
+        r = n - n0
+        i = 0
+        while i + 4 <= m:
+            w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+            s0 = s1 = s2 = s3 = a.dtype.type(0)
+            for j in range(k):
+                s0 += w0[j] * a0[j]
+                s1 += w1[j] * a0[j]
+                s2 += w2[j] * a0[j]
+                s3 += w3[j] * a0[j]
+            res[r, i] = s0
+            res[r, i + 1] = s1
+            res[r, i + 2] = s2
+            res[r, i + 3] = s3
+            i += 4
+        while i < m:
             wi = w[i]
             s = a.dtype.type(0)
             for j in range(k):
                 s += wi[j] * a0[j]
-            res[n - n0, i] = s
+            res[r, i] = s
+            i += 1
         n += 1
