@@ -14,7 +14,7 @@ import sys
 
 from rnnkit.errors import UserError
 
-SUBCOMMANDS = ("explain", "train", "evaluate", "predict")
+SUBCOMMANDS = ("explain", "train", "evaluate", "predict", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

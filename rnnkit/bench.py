@@ -1,0 +1,317 @@
+"""rnnkit against torch.nn, side by side in one process: speed and peak memory.
+
+For each configuration both layers get the same weights
+(:meth:`rnnkit.RNN.from_torch`) and the same input. After a warm-up, runs of
+the two alternate (rnnkit first on even rounds, torch first on odd ones, so
+that neither always runs on a cache the other warmed or a core the other
+heated), and each side's time is the median over the rounds:
+
+* **inference**: a forward pass under ``torch.no_grad()``;
+* **training step**: ``zero_grad``, forward, a loss on the output and final
+  state, backward, and an SGD step.
+
+Speedup is torch's time over rnnkit's. Peak memory is that of one training
+step, measured in a fresh process per layer and configuration (see
+:func:`peak_memory_mb`). Benchmarks, not tests: no timing here asserts anything.
+
+>>> from rnnkit.bench import BenchConfig, measure
+>>> result = measure(BenchConfig(steps=20, batch=2, hidden=8), min_time=0.01, memory=False)
+>>> result.max_abs_diff < 1e-5
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+import rnnkit
+from rnnkit import kernels
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One layer and input size: ``(T, N, H_in)`` into an RNN of hidden size ``H``."""
+
+    steps: int
+    batch: int
+    hidden: int
+    input_size: int = 0  # 0: the same as hidden
+    layers: int = 1
+    bidirectional: bool = False
+    nonlinearity: str = "tanh"
+
+    def __post_init__(self) -> None:
+        if not self.input_size:
+            object.__setattr__(self, "input_size", self.hidden)
+
+    @property
+    def label(self) -> str:
+        text = f"T={self.steps} N={self.batch} {self.input_size}->{self.hidden}"
+        if self.layers > 1:
+            text += f" x{self.layers} layers"
+        if self.bidirectional:
+            text += " bidir"
+        if self.nonlinearity != "tanh":
+            text += f" {self.nonlinearity}"
+        return text
+
+    KEYS = {"T": "steps", "N": "batch", "H": "hidden", "I": "input_size", "L": "layers"}
+
+    @classmethod
+    def parse(cls, text: str) -> BenchConfig:
+        """``"T=200,N=32,H=64"`` plus optional ``I=`` (input size), ``L=``
+        (layers), ``bi`` (bidirectional) and ``relu``."""
+        values: dict = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, _, value = part.partition("=")
+            if part == "bi":
+                values["bidirectional"] = True
+            elif part == "relu":
+                values["nonlinearity"] = "relu"
+            elif key in cls.KEYS and value.isdigit() and int(value) > 0:
+                values[cls.KEYS[key]] = int(value)
+            else:
+                raise ValueError(
+                    f"cannot read {part!r} in configuration {text!r}: expected T=, N=, H=, "
+                    f"I= or L= with a positive integer, or 'bi' or 'relu'"
+                )
+        missing = [k for k in ("T", "N", "H") if cls.KEYS[k] not in values]
+        if missing:
+            raise ValueError(f"configuration {text!r} lacks {', '.join(missing)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A class of sizes and the speedups rnnkit aims at there (torch time / rnnkit time)."""
+
+    name: str
+    inference_target: float
+    training_target: float
+
+
+REGIMES = {
+    "small": Regime("batch 1-4, H <= 64, long sequences", 10.0, 10.0),
+    "medium": Regime("batch ~32, H <= 64", 2.0, 3.0),
+    "large": Regime("H 128-256", 1.5, 1.5),
+    "huge": Regime("H >= 512, batch >= 64", 1.0, 1.0),
+}
+
+
+def regime_of(config: BenchConfig) -> Regime | None:
+    """The regime a configuration belongs to, or ``None`` (no target)."""
+    h, n = config.hidden, config.batch
+    if h >= 512 and n >= 64:
+        return REGIMES["huge"]
+    if 128 <= h <= 256:
+        return REGIMES["large"]
+    if h <= 64 and n <= 4 and config.steps >= 100:
+        return REGIMES["small"]
+    if h <= 64 and 16 <= n <= 64:
+        return REGIMES["medium"]
+    return None
+
+
+DEFAULT_CONFIGS = [
+    BenchConfig(steps=1000, batch=1, hidden=32),
+    BenchConfig(steps=1000, batch=4, hidden=64),
+    BenchConfig(steps=500, batch=1, hidden=64, bidirectional=True),
+    BenchConfig(steps=200, batch=32, hidden=64),
+    BenchConfig(steps=200, batch=32, hidden=32, layers=2, nonlinearity="relu"),
+    BenchConfig(steps=100, batch=16, hidden=128),
+    BenchConfig(steps=100, batch=16, input_size=128, hidden=256, layers=2, bidirectional=True),
+    BenchConfig(steps=50, batch=64, hidden=512),
+]
+"""At least one configuration of each regime."""
+
+QUICK_CONFIGS = [
+    BenchConfig(steps=50, batch=2, hidden=16),
+    BenchConfig(steps=20, batch=4, hidden=8, layers=2, bidirectional=True),
+]
+
+
+@dataclass
+class Result:
+    """Medians in milliseconds, peak memory in MiB (``None`` when not measured)."""
+
+    config: BenchConfig
+    backend: str
+    rounds: int
+    inference_torch_ms: float
+    inference_rnnkit_ms: float
+    training_torch_ms: float
+    training_rnnkit_ms: float
+    max_abs_diff: float
+    peak_torch_mb: float | None = None
+    peak_rnnkit_mb: float | None = None
+    regime: Regime | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.regime = regime_of(self.config)
+
+    @property
+    def inference_speedup(self) -> float:
+        return self.inference_torch_ms / self.inference_rnnkit_ms
+
+    @property
+    def training_speedup(self) -> float:
+        return self.training_torch_ms / self.training_rnnkit_ms
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.update(
+            label=self.config.label,
+            inference_speedup=self.inference_speedup,
+            training_speedup=self.training_speedup,
+        )
+        return data
+
+
+# -- one configuration -----------------------------------------------------------------
+
+
+def build(config: BenchConfig, dtype: torch.dtype, seed: int = 0) -> tuple[nn.RNN, rnnkit.RNN, torch.Tensor]:
+    """torch's layer, rnnkit's with the same weights, and an input ``(T, N, H_in)``."""
+    torch.manual_seed(seed)
+    theirs = nn.RNN(
+        config.input_size, config.hidden, config.layers, nonlinearity=config.nonlinearity,
+        bidirectional=config.bidirectional, dtype=dtype,
+    )
+    x = torch.randn(config.steps, config.batch, config.input_size, dtype=dtype)
+    return theirs, rnnkit.RNN.from_torch(theirs), x
+
+
+def training_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> None:
+    """One step: forward, a loss on the output and final state, backward, update."""
+    optimizer.zero_grad(set_to_none=True)
+    output, h_n = module(x)
+    (output.square().mean() + h_n.square().mean()).backward()
+    optimizer.step()
+
+
+def _alternate(
+    ours: Callable[[], object], theirs: Callable[[], object], min_time: float, min_rounds: int = 5
+) -> tuple[float, float, int]:
+    """Medians (ms) of alternated runs: at least ``min_rounds`` rounds and
+    ``min_time`` seconds of both together, at most 200 rounds."""
+    for _ in range(2):  # warm-up: compiled code loaded, allocator and caches primed
+        ours(), theirs()
+    times: tuple[list[float], list[float]] = ([], [])
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() - start < min_time and rounds < 200):
+        order = ((0, ours), (1, theirs)) if rounds % 2 == 0 else ((1, theirs), (0, ours))
+        for side, run in order:
+            t0 = time.perf_counter()
+            run()
+            times[side].append(time.perf_counter() - t0)
+        rounds += 1
+    return statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3, rounds
+
+
+def measure(
+    config: BenchConfig, dtype: torch.dtype = torch.float32, min_time: float = 1.0, memory: bool = True
+) -> Result:
+    """Time inference and a training step of both layers; optionally their peak memory."""
+    theirs, ours, x = build(config, dtype)
+    with torch.no_grad():
+        max_abs_diff = (ours(x)[0] - theirs(x)[0]).abs().max().item()
+    backend = kernels.select_backend(ours.mode, x, ours._direction_weights()[0]).name
+
+    def inference(module: nn.Module) -> Callable[[], object]:
+        def run() -> object:
+            with torch.no_grad():
+                return module(x)
+        return run
+
+    def training(module: nn.Module) -> Callable[[], None]:
+        optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
+        return lambda: training_step(module, optimizer, x)
+
+    inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2)
+    train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2)
+    result = Result(
+        config, backend, rounds, inf_theirs, inf_ours, train_theirs, train_ours, max_abs_diff
+    )
+    if memory:
+        result.peak_torch_mb = peak_memory_mb(config, dtype, "torch")
+        result.peak_rnnkit_mb = peak_memory_mb(config, dtype, "rnnkit")
+    return result
+
+
+# -- peak memory ----------------------------------------------------------------------
+
+
+def peak_memory_mb(config: BenchConfig, dtype: torch.dtype, implementation: str) -> float:
+    """Peak memory of one training step, in MiB, measured in a fresh process.
+
+    The child builds the layer and input, runs a tiny training step (so that
+    compiled code, thread pools and the gradients' storage exist before the
+    measurement), reads the high-water mark of its resident memory, runs one
+    full-size training step and reads it again: the difference is what the
+    step needed at its peak, whatever allocated it (torch's allocator, numba,
+    BLAS workspaces). The gradients, allocated before, are not in it.
+    """
+    request = dict(config=asdict(config), dtype=str(dtype), implementation=implementation,
+                   threads=torch.get_num_threads())
+    child = subprocess.run(
+        [sys.executable, "-m", "rnnkit.bench", json.dumps(request)],
+        capture_output=True, text=True, check=False,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"memory measurement failed:\n{child.stderr.strip()}")
+    return float(child.stdout.strip().splitlines()[-1])
+
+
+def _peak_rss_bytes() -> int:
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _memory_child(request: dict) -> float:
+    """The child side of :func:`peak_memory_mb`."""
+    torch.set_num_threads(request["threads"])
+    config = BenchConfig(**request["config"])
+    dtype = getattr(torch, request["dtype"].removeprefix("torch."))
+    theirs, ours, x = build(config, dtype)
+    module = ours if request["implementation"] == "rnnkit" else theirs
+    optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
+    optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradients' storage
+    tiny = x[:2, :1].clone()
+    training_step(module, optimizer, tiny)
+    before = _peak_rss_bytes()
+    training_step(module, optimizer, x)
+    return (_peak_rss_bytes() - before) / 2**20
+
+
+# -- where it ran --------------------------------------------------------------------------
+
+
+def environment() -> dict:
+    """The machine and versions, to print beside the numbers."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return dict(
+        cpu=cpu, cpus=os.cpu_count(), threads=torch.get_num_threads(), torch=torch.__version__,
+        rnnkit=rnnkit.__version__, python=platform.python_version(), system=platform.system(),
+    )
+
+
+if __name__ == "__main__":
+    print(_memory_child(json.loads(sys.argv[1])))

@@ -1,0 +1,163 @@
+"""``rnnkit bench``: rnnkit against torch.nn, side by side, in one run.
+
+The measuring is :mod:`rnnkit.bench`; this module reads the options and
+prints a table (or JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rnnkit.errors import UserError
+
+DESCRIPTION = """\
+Time rnnkit.RNN against torch.nn.RNN on the same weights and input, in one
+process: a forward pass under no_grad (inference) and a training step
+(zero_grad, forward, loss, backward, SGD step). Runs of the two alternate and
+each time is the median of its runs; speedup = torch time / rnnkit time, so
+above 1 means rnnkit is faster. Peak memory is the rise in resident memory
+during one training step, each layer measured in a fresh process.
+
+The default configurations cover the size regimes rnnkit sets itself targets
+in (printed beside each speedup): small batches with long sequences, batch
+~32 with small hidden sizes, hidden sizes 128-256, and 512 with batch 64.
+A default run takes a few minutes; --quick takes seconds.
+"""
+
+EPILOG = """\
+configuration syntax (--config, repeatable):
+  T=<steps>,N=<batch>,H=<hidden>[,I=<input size>][,L=<layers>][,bi][,relu]
+  the input size defaults to the hidden size; 'bi' makes the layer
+  bidirectional, 'relu' uses nonlinearity='relu'
+
+examples:
+  rnnkit bench                                  # every default configuration
+  rnnkit bench --quick                          # two tiny ones, to check the set-up
+  rnnkit bench --config T=1000,N=1,H=32 --config T=100,N=16,H=256,I=128,L=2,bi
+  rnnkit bench --threads 1 --json > bench.json  # one thread each, for machines
+
+Force the plain-torch reference recurrence (to see what the fused kernels
+bring) with RNNKIT_BACKEND=reference in the environment; the table's
+'backend' column says which one ran.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="time rnnkit against torch.nn (inference and a training step) and compare memory",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = parser.add_argument_group("what to measure")
+    what.add_argument(
+        "--config", action="append", metavar="SPEC", default=None,
+        help="a configuration to measure instead of the defaults (syntax below); repeatable",
+    )
+    what.add_argument(
+        "--quick", action="store_true",
+        help="two tiny configurations and short timing: checks that everything runs",
+    )
+    what.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32",
+        help="parameter and input dtype (default: float32)",
+    )
+    what.add_argument(
+        "--no-memory", dest="memory", action="store_false",
+        help="skip the peak-memory measurement (two extra processes per configuration)",
+    )
+    how = parser.add_argument_group("how")
+    how.add_argument(
+        "--threads", type=int, metavar="N",
+        help="torch.set_num_threads(N) for both layers; rnnkit's kernels follow the same "
+             "setting (default: torch's own default, usually the number of cores)",
+    )
+    how.add_argument(
+        "--min-time", type=float, default=None, metavar="SECONDS",
+        help="time to spend per configuration and measurement, at least 5 rounds "
+             "(default: 2.0, or 0.1 with --quick)",
+    )
+    how.add_argument("--json", action="store_true",
+                     help="print the results as JSON instead of a table")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+
+    from rnnkit import bench
+
+    try:
+        configs = (
+            [bench.BenchConfig.parse(spec) for spec in args.config] if args.config
+            else bench.QUICK_CONFIGS if args.quick else bench.DEFAULT_CONFIGS
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    min_time = args.min_time if args.min_time is not None else 0.1 if args.quick else 2.0
+    dtype = getattr(torch, args.dtype)
+
+    console = Console(stderr=True)
+    results = []
+    for index, config in enumerate(configs, 1):
+        if not args.json and console.is_terminal:
+            console.print(f"[dim]{index}/{len(configs)} {config.label}...[/]", end="\r")
+        results.append(bench.measure(config, dtype, min_time, memory=args.memory))
+    environment = dict(bench.environment(), dtype=args.dtype)
+
+    if args.json:
+        json.dump(dict(environment=environment, results=[r.to_json() for r in results]),
+                  sys.stdout, indent=2)
+        print()
+    else:
+        Console(width=max(Console().width, 140)).print(table(results, environment))
+    return 0
+
+
+def table(results: list, environment: dict):
+    """The results as a rich table: times, speedups against targets, memory."""
+    from rich.table import Table
+
+    from rnnkit.bench import REGIMES
+
+    def speedup(value: float, target: float | None) -> str:
+        text = f"{value:.1f}x"
+        if target is None:
+            return text
+        return f"[{'green' if value >= target else 'red'}]{text}[/] (>={target:g})"
+
+    def pair(a: float | None, b: float | None, digits: int) -> str:
+        return "-" if a is None or b is None else f"{a:.{digits}f} / {b:.{digits}f}"
+
+    title = (
+        f"rnnkit {environment['rnnkit']} vs torch {environment['torch']}: {environment['cpu']}, "
+        f"{environment['cpus']} CPUs, {environment['threads']} torch threads, {environment['dtype']}"
+    )
+    caption = "; ".join(f"{key}: {regime.name}" for key, regime in REGIMES.items())
+    t = Table(title=title, caption=f"regimes: {caption}")
+    for name in (
+        "configuration", "regime", "backend", "inference ms\ntorch / rnnkit", "speedup\n(target)",
+        "training step ms\ntorch / rnnkit", "speedup\n(target)", "peak MiB\ntorch / rnnkit",
+        "max |diff|",
+    ):
+        t.add_column(name, justify="left" if name in ("configuration", "regime", "backend") else "right")
+    keys = {regime: key for key, regime in REGIMES.items()}
+    for r in results:
+        regime = r.regime
+        t.add_row(
+            r.config.label, keys.get(regime, "-"), r.backend,
+            pair(r.inference_torch_ms, r.inference_rnnkit_ms, 2),
+            speedup(r.inference_speedup, regime and regime.inference_target),
+            pair(r.training_torch_ms, r.training_rnnkit_ms, 2),
+            speedup(r.training_speedup, regime and regime.training_target),
+            pair(r.peak_torch_mb, r.peak_rnnkit_mb, 1), f"{r.max_abs_diff:.0e}",
+        )
+    return t

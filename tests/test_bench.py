@@ -1,0 +1,66 @@
+"""``rnnkit bench`` runs and says what it measured; how fast is the benchmark's
+business, not the tests'."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rnnkit.bench import BenchConfig, REGIMES, peak_memory_mb, regime_of
+from rnnkit.cli.main import main
+
+
+@pytest.fixture
+def keep_threads():
+    """``--threads`` sets torch's thread count for the process: put it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quick_json_run(capsys, keep_threads):
+    assert main(["bench", "--config", "T=6,N=2,H=4,I=3,L=2,bi", "--no-memory",
+                 "--min-time", "0", "--threads", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["environment"]["threads"] == 1
+    (result,) = report["results"]
+    assert result["label"] == "T=6 N=2 3->4 x2 layers bidir"
+    assert result["backend"] == "fused"
+    assert result["max_abs_diff"] < 1e-5
+    for key in ("inference_speedup", "training_speedup", "inference_torch_ms", "training_rnnkit_ms"):
+        assert result[key] > 0
+
+
+def test_table_run(capsys):
+    assert main(["bench", "--config", "T=5,N=1,H=3,relu", "--no-memory", "--min-time", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "T=5 N=1 3->3 relu" in out and "speedup" in out
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("T=200,N=32,H=64", BenchConfig(200, 32, 64)),
+        ("T=10, N=1, H=8, I=3, L=2, bi, relu", BenchConfig(10, 1, 8, 3, 2, True, "relu")),
+    ],
+)
+def test_config_syntax(spec, expected):
+    assert BenchConfig.parse(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["T=200,N=32", "T=0,N=1,H=4", "T=1,N=1,H=4,bidir", "T=x,N=1,H=2"])
+def test_bad_config_is_a_one_line_error(spec, capsys):
+    assert main(["bench", "--config", spec]) == 1
+    assert capsys.readouterr().err.startswith("rnnkit bench: error: ")
+
+
+def test_peak_memory_is_measured_in_a_child_process():
+    assert peak_memory_mb(BenchConfig(steps=50, batch=8, hidden=16), torch.float32, "rnnkit") >= 0
+
+
+def test_every_regime_has_a_default_configuration():
+    from rnnkit.bench import DEFAULT_CONFIGS
+
+    assert {regime_of(c) for c in DEFAULT_CONFIGS} == set(REGIMES.values())
