@@ -22,10 +22,10 @@ True
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -254,15 +254,18 @@ def measure(
 # -- peak memory ----------------------------------------------------------------------
 
 
-def peak_memory_mb(config: BenchConfig, dtype: torch.dtype, implementation: str) -> float:
-    """Peak memory of one training step, in MiB, measured in a fresh process.
+def peak_memory_mb(config: BenchConfig, dtype: torch.dtype, implementation: str) -> float | None:
+    """Peak memory of one training step, in MiB, measured in a fresh process
+    (``None`` where the system cannot say: it needs Linux's ``/proc``).
 
-    The child builds the layer and input, runs a tiny training step (so that
-    compiled code, thread pools and the gradients' storage exist before the
-    measurement), reads the high-water mark of its resident memory, runs one
-    full-size training step and reads it again: the difference is what the
-    step needed at its peak, whatever allocated it (torch's allocator, numba,
-    BLAS workspaces). The gradients, allocated before, are not in it.
+    The child builds the layer and input and runs a tiny training step, so
+    that compiled code, thread pools and the gradients' storage exist before
+    the measurement. It then hands freed heap memory back to the system
+    (``malloc_trim``), resets the high-water mark of its resident memory
+    (``/proc/self/clear_refs``), runs one full-size training step and reads
+    the new high-water mark: its rise over the resident memory before the
+    step is what the step needed at its peak, whoever allocated it (torch,
+    numba, BLAS). The gradients, allocated before, are not in it.
     """
     request = dict(config=asdict(config), dtype=str(dtype), implementation=implementation,
                    threads=torch.get_num_threads())
@@ -272,15 +275,16 @@ def peak_memory_mb(config: BenchConfig, dtype: torch.dtype, implementation: str)
     )
     if child.returncode != 0:
         raise RuntimeError(f"memory measurement failed:\n{child.stderr.strip()}")
-    return float(child.stdout.strip().splitlines()[-1])
+    value = child.stdout.strip().splitlines()[-1]
+    return None if value == "None" else float(value)
 
 
-def _peak_rss_bytes() -> int:
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith(field + ":")))
 
 
-def _memory_child(request: dict) -> float:
+def _memory_child(request: dict) -> float | None:
     """The child side of :func:`peak_memory_mb`."""
     torch.set_num_threads(request["threads"])
     config = BenchConfig(**request["config"])
@@ -289,11 +293,16 @@ def _memory_child(request: dict) -> float:
     module = ours if request["implementation"] == "rnnkit" else theirs
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
     optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradients' storage
-    tiny = x[:2, :1].clone()
-    training_step(module, optimizer, tiny)
-    before = _peak_rss_bytes()
+    training_step(module, optimizer, x[:2, :1].clone())
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM, the peak resident set size
+        before = _status_kib("VmRSS")
+    except (OSError, StopIteration):
+        return None
     training_step(module, optimizer, x)
-    return (_peak_rss_bytes() - before) / 2**20
+    return (_status_kib("VmHWM") - before) / 1024
 
 
 # -- where it ran --------------------------------------------------------------------------
