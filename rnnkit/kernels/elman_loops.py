@@ -5,7 +5,7 @@ Both loops work on one direction of one layer, for the batch rows
 different threads), inside arrays shared by all directions:
 
 * ``out (T, N, D*H)``, C-contiguous; this direction owns columns
-  ``col:col + H``. The input projection ``W_ih x_t + b_ih + b_hh`` of every
+  ``col:col + H``. The input projection ``W_ih x_t + b_ih`` of every
   step is computed before the loop by one matrix product; the forward loop
   overwrites it in place with ``h_t``, so the loop needs no buffer of its own.
 * ``lengths (N,)`` int64, ``<= T``: steps ``t >= lengths[n]`` output zeros and
@@ -26,13 +26,13 @@ from rnnkit.kernels.numba_ops import jit, matmul_rows, tanh
 
 
 @jit
-def elman_forward(out, col, w_hh, h, lengths, reverse, relu, n0, n1):
-    """Run the recurrence ``h_t = act(xp_t + W_hh h_{t-1})`` in place.
+def elman_forward(out, col, w_hh, b_hh, h, lengths, reverse, relu, n0, n1):
+    """Run the recurrence ``h_t = act(xp_t + (W_hh h_{t-1} + b_hh))`` in place.
 
     Args:
         out: ``(T, N, D*H)``; columns ``col:col+H`` hold ``xp_t`` on entry and
             ``h_t`` (zeros past each row's length) on return.
-        w_hh: ``(H, H)`` C-contiguous.
+        w_hh: ``(H, H)`` C-contiguous; ``b_hh`` ``(H,)`` (zeros without bias).
         h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
     """
     steps = out.shape[0]
@@ -50,10 +50,10 @@ def elman_forward(out, col, w_hh, h, lengths, reverse, relu, n0, n1):
                 o[:] = zero
             elif relu:
                 for i in range(hidden):
-                    hn[i] = o[i] = max(o[i] + zn[i], zero)
+                    hn[i] = o[i] = max(o[i] + (zn[i] + b_hh[i]), zero)
             else:
                 for i in range(hidden):
-                    hn[i] = o[i] = tanh(o[i] + zn[i])
+                    hn[i] = o[i] = tanh(o[i] + (zn[i] + b_hh[i]))
 
 
 @jit
