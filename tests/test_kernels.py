@@ -292,3 +292,11 @@ def test_forcing_a_backend_that_cannot_serve_the_call_raises():
             layer(torch.zeros(2, 1, 4, dtype=torch.bfloat16))
     with kernels.use_backend("reference"):  # the reference serves it
         assert layer(torch.zeros(2, 1, 4, dtype=torch.bfloat16))[0].shape == (2, 1, 3)
+
+
+def test_warm_up_compiles_every_dtype_ahead():
+    from rnnkit.kernels.elman_loops import elman_backward, elman_forward
+
+    fused.warm_up()
+    for loop in (elman_forward, elman_backward):
+        assert {sig[0].dtype.name for sig in loop.signatures} >= {"float32", "float64"}
