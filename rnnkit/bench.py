@@ -182,7 +182,9 @@ class Result:
 # -- one configuration -----------------------------------------------------------------
 
 
-def build(config: BenchConfig, dtype: torch.dtype, seed: int = 0) -> tuple[nn.RNN, rnnkit.RNN, torch.Tensor]:
+def build(
+    config: BenchConfig, dtype: torch.dtype, seed: int = 0
+) -> tuple[nn.RNN, rnnkit.RNN, torch.Tensor]:
     """torch's layer, rnnkit's with the same weights, and an input ``(T, N, H_in)``."""
     torch.manual_seed(seed)
     theirs = nn.RNN(

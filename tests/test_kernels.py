@@ -243,7 +243,8 @@ def test_the_tanh_of_the_loops_is_within_a_few_ulp():
     for dtype, tolerance in ((torch.float32, 8 * 2.0**-24), (torch.float64, 8 * 2.0**-53)):
         x = torch.linspace(-25, 25, 200_001, dtype=dtype).reshape(1, -1, 1)
         x = torch.cat([x, torch.logspace(-30, 1, 1001, dtype=dtype).reshape(1, -1, 1)], dim=1)
-        weights = [DirectionWeights(torch.ones(1, 1, dtype=dtype), torch.zeros(1, 1, dtype=dtype), None, None)]
+        identity, zero = torch.ones(1, 1, dtype=dtype), torch.zeros(1, 1, dtype=dtype)
+        weights = [DirectionWeights(identity, zero, None, None)]
         h0 = torch.zeros(1, x.shape[1], 1, dtype=dtype)
         with torch.no_grad():
             y, _ = fused.run_layer("rnn_tanh", x, (h0,), weights, None)

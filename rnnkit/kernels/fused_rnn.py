@@ -63,7 +63,8 @@ class ElmanFunction(torch.autograd.Function):
         steps, batch, _ = x.shape
         hidden = h0.shape[2]
         # (T, N, D*H): first W_ih x_t + b_ih, then, in place, h_t
-        out = F.linear(x, _stack([w.w_ih for w in weights]), _stack([w.b_ih for w in weights]))
+        w_ih, b_ih = _stack([w.w_ih for w in weights]), _stack([w.b_ih for w in weights])
+        out = F.linear(x, w_ih, b_ih).contiguous()  # contiguous: the loops write into it
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         lengths_a = np.full(batch, steps, np.int64) if lengths is None else _array(lengths)
         w_hh = [_array(w.w_hh) for w in weights]
