@@ -11,6 +11,11 @@ from these pieces, so that what makes them fast is written once:
   product of a step at ``H = 32``).
 * :func:`matmul_rows` is the per-step product ``a @ w.T`` for a block of batch
   rows, written so that it keeps its sums in vector registers.
+
+Numba's disk cache checks only each function's own source file: after
+editing this module, delete ``rnnkit/kernels/__pycache__/*.nbi`` and
+``*.nbc``, or the loops of other modules keep their compiled copies of the
+old building blocks.
 """
 
 from __future__ import annotations
