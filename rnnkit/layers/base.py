@@ -59,12 +59,21 @@ def _check_state(
     return parts
 
 
-class _Convertible:
-    """``from_torch`` / ``to_torch`` for a module whose configuration attributes
-    carry the same names as its ``torch.nn`` twin's constructor arguments."""
+class _TorchTwin(nn.Module):
+    """What a layer and a cell share with their ``torch.nn`` twin: the
+    initialisation, and ``from_torch`` / ``to_torch`` (the configuration
+    attributes carry the names of the twin's constructor arguments)."""
 
     torch_class: ClassVar[type[nn.Module]]
     config_names: ClassVar[tuple[str, ...]]
+    hidden_size: int
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
+        in ``torch.nn``'s order, so that equal seeds give equal weights."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
 
     @classmethod
     def from_torch(cls, module: nn.Module):
@@ -90,7 +99,7 @@ def _copy_module(source: nn.Module, target_class: type, config_names: tuple[str,
     return target.train(source.training)
 
 
-class RecurrentLayer(_Convertible, nn.Module):
+class RecurrentLayer(_TorchTwin):
     """A stack of recurrent layers run over whole sequences (see ``rnnkit.RNN``).
 
     Subclasses set ``state_names`` (``('h',)``, or ``('h', 'c')`` for a
@@ -158,13 +167,6 @@ class RecurrentLayer(_Convertible, nn.Module):
     def output_size(self) -> int:
         """Features of ``h`` per direction: ``proj_size`` if set, else ``hidden_size``."""
         return self.proj_size or self.hidden_size
-
-    def reset_parameters(self) -> None:
-        """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
-        in ``torch.nn``'s order, so that equal seeds give equal weights."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
@@ -302,7 +304,7 @@ class RecurrentLayer(_Convertible, nn.Module):
         return s
 
 
-class RecurrentCell(_Convertible, nn.Module):
+class RecurrentCell(_TorchTwin):
     """One recurrent step with explicit state (see ``rnnkit.RNNCell``)."""
 
     state_names: ClassVar[tuple[str, ...]] = ("h",)
@@ -332,12 +334,6 @@ class RecurrentCell(_Convertible, nn.Module):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
 
     def forward(self, input: Tensor, hx: Any = None):
         """See the subclass docstring for shapes."""
