@@ -36,6 +36,8 @@ def run_stack(
         ``(output, state_n)``: the last layer's output ``(T, N, D*H_out)`` and
         the final state, shaped and ordered like ``state``.
     """
+    if len(layers) == 1:
+        return kernels.run_layer(mode, x, state, layers[0], lengths)
     directions = len(layers[0])
     finals: list[State] = []
     for k, weights in enumerate(layers):
