@@ -4,7 +4,7 @@ Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
 
 1. one matrix product gives every step's input projection for both
    directions, ``W_ih x_t + b_ih``, straight into the output buffer
-   ``(T, N, D*H)``;
+   ``(T, N, D*H)`` (:func:`~rnnkit.kernels.fused_common.project_inputs`);
 2. :func:`~rnnkit.kernels.elman_loops.elman_forward` runs the recurrence in
    place, each direction and batch chunk on a thread of its own.
 
@@ -13,7 +13,8 @@ Backward, from ``dL/d output`` and ``dL/d h_n``:
 1. :func:`~rnnkit.kernels.elman_loops.elman_backward` walks the steps back
    and leaves ``dz_t``, the gradient of each step's pre-activation, in a
    ``(T, N, D*H)`` buffer, and ``dL/dh_0``;
-2. matrix products over all steps at once give the rest:
+2. matrix products over all steps at once give the rest
+   (:func:`~rnnkit.kernels.fused_common.weight_grads`):
    ``dL/dx = dz W_ih``, ``dL/dW_ih = dz^T x``, ``dL/dW_hh = sum_t dz_t^T h_{t-1}``,
    and ``dL/db_ih = dL/db_hh = sum_t dz_t``.
 
@@ -23,29 +24,14 @@ pass, against torch.nn's several tensors per step.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
 from rnnkit.kernels.elman_loops import elman_backward, elman_forward
 from rnnkit.kernels.reference import DirectionWeights, State
-
-
-def _array(t: Tensor) -> np.ndarray:
-    """The numpy view of a CPU tensor, sharing its memory. A copy only if ``t``
-    is not contiguous, which the buffers the loops write into always are."""
-    return t.detach().contiguous().numpy()
-
-
-def _stack(tensors: list[Tensor | None]) -> Tensor | None:
-    """Both directions' ``W_ih`` (or ``b_ih``) as one tensor, so that one
-    product serves both; ``None`` stays ``None``."""
-    if tensors[0] is None:
-        return None
-    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
 class ElmanFunction(torch.autograd.Function):
@@ -62,14 +48,12 @@ class ElmanFunction(torch.autograd.Function):
         weights = [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
         steps, batch, _ = x.shape
         hidden = h0.shape[2]
-        # (T, N, D*H): first W_ih x_t + b_ih, then, in place, h_t
-        w_ih, b_ih = _stack([w.w_ih for w in weights]), _stack([w.b_ih for w in weights])
-        out = F.linear(x, w_ih, b_ih).contiguous()  # contiguous: the loops write into it
+        out = common.project_inputs(x, weights)  # (T, N, D*H): W_ih x_t + b_ih, then, in place, h_t
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        lengths_a = np.full(batch, steps, np.int64) if lengths is None else _array(lengths)
-        w_hh = [_array(w.w_hh) for w in weights]
-        b_hh = [np.zeros(hidden, w_hh[0].dtype) if w.b_hh is None else _array(w.b_hh) for w in weights]
-        out_a, h_a = _array(out), _array(h_n)
+        lengths_a = common.lengths_array(lengths, batch, steps)
+        w_hh = [common.as_array(w.w_hh) for w in weights]
+        b_hh = common.as_arrays([w.b_hh for w in weights], (hidden,), x.dtype)
+        out_a, h_a = common.as_array(out), common.as_array(h_n)
 
         def work(piece: parallel.Piece) -> None:
             d = piece.d
@@ -78,7 +62,7 @@ class ElmanFunction(torch.autograd.Function):
                 piece.n0, piece.n1,
             )
 
-        parallel.run(work, *parallel.plan(len(weights), batch, steps * hidden * hidden))
+        common.run_pieces(work, len(weights), batch, steps * hidden * hidden)
         ctx.save_for_backward(x, h0, out, *flat)
         ctx.relu, ctx.lengths = relu, lengths_a
         return out, h_n
@@ -89,14 +73,14 @@ class ElmanFunction(torch.autograd.Function):
         x, h0, out, *flat = ctx.saved_tensors
         lengths_a = ctx.lengths
         weights = [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
-        steps, batch, features = x.shape
+        steps, batch, _ = x.shape
         directions, _, hidden = h0.shape
 
         dz = torch.empty_like(out)  # (T, N, D*H): dL/dz_t of every step and direction
         grad_h0 = grad_h_n.clone(memory_format=torch.contiguous_format)
-        w_hh_t = [_array(w.w_hh.t()) for w in weights]
-        out_a, dz_a, dh_a = _array(out), _array(dz), _array(grad_h0)
-        grad_out_a = _array(grad_out)
+        w_hh_t = [common.as_array(w.w_hh.t()) for w in weights]
+        out_a, dz_a, dh_a = common.as_array(out), common.as_array(dz), common.as_array(grad_h0)
+        grad_out_a = common.as_array(grad_out)
 
         def work(piece: parallel.Piece) -> None:
             d = piece.d
@@ -105,45 +89,11 @@ class ElmanFunction(torch.autograd.Function):
                 d == 1, ctx.relu, piece.n0, piece.n1,
             )
 
-        parallel.run(work, *parallel.plan(directions, batch, steps * hidden * hidden))
-
+        common.run_pieces(work, directions, batch, steps * hidden * hidden)
         needs = ctx.needs_input_grad
-        w_ih = _stack([w.w_ih for w in weights])
-        dz_rows = dz.view(steps * batch, directions * hidden)
-        grad_x = (dz_rows @ w_ih).view(steps, batch, features) if needs[2] else None
-        grad_w_ih = dz_rows.t() @ x.reshape(steps * batch, features)  # (D*H, H_in)
-        grad_b = dz_rows.sum(0) if weights[0].b_ih is not None else None
-        grads: list[Tensor | None] = []
-        for d in range(directions):
-            cols = slice(d * hidden, (d + 1) * hidden)
-            grads += [
-                grad_w_ih[cols],
-                _grad_w_hh(dz[:, :, cols], out[:, :, cols], h0[d], lengths_a, reverse=d == 1),
-                None if grad_b is None else grad_b[cols],
-                None if grad_b is None else grad_b[cols].clone(),  # b_hh: a tensor of its own
-            ]
+        same_columns = [[slice(d * hidden, (d + 1) * hidden)] for d in range(directions)]
+        grad_x, grads = common.weight_grads(dz, same_columns, x, h0, out, weights, lengths_a, needs[2])
         return None, None, grad_x, grad_h0 if needs[3] else None, *grads
-
-
-def _grad_w_hh(dz: Tensor, out: Tensor, h0: Tensor, lengths: np.ndarray, reverse: bool) -> Tensor:
-    """``sum_t dz_t^T h_prev_t`` for one direction, ``(H, H)``.
-
-    ``h_prev_t`` is the output of the step before, ``out[t - 1]`` forwards or
-    ``out[t + 1]`` in reverse, except at a sequence's first step where it is
-    ``h_0``. In reverse that first step is ``lengths[n] - 1``, whose
-    neighbour ``out[lengths[n]]`` is a zero of the padding, so the shifted
-    product counts it as zero and ``h_0``'s term is added on its own.
-    Shapes: ``dz``, ``out`` ``(T, N, H)`` views, ``h0 (N, H)``.
-    """
-    hidden = h0.shape[1]
-    if reverse:
-        shifted_dz, previous = dz[:-1], out[1:]
-        first = dz[torch.from_numpy(lengths - 1).clamp(min=0), torch.arange(dz.shape[1])]  # (N, H)
-    else:
-        shifted_dz, previous = dz[1:], out[:-1]
-        first = dz[0]
-    grad = shifted_dz.reshape(-1, hidden).t() @ previous.reshape(-1, hidden)
-    return grad.addmm_(first.t(), h0)
 
 
 def run_layer(
@@ -154,8 +104,8 @@ def run_layer(
     lengths: Tensor | None,
 ) -> tuple[Tensor, State]:
     """One Elman layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
-    if lengths is not None:  # the loops index with it: int64, contiguous, within [0, T]
-        lengths = lengths.to(torch.int64).clamp(0, x.shape[0]).contiguous()
     flat = [tensor for w in weights for tensor in (w.w_ih, w.w_hh, w.b_ih, w.b_hh)]
-    output, h_n = ElmanFunction.apply(mode == "rnn_relu", lengths, x, state[0], *flat)
+    output, h_n = ElmanFunction.apply(
+        mode == "rnn_relu", common.clean_lengths(lengths, x.shape[0]), x, state[0], *flat
+    )
     return output, (h_n,)

@@ -1,0 +1,154 @@
+"""What the fused layers (Elman, LSTM, GRU) share: the products over all steps,
+and the plumbing between torch and the numba loops.
+
+Each fused layer is a ``torch.autograd.Function`` of the same shape, for
+``D`` directions, ``G`` gates of hidden size ``H`` and outputs of size ``P``:
+
+forward
+    :func:`project_inputs` computes every step's input projection
+    ``W_ih x_t + b_ih`` for all directions by one matrix product, into a
+    ``(T, N, D*G*H)`` buffer; the cell's forward loop then runs the recurrence
+    on it, each direction and batch chunk on a thread (:func:`run_pieces`).
+backward
+    the cell's backward loop walks the steps back and leaves the gradient of
+    every gate pre-activation in a buffer; :func:`weight_grads` turns that
+    into ``dL/dx``, ``dL/dW_ih``, ``dL/dW_hh`` and the bias gradients by
+    products and sums over all steps at once.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnkit.kernels import parallel
+from rnnkit.kernels.reference import DirectionWeights
+
+
+def as_array(t: Tensor) -> np.ndarray:
+    """The numpy view of a CPU tensor, sharing its memory. A copy only if ``t``
+    is not contiguous, which the buffers the loops write into always are."""
+    return t.detach().contiguous().numpy()
+
+
+def as_arrays(tensors: list[Tensor | None], shape: tuple[int, ...], dtype: torch.dtype) -> list[np.ndarray]:
+    """One array per direction for an optional parameter: the tensor's, or,
+    where it is ``None`` (no bias, no projection), zeros of ``shape``, which
+    is how the loops are told there is none."""
+    return [torch.zeros(shape, dtype=dtype).numpy() if t is None else as_array(t) for t in tensors]
+
+
+def clean_lengths(lengths: Tensor | None, steps: int) -> Tensor | None:
+    """The loops index with the lengths: int64, contiguous, within ``[0, T]``."""
+    if lengths is None:
+        return None
+    return lengths.to(torch.int64).clamp(0, steps).contiguous()
+
+
+def lengths_array(lengths: Tensor | None, batch: int, steps: int) -> np.ndarray:
+    """``(N,)`` int64 for the loops; every sequence has ``T`` steps when ``None``."""
+    return np.full(batch, steps, np.int64) if lengths is None else as_array(lengths)
+
+
+def stack(tensors: list[Tensor | None]) -> Tensor | None:
+    """Both directions' ``W_ih`` (or ``b_ih``) as one tensor, so that one
+    product serves both; ``None`` stays ``None``."""
+    if tensors[0] is None:
+        return None
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def project_inputs(x: Tensor, weights: list[DirectionWeights]) -> Tensor:
+    """``W_ih x_t + b_ih`` of every step and direction: ``(T, N, H_in) ->
+    (T, N, D*G*H)``, contiguous, since the loops write into it."""
+    w_ih = stack([w.w_ih for w in weights])
+    b_ih = stack([w.b_ih for w in weights])
+    return F.linear(x, w_ih, b_ih).contiguous()
+
+
+def run_pieces(work: Callable[[parallel.Piece], None], directions: int, batch: int, work_per_row: int) -> None:
+    """``work(piece)`` for every direction and batch chunk, on as many
+    threads as the work is worth (see :func:`parallel.plan`)."""
+    parallel.run(work, *parallel.plan(directions, batch, work_per_row))
+
+
+def weight_grads(
+    dpre: Tensor,
+    hidden_columns: list[list[slice]],
+    x: Tensor,
+    h0: Tensor,
+    out: Tensor,
+    weights: list[DirectionWeights],
+    lengths: np.ndarray,
+    need_x: bool,
+) -> tuple[Tensor | None, list[Tensor | None]]:
+    """The gradients that are products over all steps, from the pre-activation
+    gradients the backward loops leave.
+
+    Args:
+        dpre: ``(T, N, C)``; its first ``D*G*H`` columns hold the gradients of
+            the input-side pre-activations ``W_ih x_t + b_ih``, directions side
+            by side as in :func:`project_inputs`.
+        hidden_columns: for each direction, the column blocks of ``dpre``
+            that, side by side, hold the gradient of the hidden side
+            ``W_hh h_{t-1} + b_hh`` (``G*H`` columns): for the Elman and LSTM
+            cells the same columns as the input side, for the GRU not quite.
+        x: ``(T, N, H_in)``; ``h0``: ``(D, N, P)``; ``out``: ``(T, N, D*P)``, the
+            ``h_t`` of every step.
+        lengths: ``(N,)`` int64, as the loops had it.
+        need_x: whether to compute ``dL/dx``.
+
+    Returns:
+        ``(grad_x, grads)``: ``grad_x`` ``(T, N, H_in)`` or ``None``, and
+        ``grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh`` for each direction
+        (the bias ones ``None`` without bias).
+    """
+    steps, batch, features = x.shape
+    directions, _, width = h0.shape
+    rows = dpre.view(steps * batch, dpre.shape[2])
+    gated = weights[0].w_ih.shape[0]  # G*H
+    d_input = rows[:, : directions * gated]
+    grad_x = None
+    if need_x:
+        grad_x = (d_input @ stack([w.w_ih for w in weights])).view(steps, batch, features)
+    grad_w_ih = d_input.t() @ x.reshape(steps * batch, features)  # (D*G*H, H_in)
+    sums = rows.sum(0) if weights[0].b_ih is not None else None  # every column's, in one pass
+    grads: list[Tensor | None] = []
+    for d in range(directions):
+        own = slice(d * gated, (d + 1) * gated)
+        blocks = hidden_columns[d]
+        prev = out[:, :, d * width : (d + 1) * width]
+        grad_w_hh = torch.cat(
+            [_grad_w_hh(dpre[:, :, cols], prev, h0[d], lengths, reverse=d == 1) for cols in blocks]
+        ) if len(blocks) > 1 else _grad_w_hh(dpre[:, :, blocks[0]], prev, h0[d], lengths, reverse=d == 1)
+        grad_b_ih = grad_b_hh = None
+        if sums is not None:
+            grad_b_ih = sums[own]
+            grad_b_hh = torch.cat([sums[cols] for cols in blocks])  # a tensor of its own
+        grads += [grad_w_ih[own], grad_w_hh, grad_b_ih, grad_b_hh]
+    return grad_x, grads
+
+
+def _grad_w_hh(dz: Tensor, out: Tensor, h0: Tensor, lengths: np.ndarray, reverse: bool) -> Tensor:
+    """``sum_t dz_t^T h_prev_t`` for one direction, ``(R, P)``.
+
+    ``h_prev_t`` is the output of the step before, ``out[t - 1]`` forwards or
+    ``out[t + 1]`` in reverse, except at a sequence's first step where it is
+    ``h_0``. In reverse that first step is ``lengths[n] - 1``, whose
+    neighbour ``out[lengths[n]]`` is a zero of the padding, so the shifted
+    product counts it as zero and ``h_0``'s term is added on its own.
+    Shapes: ``dz (T, N, R)``, ``out (T, N, P)`` views, ``h0 (N, P)``.
+    """
+    rows, width = dz.shape[2], h0.shape[1]
+    if reverse:
+        shifted_dz, previous = dz[:-1], out[1:]
+        first = dz[torch.from_numpy(lengths - 1).clamp(min=0), torch.arange(dz.shape[1])]  # (N, R)
+    else:
+        shifted_dz, previous = dz[1:], out[:-1]
+        first = dz[0]
+    grad = shifted_dz.reshape(-1, rows).t() @ previous.reshape(-1, width)
+    return grad.addmm_(first.t(), h0)
