@@ -1,14 +1,14 @@
 """The ``fused`` backend: compiled CPU loops for whole sequences, forward and backward.
 
-It serves float32 and float64 CPU tensors for the cell types in
-:data:`LAYERS`; :func:`supports` says no to anything else (another device or
-dtype, an LSTM projection, a cell type not written yet), and ``auto`` then
-falls back to the reference. A new cell type joins by adding its
-``run_layer`` to :data:`LAYERS`; the driver does not change.
+It serves float32 and float64 CPU tensors for every cell type in
+:data:`LAYERS` (Elman with tanh or ReLU, LSTM with or without a projection,
+GRU); :func:`supports` says no to anything else (another device or dtype),
+and ``auto`` then falls back to the reference. A new cell type joins by
+adding its ``run_layer`` to :data:`LAYERS`; the driver does not change.
 
-The loops compile on first use for each dtype (about 3 s for the forward
-and 5 s for the backward on a 2-core machine) and numba caches the result on
-disk, so later processes only load it (about 0.5 s). ``python -m
+The loops compile on first use for each cell type and dtype (seconds each
+on a 2-core machine; README's Speed section has the numbers) and numba
+caches the result on disk, so later processes only load it. ``python -m
 rnnkit.kernels`` compiles them ahead, e.g. right after installing.
 """
 
@@ -19,12 +19,14 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from rnnkit.kernels import fused_rnn
-from rnnkit.kernels.reference import DirectionWeights, State
+from rnnkit.kernels import fused_gru, fused_lstm, fused_rnn
+from rnnkit.kernels.reference import GATES, DirectionWeights, State
 
 LAYERS: dict[str, Callable[..., tuple[Tensor, State]]] = {
     "rnn_tanh": fused_rnn.run_layer,
     "rnn_relu": fused_rnn.run_layer,
+    "lstm": fused_lstm.run_layer,
+    "gru": fused_gru.run_layer,
 }
 """The fused layer of each cell type (``mode``) this backend serves."""
 
@@ -33,14 +35,10 @@ DTYPES = (torch.float32, torch.float64)
 
 def supports(mode: str, x: Tensor, weights: list[DirectionWeights]) -> bool:
     """Whether the fused loops can run this call: a known cell type, CPU,
-    float32 or float64, every weight with the input's dtype, no projection."""
+    float32 or float64, every weight with the input's dtype and device."""
     if mode not in LAYERS or x.device.type != "cpu" or x.dtype not in DTYPES:
         return False
-    return all(
-        w.w_hr is None
-        and all(t is None or (t.device == x.device and t.dtype == x.dtype) for t in w[:4])
-        for w in weights
-    )
+    return all(t is None or (t.device == x.device and t.dtype == x.dtype) for w in weights for t in w)
 
 
 def run_layer(
@@ -56,11 +54,13 @@ def run_layer(
 
 def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
     """Compile (or load from numba's cache) the loops for ``dtypes`` now rather
-    than on first use: a forward and backward pass through a tiny layer."""
+    than on first use: a forward and backward pass through a tiny layer of
+    each cell type (ReLU and a projection use the same loops)."""
     for dtype in dtypes:
-        x = torch.zeros(2, 1, 1, dtype=dtype, requires_grad=True)
-        w = torch.zeros(1, 1, dtype=dtype, requires_grad=True)
-        h0 = torch.zeros(1, 1, 1, dtype=dtype)
-        output, _ = run_layer("rnn_tanh", x, (h0,), [DirectionWeights(w, w, None, None)], None)
-        output.sum().backward()
-
+        for mode in ("rnn_tanh", "lstm", "gru"):
+            gates = GATES[mode]
+            x = torch.zeros(2, 1, 1, dtype=dtype, requires_grad=True)
+            w = torch.zeros(gates, 1, dtype=dtype, requires_grad=True)
+            state = tuple(torch.zeros(1, 1, 1, dtype=dtype) for _ in range(2 if mode == "lstm" else 1))
+            output, _ = run_layer(mode, x, state, [DirectionWeights(w, w, None, None)], None)
+            output.sum().backward()

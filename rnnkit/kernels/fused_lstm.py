@@ -1,0 +1,152 @@
+"""The fused LSTM layer, with or without a projection: a ``torch.autograd.Function``.
+
+Forward, for a layer with ``D`` directions over ``(T, N, H_in)``, hidden size
+``H`` and output size ``P`` (``proj_size``, else ``H``):
+
+1. one matrix product gives every step's input projection for all
+   directions, ``W_ih x_t + b_ih``, into a gates buffer ``(T, N, D*4H)``;
+2. :func:`~rnnkit.kernels.lstm_loops.lstm_forward` runs the recurrence,
+   turning the gates buffer into the gates' activations in place and, when
+   a backward pass will follow, keeping every ``c_t`` in ``(T, N, D*H)``.
+
+Backward, from ``dL/d output``, ``dL/d h_n`` and ``dL/d c_n``:
+
+1. :func:`~rnnkit.kernels.lstm_loops.lstm_backward` walks the steps back and
+   leaves the gradient of every gate pre-activation in ``(T, N, D*4H)``, and
+   ``dL/dh_0``, ``dL/dc_0``;
+2. :func:`~rnnkit.kernels.fused_common.weight_grads` does the products over
+   all steps: ``dL/dx``, ``dL/dW_ih``, ``dL/dW_hh`` and the biases; with a
+   projection, ``dL/dW_hr`` is one more.
+
+What is kept for the backward pass is what torch's own fused kernels keep:
+the gates' activations and ``c_t`` per step (the output, ``h_t``, exists
+anyway). Nothing is kept when no gradient is wanted.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnkit.kernels import fused_common as common
+from rnnkit.kernels import parallel
+from rnnkit.kernels.lstm_loops import lstm_backward, lstm_forward
+from rnnkit.kernels.reference import DirectionWeights, State
+
+FIELDS = 5
+"""Tensors per direction in the flat argument list: ``w_ih, w_hh, b_ih, b_hh, w_hr``."""
+
+
+def _directions(flat: tuple) -> list[DirectionWeights]:
+    return [DirectionWeights(*flat[k : k + FIELDS]) for k in range(0, len(flat), FIELDS)]
+
+
+class LSTMFunction(torch.autograd.Function):
+    """``(lengths, x, h0, c0, *flat_weights) -> (output, h_n, c_n)``.
+
+    Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
+    ``x (T, N, H_in)``, ``h0 (D, N, P)``, ``c0 (D, N, H)``; ``flat_weights`` is
+    ``w_ih, w_hh, b_ih, b_hh, w_hr`` per direction (biases ``None`` without
+    bias, ``w_hr`` ``None`` without projection). Returns ``output (T, N, D*P)``,
+    ``h_n (D, N, P)`` and ``c_n (D, N, H)``. Differentiable once.
+    """
+
+    @staticmethod
+    def forward(ctx, lengths: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor, *flat: Tensor | None):
+        weights = _directions(flat)
+        steps, batch, _ = x.shape
+        directions, _, width = h0.shape
+        hidden = c0.shape[2]
+        keep = any(ctx.needs_input_grad)  # a backward pass will follow
+        gates = common.project_inputs(x, weights)  # (T, N, D*4H)
+        out = x.new_empty(steps, batch, directions * width)
+        cells = x.new_empty(steps if keep else 1, batch, directions * hidden)
+        h_n = h0.detach().clone(memory_format=torch.contiguous_format)
+        c_n = c0.detach().clone(memory_format=torch.contiguous_format)
+        lengths_a = common.lengths_array(lengths, batch, steps)
+        w_hh = [common.as_array(w.w_hh) for w in weights]
+        b_hh = common.as_arrays([w.b_hh for w in weights], (4 * hidden,), x.dtype)
+        w_hr = common.as_arrays([w.w_hr for w in weights], (0, hidden), x.dtype)
+        arrays = [common.as_array(t) for t in (gates, out, cells, h_n, c_n)]
+        gates_a, out_a, cells_a, h_a, c_a = arrays
+
+        def work(piece: parallel.Piece) -> None:
+            d = piece.d
+            lstm_forward(
+                gates_a, d * 4 * hidden, w_hh[d], b_hh[d], w_hr[d], out_a, d * width,
+                cells_a, d * hidden, h_a[d], c_a[d], lengths_a, d == 1, piece.n0, piece.n1,
+            )
+
+        common.run_pieces(work, directions, batch, _work_per_row(steps, hidden, width, weights))
+        if keep:
+            ctx.save_for_backward(x, h0, c0, gates, cells, out, *flat)
+            ctx.lengths = lengths_a
+        return out, h_n, c_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor, grad_h_n: Tensor, grad_c_n: Tensor):
+        x, h0, c0, gates, cells, out, *flat = ctx.saved_tensors
+        lengths_a = ctx.lengths
+        weights = _directions(flat)
+        steps, batch, _ = x.shape
+        directions, _, width = h0.shape
+        hidden = c0.shape[2]
+        project = weights[0].w_hr is not None
+
+        dgates = torch.empty_like(gates)  # (T, N, D*4H): dL/d pre-activation of every gate
+        grad_h0 = grad_h_n.clone(memory_format=torch.contiguous_format)
+        grad_c0 = grad_c_n.clone(memory_format=torch.contiguous_format)
+        # with a projection: dL/dh_t and o * tanh(c_t), whose product is dL/dW_hr
+        dhs = x.new_empty(steps if project else 0, batch, directions * width)
+        ms = x.new_empty(steps if project else 0, batch, directions * hidden)
+        w_hh_t = [common.as_array(w.w_hh.t()) for w in weights]
+        w_hr_t = common.as_arrays(
+            [None if w.w_hr is None else w.w_hr.t() for w in weights], (0, width), x.dtype
+        )
+        c0_a = common.as_array(c0)
+        arrays = [common.as_array(t) for t in (gates, cells, grad_out, dgates, grad_h0, grad_c0, dhs, ms)]
+        gates_a, cells_a, grad_out_a, dgates_a, dh_a, dc_a, dhs_a, ms_a = arrays
+
+        def work(piece: parallel.Piece) -> None:
+            d = piece.d
+            lstm_backward(
+                gates_a, d * 4 * hidden, cells_a, d * hidden, c0_a[d], w_hh_t[d], w_hr_t[d],
+                grad_out_a, d * width, dgates_a, dh_a[d], dc_a[d], dhs_a, ms_a,
+                lengths_a, d == 1, piece.n0, piece.n1,
+            )
+
+        common.run_pieces(work, directions, batch, _work_per_row(steps, hidden, width, weights))
+        needs = ctx.needs_input_grad
+        same_columns = [[slice(d * 4 * hidden, (d + 1) * 4 * hidden)] for d in range(directions)]
+        grad_x, grads = common.weight_grads(dgates, same_columns, x, h0, out, weights, lengths_a, needs[1])
+        flat_grads: list[Tensor | None] = []
+        for d in range(directions):
+            grad_w_hr = None
+            if project:
+                dh_d = dhs[:, :, d * width : (d + 1) * width].reshape(-1, width)
+                grad_w_hr = dh_d.t() @ ms[:, :, d * hidden : (d + 1) * hidden].reshape(-1, hidden)
+            flat_grads += [*grads[4 * d : 4 * d + 4], grad_w_hr]
+        return (
+            None, grad_x, grad_h0 if needs[2] else None, grad_c0 if needs[3] else None, *flat_grads
+        )
+
+
+def _work_per_row(steps: int, hidden: int, width: int, weights: list[DirectionWeights]) -> int:
+    """Multiply-adds of the recurrence for one batch row and direction."""
+    return steps * (4 * hidden * width + (0 if weights[0].w_hr is None else hidden * width))
+
+
+def run_layer(
+    mode: str,
+    x: Tensor,
+    state: State,
+    weights: list[DirectionWeights],
+    lengths: Tensor | None,
+) -> tuple[Tensor, State]:
+    """One LSTM layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
+    flat = [tensor for w in weights for tensor in w]
+    h0, c0 = state
+    output, h_n, c_n = LSTMFunction.apply(common.clean_lengths(lengths, x.shape[0]), x, h0, c0, *flat)
+    return output, (h_n, c_n)

@@ -1,0 +1,132 @@
+"""The sequential part of the GRU, forward and back-propagation through time, in numba.
+
+Both loops work on one direction of one layer, for the batch rows
+``n0 <= n < n1``, inside arrays shared by all directions (``D`` of them),
+with hidden size ``H``:
+
+* ``gates (T, N, D*3H)``, C-contiguous; this direction owns columns
+  ``gcol:gcol + 3H``, the gates ``r, z, n`` in that order. It holds the input
+  projection ``W_ih x_t + b_ih`` of every step, computed before the loop by
+  one matrix product; the forward loop overwrites it in place with the gates'
+  activations, which is what the backward loop needs.
+* ``out (T, N, D*H)``: columns ``ocol:ocol + H`` receive ``h_t``.
+* ``hns (T, N, D*H)``: columns ``ocol:ocol + H`` receive ``W_hn h_{t-1} + b_hn``,
+  the part of the new gate that the reset gate scales, which the backward
+  pass needs; when none will follow, an array of one step serves as scratch.
+* ``lengths (N,)`` int64, ``<= T``: steps ``t >= lengths[n]`` output zeros and
+  leave row ``n``'s state as it is; a ``reverse`` pass runs from ``T - 1``
+  down, so its first real step is ``lengths[n] - 1``.
+
+Unlike the Elman and LSTM cells, the GRU's hidden-side and input-side
+pre-activations get different gradients: ``b_hn`` sits inside the reset
+product, so ``dL/d(W_hn h + b_hn) = r * dL/d(W_in x + b_in)``. The backward loop
+leaves both (see :func:`gru_backward`); the products over all steps are left
+to the caller, who does them with BLAS after the loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnkit.kernels.numba_ops import jit, matmul_rows, sigmoid, tanh
+
+
+@jit
+def gru_forward(gates, gcol, w_hh, b_hh, out, ocol, hns, h, lengths, reverse, n0, n1):
+    """Run the recurrence in place (see the module docstring for the arrays)::
+
+        r = σ(x_r + (W_hr h + b_hr)),  z = σ(x_z + (W_hz h + b_hz))
+        n = tanh(x_n + r * (W_hn h + b_hn)),  h' = n + z * (h - n)
+
+    Args:
+        w_hh: ``(3H, H)`` C-contiguous; ``b_hh`` ``(3H,)`` (zeros without bias).
+        h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
+    """
+    steps = gates.shape[0]
+    hidden = h.shape[1]
+    zero = h.dtype.type(0)
+    keep = hns.shape[0] == steps
+    z = np.empty((n1 - n0, 3 * hidden), dtype=h.dtype)  # W_hh h_{t-1}, before h is overwritten
+    br, bz, bn = b_hh[:hidden], b_hh[hidden : 2 * hidden], b_hh[2 * hidden :]
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        matmul_rows(h, 0, w_hh, z, n0, n1)
+        for n in range(n0, n1):
+            o = out[t, n, ocol : ocol + hidden]
+            if t >= lengths[n]:
+                o[:] = zero
+                continue
+            # Views indexed from 0, so that the loop vectorises (see elman_loops).
+            a = gates[t, n, gcol : gcol + 3 * hidden]
+            ar, az, an = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden :]
+            zn = z[n - n0]
+            zr, zz, zh = zn[:hidden], zn[hidden : 2 * hidden], zn[2 * hidden :]
+            # (writing W_hn h + b_hn back into z instead would stop the loop from
+            # vectorising: measured three times slower)
+            hn, kept = h[n], hns[t if keep else 0, n, ocol : ocol + hidden]
+            for k in range(hidden):
+                r = sigmoid(ar[k] + (zr[k] + br[k]))
+                u = sigmoid(az[k] + (zz[k] + bz[k]))
+                kept[k] = zh[k] + bn[k]
+                new = tanh(an[k] + r * kept[k])
+                ar[k], az[k], an[k] = r, u, new
+                hn[k] = o[k] = new + u * (hn[k] - new)
+
+
+@jit
+def gru_backward(
+    gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dpre, dcol, dncol, dh, lengths, reverse, n0, n1
+):
+    """Back-propagate through the steps of :func:`gru_forward`, last step first.
+
+    Args:
+        gates: ``(T, N, D*3H)``, the activations ``r, z, n`` the forward loop left.
+        hns: ``(T, N, D*H)``, ``W_hn h_{t-1} + b_hn`` of every step.
+        out: ``(T, N, D*H)``, the forward output ``h_t``; ``h0``: ``(N, H)``,
+            this direction's ``h_0`` (the ``h_{t-1}`` of each row's first step).
+        w_hh_t: ``(H, 3H)``, ``W_hh`` transposed, C-contiguous.
+        grad_out: ``(T, N, D*H)``, the loss's gradient with respect to the output.
+        dpre: ``(T, N, C)``; columns ``dcol:dcol+3H`` receive the gradients of
+            the input-side pre-activations ``W_ih x_t + b_ih`` (gates ``r, z, n``),
+            columns ``dncol:dncol+H`` that of ``W_hn h_{t-1} + b_hn``; the
+            hidden-side ``r`` and ``z`` parts equal the input-side ones. Zero
+            past each length.
+        dh: ``(N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
+    """
+    steps = gates.shape[0]
+    hidden = dh.shape[1]
+    rows = n1 - n0
+    zero, one = dh.dtype.type(0), dh.dtype.type(1)
+    hid = np.zeros((rows, 3 * hidden), dtype=dh.dtype)  # dL/d(W_hh h_{t-1} + b_hh)
+    back = np.empty((rows, hidden), dtype=dh.dtype)  # W_hh^T of it
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        for n in range(n0, n1):
+            dx, dxn = dpre[t, n, dcol : dcol + 3 * hidden], dpre[t, n, dncol : dncol + hidden]
+            if t >= lengths[n]:
+                dx[:] = zero
+                dxn[:] = zero
+                continue
+            first = t == lengths[n] - 1 if reverse else t == 0
+            h_prev = h0[n] if first else out[t + 1 if reverse else t - 1, n, ocol : ocol + hidden]
+            a = gates[t, n, gcol : gcol + 3 * hidden]
+            ar, az, an = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden :]
+            dr, dz, dn = dx[:hidden], dx[hidden : 2 * hidden], dx[2 * hidden :]
+            hd = hid[n - n0]
+            hr, hz, hh = hd[:hidden], hd[hidden : 2 * hidden], hd[2 * hidden :]
+            hn, gy, d = hns[t, n, ocol : ocol + hidden], grad_out[t, n, ocol : ocol + hidden], dh[n]
+            for k in range(hidden):
+                r, u, new = ar[k], az[k], an[k]
+                g = d[k] + gy[k]  # dL/dh_t, all paths
+                dnew = g * (one - u) * (one - new * new)
+                hr[k] = dr[k] = dnew * hn[k] * (r * (one - r))
+                hz[k] = dz[k] = g * (h_prev[k] - new) * (u * (one - u))
+                dn[k] = dnew
+                hh[k] = dxn[k] = dnew * r
+                d[k] = g * u  # the direct path to h_{t-1}; W_hh^T hid is added below
+        matmul_rows(hid, 0, w_hh_t, back, 0, rows)
+        for n in range(n0, n1):
+            if t < lengths[n]:
+                d, b = dh[n], back[n - n0]
+                for k in range(hidden):
+                    d[k] += b[k]

@@ -1,0 +1,158 @@
+"""The sequential part of the LSTM, forward and back-propagation through time, in numba.
+
+Both loops work on one direction of one layer, for the batch rows
+``n0 <= n < n1``, inside arrays shared by all directions (``D`` of them),
+with hidden size ``H`` and output size ``P`` (``P = H`` without a projection):
+
+* ``gates (T, N, D*4H)``, C-contiguous; this direction owns columns
+  ``gcol:gcol + 4H``, the gates ``i, f, g, o`` in that order. It holds the
+  input projection ``W_ih x_t + b_ih`` of every step, computed before the
+  loop by one matrix product; the forward loop overwrites it in place with
+  the gates' activations, which is what the backward loop needs.
+* ``out (T, N, D*P)``: columns ``ocol:ocol + P`` receive ``h_t``.
+* ``cells (T, N, D*H)``: columns ``ccol:ccol + H`` receive ``c_t``, which the
+  backward pass needs; when none will follow, an array of one step serves
+  as scratch.
+* ``lengths (N,)`` int64, ``<= T``: steps ``t >= lengths[n]`` output zeros and
+  leave row ``n``'s state (``h`` and ``c``) as it is; a ``reverse`` pass runs
+  from ``T - 1`` down, so its first real step is ``lengths[n] - 1``.
+* ``w_hr (P, H)``: the projection ``h_t = W_hr (o * tanh(c_t))``; an array
+  with no rows means none.
+
+The products over all steps (the weight gradients, the input's gradient) are
+left to the caller, who does them with BLAS after the loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnkit.kernels.numba_ops import jit, matmul_rows, sigmoid, tanh
+
+
+@jit
+def lstm_forward(gates, gcol, w_hh, b_hh, w_hr, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1):
+    """Run the recurrence in place (see the module docstring for the arrays).
+
+    Args:
+        w_hh: ``(4H, P)`` C-contiguous; ``b_hh`` ``(4H,)`` (zeros without bias).
+        h: ``(N, P)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
+        c: ``(N, H)`` C-contiguous: ``c_0`` on entry, ``c_n`` on return.
+    """
+    steps = gates.shape[0]
+    hidden, width = c.shape[1], h.shape[1]
+    rows = n1 - n0
+    zero = c.dtype.type(0)
+    keep, project = cells.shape[0] == steps, w_hr.shape[0] > 0
+    z = np.empty((rows, 4 * hidden), dtype=c.dtype)  # W_hh h_{t-1}, before h is overwritten
+    m = np.zeros((rows, hidden), dtype=c.dtype)  # o * tanh(c_t): h_t, or what W_hr projects
+    projected = np.empty((rows, width), dtype=c.dtype)
+    bi, bf = b_hh[:hidden], b_hh[hidden : 2 * hidden]
+    bg, bo = b_hh[2 * hidden : 3 * hidden], b_hh[3 * hidden :]
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        matmul_rows(h, 0, w_hh, z, n0, n1)
+        for n in range(n0, n1):
+            if t >= lengths[n]:
+                continue
+            # Views indexed from 0, so that the loop vectorises (see elman_loops).
+            a = gates[t, n, gcol : gcol + 4 * hidden]
+            ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
+            zn = z[n - n0]
+            zi, zf, zg, zo = zn[:hidden], zn[hidden : 2 * hidden], zn[2 * hidden : 3 * hidden], zn[3 * hidden :]
+            cn, mn, kept = c[n], m[n - n0], cells[t if keep else 0, n, ccol : ccol + hidden]
+            for k in range(hidden):
+                i = sigmoid(ai[k] + (zi[k] + bi[k]))
+                f = sigmoid(af[k] + (zf[k] + bf[k]))
+                g = tanh(ag[k] + (zg[k] + bg[k]))
+                o = sigmoid(ao[k] + (zo[k] + bo[k]))
+                ai[k], af[k], ag[k], ao[k] = i, f, g, o
+                cn[k] = kept[k] = f * cn[k] + i * g
+                mn[k] = o * tanh(cn[k])
+        if project:
+            matmul_rows(m, 0, w_hr, projected, 0, rows)
+        result = projected if project else m
+        for n in range(n0, n1):
+            o_row = out[t, n, ocol : ocol + width]
+            if t >= lengths[n]:
+                o_row[:] = zero
+            else:
+                o_row[:] = result[n - n0]
+                h[n] = result[n - n0]
+
+
+@jit
+def lstm_backward(
+    gates, gcol, cells, ccol, c0, w_hh_t, w_hr_t, grad_out, ocol, dgates, dh, dc, dhs, ms,
+    lengths, reverse, n0, n1,
+):
+    """Back-propagate through the steps of :func:`lstm_forward`, last step first.
+
+    Args:
+        gates: ``(T, N, D*4H)``, the activations the forward loop left.
+        cells: ``(T, N, D*H)``, ``c_t``; ``c0``: ``(N, H)``, this direction's ``c_0``.
+        w_hh_t: ``(P, 4H)``, ``W_hh`` transposed, C-contiguous.
+        w_hr_t: ``(H, P)``, ``W_hr`` transposed, or no rows without a projection.
+        grad_out: ``(T, N, D*P)``, the loss's gradient with respect to the output.
+        dgates: ``(T, N, D*4H)``; columns ``gcol:gcol+4H`` receive the gradient
+            of each step's gate pre-activations (zero past each length).
+        dh: ``(N, P)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
+        dc: ``(N, H)``: ``dL/dc_n`` on entry, ``dL/dc_0`` on return.
+        dhs, ms: ``(T, N, D*P)`` and ``(T, N, D*H)``; with a projection they
+            receive ``dL/dh_t`` and ``o * tanh(c_t)`` (zeros past each
+            length), whose product over all steps is ``dL/dW_hr``.
+    """
+    steps = gates.shape[0]
+    hidden, width = dc.shape[1], dh.shape[1]
+    rows = n1 - n0
+    zero, one = dc.dtype.type(0), dc.dtype.type(1)
+    project = w_hr_t.shape[0] > 0
+    gh = np.zeros((rows, width), dtype=dc.dtype)  # dL/dh_t, all paths
+    dm = np.zeros((rows, hidden), dtype=dc.dtype)  # dL/d(o * tanh(c_t)), with a projection
+    m = np.empty(hidden, dtype=dc.dtype)
+    back = np.empty((rows, width), dtype=dc.dtype)  # W_hh^T (dL/d gates_t)
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        for n in range(n0, n1):
+            g = gh[n - n0]
+            if t < lengths[n]:
+                d, gy = dh[n], grad_out[t, n, ocol : ocol + width]
+                for k in range(width):
+                    g[k] = d[k] + gy[k]
+            else:
+                g[:] = zero
+            if project:
+                dhs[t, n, ocol : ocol + width] = g
+        if project:
+            matmul_rows(gh, 0, w_hr_t, dm, 0, rows)
+        dm_all = dm if project else gh
+        for n in range(n0, n1):
+            d = dgates[t, n, gcol : gcol + 4 * hidden]
+            if t >= lengths[n]:
+                d[:] = zero
+                if project:
+                    ms[t, n, ccol : ccol + hidden] = zero
+                continue
+            first = t == lengths[n] - 1 if reverse else t == 0
+            c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, ccol : ccol + hidden]
+            c_t = cells[t, n, ccol : ccol + hidden]
+            a = gates[t, n, gcol : gcol + 4 * hidden]
+            ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
+            di, df, dg, do = d[:hidden], d[hidden : 2 * hidden], d[2 * hidden : 3 * hidden], d[3 * hidden :]
+            dmn, dcn = dm_all[n - n0], dc[n]
+            for k in range(hidden):
+                i, f, g, o = ai[k], af[k], ag[k], ao[k]
+                tc = tanh(c_t[k])
+                dct = dcn[k] + dmn[k] * o * (one - tc * tc)  # dL/dc_t, all paths
+                di[k] = dct * g * (i * (one - i))
+                df[k] = dct * c_prev[k] * (f * (one - f))
+                dg[k] = dct * i * (one - g * g)
+                do[k] = dmn[k] * tc * (o * (one - o))
+                dcn[k] = dct * f
+                m[k] = o * tc
+            if project:
+                ms[t, n, ccol : ccol + hidden] = m
+        matmul_rows(dgates[t], gcol, w_hh_t, back, n0, n1)  # dL/dh_{t-1} = W_hh^T dL/d gates_t
+        for n in range(n0, n1):
+            if t < lengths[n]:
+                dh[n] = back[n - n0]
