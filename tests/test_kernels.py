@@ -25,6 +25,9 @@ def assert_close(actual, expected, name=""):
     torch.testing.assert_close(actual, expected, **TOLERANCE[expected.dtype], msg=f"{name} differs")
 
 
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+
 @dataclass(frozen=True)
 class Case:
     """One call of ``run_layer``: its configuration and input sizes."""
@@ -34,17 +37,23 @@ class Case:
     bias: bool = True
     dtype: torch.dtype = torch.float64
     lengths: tuple[int, ...] | None = None  # None: every sequence has all T steps
-    random_h0: bool = True
+    random_h0: bool = True  # random h_0 (and c_0), else zeros
     steps: int = 7
     batch: int = 5
     input_size: int = 3
     hidden: int = 6
+    proj: int = 0  # an LSTM's proj_size
+
+    @property
+    def width(self) -> int:
+        """Features of ``h``: the projection's, else the hidden size."""
+        return self.proj or self.hidden
 
     def __str__(self) -> str:
         return (
             f"{self.mode}-D{self.directions}-{'bias' if self.bias else 'nobias'}-"
             f"{str(self.dtype)[6:]}-len{self.lengths}-{'h0' if self.random_h0 else 'zeros'}-"
-            f"T{self.steps}N{self.batch}H{self.hidden}"
+            f"T{self.steps}N{self.batch}H{self.hidden}" + (f"P{self.proj}" if self.proj else "")
         )
 
 
@@ -53,24 +62,39 @@ VARIABLE = (7, 1, 4, 7, 2)  # a length equal to T, a length 1, the rest in betwe
 CASES = [
     Case(mode, directions, bias, dtype, lengths, random_h0)
     for mode, directions, bias, dtype in itertools.product(
-        ("rnn_tanh", "rnn_relu"), (1, 2), (True, False), (torch.float32, torch.float64)
+        ("rnn_tanh", "rnn_relu", "lstm", "gru"), (1, 2), (True, False), (torch.float32, torch.float64)
     )
     for lengths, random_h0 in ((None, True), (VARIABLE, False))
 ] + [
-    Case(steps=1, batch=1),
-    Case(steps=1, directions=2, lengths=(1, 1, 1, 1, 1)),
-    Case(batch=1, directions=2, lengths=(4,), steps=4),
+    Case("lstm", directions, bias, dtype, lengths, random_h0, proj=2)
+    for directions, bias, dtype, (lengths, random_h0) in [
+        (1, True, torch.float64, (None, True)),
+        (2, True, torch.float64, (VARIABLE, True)),
+        (2, False, torch.float32, (VARIABLE, False)),
+        (1, False, torch.float32, (None, False)),
+    ]
+] + [
+    case
+    for mode in ("rnn_tanh", "lstm", "gru")
+    for case in [
+        Case(mode, steps=1, batch=1),
+        Case(mode, steps=1, directions=2, lengths=(1, 1, 1, 1, 1)),
+        Case(mode, batch=1, directions=2, lengths=(4,), steps=4),
+        Case(mode, lengths=(7, 0, 3, 7, 5), directions=2),  # a sequence with no step at all
+        # several blocks of four batch rows plus a remainder, and a hidden size
+        # that fills whole vectors and leaves a tail
+        Case(mode, dtype=torch.float32, directions=2, batch=11, hidden=33, lengths=(9,) * 6 + (3,) * 5,
+             steps=9),
+        Case(mode, dtype=torch.float32, batch=9, hidden=64, input_size=16, steps=12),
+    ]
+] + [
     Case(mode="rnn_relu", batch=1, steps=40),
-    Case(lengths=(7, 0, 3, 7, 5), directions=2),  # a sequence with no step at all
-    # several blocks of four batch rows plus a remainder, and a hidden size
-    # that fills whole vectors and leaves a tail
-    Case(dtype=torch.float32, directions=2, batch=11, hidden=33, lengths=(9,) * 6 + (3,) * 5, steps=9),
-    Case(dtype=torch.float32, batch=9, hidden=64, input_size=16, steps=12),
+    Case(mode="lstm", batch=3, steps=40, hidden=8, proj=5, directions=2, lengths=(40, 17, 1)),
 ]
 
 
 def make_inputs(case: Case, requires_grad: bool = True):
-    """Random ``x``, ``h0``, weights and lengths for ``case``, as leaves."""
+    """Random ``x``, state (``(h0,)`` or ``(h0, c0)``), weights and lengths for ``case``, as leaves."""
     g = torch.Generator().manual_seed(zlib.crc32(str(case).encode()))
 
     def rand(*shape, scale=1.0):
@@ -78,37 +102,46 @@ def make_inputs(case: Case, requires_grad: bool = True):
         return t.to(case.dtype).requires_grad_(requires_grad)
 
     bound = case.hidden**-0.5
+    rows = GATES[case.mode] * case.hidden
     weights = [
         DirectionWeights(
-            rand(case.hidden, case.input_size, scale=bound),
-            rand(case.hidden, case.hidden, scale=bound),
-            rand(case.hidden, scale=bound) if case.bias else None,
-            rand(case.hidden, scale=bound) if case.bias else None,
+            rand(rows, case.input_size, scale=bound),
+            rand(rows, case.width, scale=bound),
+            rand(rows, scale=bound) if case.bias else None,
+            rand(rows, scale=bound) if case.bias else None,
+            rand(case.proj, case.hidden, scale=bound) if case.proj else None,
         )
         for _ in range(case.directions)
     ]
     x = rand(case.steps, case.batch, case.input_size)
-    h0 = rand(case.directions, case.batch, case.hidden)
+    sizes = [case.width] + ([case.hidden] if case.mode == "lstm" else [])
+    state = tuple(rand(case.directions, case.batch, size) for size in sizes)
     if not case.random_h0:
-        h0 = torch.zeros_like(h0).requires_grad_(requires_grad)
+        state = tuple(torch.zeros_like(s).requires_grad_(requires_grad) for s in state)
     lengths = None if case.lengths is None else torch.tensor(case.lengths)
-    return x, h0, weights, lengths
+    return x, state, weights, lengths
 
 
-def leaves(x, h0, weights):
-    return [x, h0] + [t for w in weights for t in w[:4] if t is not None]
+def leaves(x, state, weights):
+    return [x, *state] + [t for w in weights for t in w if t is not None]
+
+
+def leaf_names(case: Case) -> list[str]:
+    names = ["output", "h_n"] + (["c_n"] if case.mode == "lstm" else []) + ["x", "h0"]
+    names += ["c0"] if case.mode == "lstm" else []
+    fields = ("w_ih", "w_hh") + (("b_ih", "b_hh") if case.bias else ()) + (("w_hr",) if case.proj else ())
+    return names + [f"{name}[{d}]" for d in range(case.directions) for name in fields]
 
 
 def forward_and_grads(run_layer, case: Case, inputs):
     """Output, final state and the gradients of a loss that weighs every
-    element of both differently, with respect to every leaf."""
-    x, h0, weights, lengths = inputs
-    output, (h_n,) = run_layer(case.mode, x, (h0,), weights, lengths)
+    element of them differently, with respect to every leaf."""
+    x, state, weights, lengths = inputs
+    output, final = run_layer(case.mode, x, state, weights, lengths)
     g = torch.Generator().manual_seed(7)
-    loss = (output * torch.randn(output.shape, generator=g, dtype=case.dtype)).sum()
-    loss = loss + (h_n * torch.randn(h_n.shape, generator=g, dtype=case.dtype)).sum()
-    grads = torch.autograd.grad(loss, leaves(x, h0, weights))
-    return [output.detach(), h_n.detach(), *grads]
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=case.dtype)).sum() for t in (output, *final))
+    grads = torch.autograd.grad(loss, leaves(x, state, weights))
+    return [output.detach(), *(s.detach() for s in final), *grads]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -116,43 +149,70 @@ def test_fused_matches_reference(case):
     inputs = make_inputs(case)
     ours = forward_and_grads(fused.run_layer, case, inputs)
     expected = forward_and_grads(reference.run_layer, case, inputs)
-    names = ["output", "h_n", "x", "h0"] + [
-        f"{name}[{d}]" for d in range(case.directions)
-        for name in ("w_ih", "w_hh", "b_ih", "b_hh")[: 4 if case.bias else 2]
-    ]
+    names = leaf_names(case)
+    assert len(names) == len(ours) == len(expected)
     for name, a, b in zip(names, ours, expected):
         assert a.dtype == case.dtype, name
         assert_close(a, b, name)
 
 
-def test_output_is_zero_past_each_length_and_h_n_is_taken_at_the_last_step():
-    case = Case(directions=2, lengths=VARIABLE)
-    x, h0, weights, lengths = make_inputs(case, requires_grad=False)
-    output, (h_n,) = fused.run_layer(case.mode, x, (h0,), weights, lengths)
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
+def test_output_is_zero_past_each_length_and_h_n_is_taken_at_the_last_step(mode):
+    case = Case(mode, directions=2, lengths=VARIABLE)
+    x, state, weights, lengths = make_inputs(case, requires_grad=False)
+    output, (h_n, *_) = fused.run_layer(case.mode, x, state, weights, lengths)
     for n, length in enumerate(case.lengths):
         assert torch.all(output[length:, n] == 0)
         assert torch.equal(h_n[0, n], output[length - 1, n, : case.hidden])
         assert torch.equal(h_n[1, n], output[0, n, case.hidden :])
 
 
-def test_gradcheck():
-    case = Case(directions=2, lengths=(4, 2, 3), steps=4, batch=3, hidden=3, input_size=2)
-    x, h0, weights, lengths = make_inputs(case)
-    flat = [t for w in weights for t in w[:4]]
+@pytest.mark.parametrize(
+    "case",
+    [Case("lstm", dtype=torch.float32, directions=2, lengths=VARIABLE, proj=4),
+     Case("gru", dtype=torch.float32, directions=2, lengths=VARIABLE)],
+    ids=str,
+)
+def test_inference_gives_what_training_gives(case):
+    """Without autograd the loops keep nothing for a backward pass (scratch
+    rows instead of every step's gates): the same numbers, bit for bit."""
+    inputs = make_inputs(case)
+    with torch.no_grad():
+        output, final = fused.run_layer(case.mode, *inputs)
+    expected, expected_final = fused.run_layer(case.mode, *inputs)
+    assert not output.requires_grad and expected.requires_grad
+    for a, b in zip((output, *final), (expected, *expected_final)):
+        assert torch.equal(a, b.detach())
 
-    def f(x, h0, *flat):
-        weights = [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
-        output, (h_n,) = fused.run_layer(case.mode, x, (h0,), weights, lengths)
-        return output, h_n
 
-    assert torch.autograd.gradcheck(f, (x, h0, *flat))
+@pytest.mark.parametrize(
+    "case",
+    [
+        Case(directions=2, lengths=(4, 2, 3), steps=4, batch=3, hidden=3, input_size=2),
+        Case("lstm", directions=2, lengths=(4, 2, 3), steps=4, batch=3, hidden=3, input_size=2, proj=2),
+        Case("lstm", lengths=(4, 1, 3), steps=4, batch=3, hidden=3, input_size=2, random_h0=False),
+        Case("gru", directions=2, lengths=(4, 2, 3), steps=4, batch=3, hidden=3, input_size=2),
+    ],
+    ids=str,
+)
+def test_gradcheck(case):
+    x, state, weights, lengths = make_inputs(case)
+
+    def f(x, *tensors):
+        given, params = tensors[: len(state)], iter(tensors[len(state) :])
+        rebuilt = [DirectionWeights(*(None if t is None else next(params) for t in w)) for w in weights]
+        output, final = fused.run_layer(case.mode, x, given, rebuilt, lengths)
+        return output, *final
+
+    assert torch.autograd.gradcheck(f, tuple(leaves(x, state, weights)))
 
 
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_bitwise_deterministic_whatever_the_thread_count(threads):
+def test_bitwise_deterministic_whatever_the_thread_count(mode, threads):
     """Two runs agree bit for bit, and so do one and two threads: batch chunks
     start at multiples of ROW_BLOCK, so each row meets the same arithmetic."""
-    case = Case(dtype=torch.float32, directions=2, steps=50, batch=13, hidden=64, input_size=8)
+    case = Case(mode, dtype=torch.float32, directions=2, steps=50, batch=13, hidden=64, input_size=8)
     inputs = make_inputs(case)
     previous = torch.get_num_threads()
     try:
@@ -191,14 +251,16 @@ def test_small_work_stays_on_the_calling_thread(monkeypatch):
 
 
 def run_module(module, input, hx):
-    """Output, h_n and the gradients of input, hx and every parameter."""
+    """Output, final state and the gradients of input, hx and every parameter."""
     module.zero_grad()
-    output, h_n = module(input, hx)
+    output, final = module(input, hx)
     data = output.data if isinstance(output, torch.nn.utils.rnn.PackedSequence) else output
+    final = final if isinstance(final, tuple) else (final,)
     g = torch.Generator().manual_seed(3)
-    loss = (data * torch.randn(data.shape, generator=g, dtype=data.dtype)).sum() + h_n.square().sum()
+    loss = (data * torch.randn(data.shape, generator=g, dtype=data.dtype)).sum()
+    loss = loss + sum(s.square().sum() for s in final)
     loss.backward()
-    return [data.detach(), h_n.detach()] + [p.grad.clone() for p in module.parameters()]
+    return [data.detach(), *(s.detach() for s in final)] + [p.grad.clone() for p in module.parameters()]
 
 
 def both_backends(module, make_input, hx):
@@ -211,27 +273,48 @@ def both_backends(module, make_input, hx):
     return results["fused"], results["reference"]
 
 
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+LAYERS = {
+    "rnn-tanh": (rnnkit.RNN, dict(nonlinearity="tanh")),
+    "rnn-relu": (rnnkit.RNN, dict(nonlinearity="relu")),
+    "lstm": (rnnkit.LSTM, dict()),
+    "lstm-proj": (rnnkit.LSTM, dict(proj_size=3)),
+    "gru": (rnnkit.GRU, dict()),
+}
+
+
+def make_layer(kind: str, dtype: torch.dtype, **options):
+    """A layer of ``kind`` with 4 input and 6 hidden features, and a random
+    ``hx`` maker for it, ``hx(stacked, batch)``."""
+    cls, more = LAYERS[kind]
+    layer = cls(4, 6, dtype=dtype, **more, **options)
+    sizes = [more.get("proj_size", 6)] + ([6] if cls is rnnkit.LSTM else [])
+
+    def hx(stacked: int, batch: int):
+        parts = tuple(torch.randn(stacked, batch, size, dtype=dtype) for size in sizes)
+        return parts if len(parts) > 1 else parts[0]
+
+    return layer, hx
+
+
+@pytest.mark.parametrize("kind", list(LAYERS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_stacked_bidirectional_layer_with_dropout(nonlinearity, dtype):
-    layer = rnnkit.RNN(
-        4, 6, num_layers=3, nonlinearity=nonlinearity, bidirectional=True,
-        dropout=0.3, batch_first=True, dtype=dtype,
+def test_stacked_bidirectional_layer_with_dropout(kind, dtype):
+    layer, hx = make_layer(
+        kind, dtype, num_layers=3, bidirectional=True, dropout=0.3, batch_first=True
     )
     x = torch.randn(5, 8, 4, dtype=dtype)
-    hx = torch.randn(6, 5, 6, dtype=dtype)
-    ours, expected = both_backends(layer, lambda: x, hx)
+    ours, expected = both_backends(layer, lambda: x, hx(6, 5))
     for a, b in zip(ours, expected):
         assert_close(a, b)
 
 
-def test_packed_input():
-    layer = rnnkit.RNN(4, 6, num_layers=2, bidirectional=True, dtype=torch.float64)
+@pytest.mark.parametrize("kind", list(LAYERS))
+def test_packed_input(kind):
+    layer, hx = make_layer(kind, torch.float64, num_layers=2, bidirectional=True)
     x = torch.randn(7, 4, 4, dtype=torch.float64)
     lengths = torch.tensor([3, 7, 1, 5])
-    hx = torch.randn(4, 4, 6, dtype=torch.float64)
     ours, expected = both_backends(
-        layer, lambda: pack_padded_sequence(x, lengths, enforce_sorted=False), hx
+        layer, lambda: pack_padded_sequence(x, lengths, enforce_sorted=False), hx(4, 4)
     )
     for a, b in zip(ours, expected):
         assert_close(a, b)
@@ -253,6 +336,31 @@ def test_the_tanh_of_the_loops_is_within_a_few_ulp():
         assert torch.all(y.abs() <= 1)
 
 
+def test_the_sigmoid_of_the_loops_is_within_a_few_ulp():
+    """A GRU step with ``W_hh = 0``, no bias, ``h_0 = 1`` and an input that
+    reaches only the update gate is ``h' = n + z (1 - n)`` with ``n = tanh(0) = 0``,
+    that is ``sigmoid(x)`` exactly: compare with torch's in float64 over the
+    whole range. Below the smallest normal number the loops promise only to
+    be within it."""
+    for dtype, tolerance, tiny in (
+        (torch.float32, 4 * 2.0**-24, 2.0**-126), (torch.float64, 5 * 2.0**-53, 2.0**-1022)
+    ):
+        x = torch.linspace(-800, 50, 400_001, dtype=dtype).reshape(1, -1, 1)
+        x = torch.cat([x, torch.logspace(-30, 1, 1001, dtype=dtype).reshape(1, -1, 1)], dim=1)
+        x = torch.cat([x, -x], dim=1)
+        w_ih = torch.tensor([[0.0], [1.0], [0.0]], dtype=dtype)  # rows: r, z, n
+        weights = [DirectionWeights(w_ih, torch.zeros(3, 1, dtype=dtype), None, None)]
+        h0 = torch.ones(1, x.shape[1], 1, dtype=dtype)
+        with torch.no_grad():
+            y, _ = fused.run_layer("gru", x, (h0,), weights, None)
+        exact = torch.sigmoid(x.double())
+        error = (y.double() - exact).abs()
+        normal = exact >= tiny
+        assert torch.all(error[normal] <= tolerance * exact[normal])
+        assert torch.all(error[~normal] <= tiny)
+        assert torch.all((y >= 0) & (y <= 1))
+
+
 # -- which backend runs -------------------------------------------------------------------
 
 
@@ -268,8 +376,10 @@ def weights_like(x: torch.Tensor, hidden: int = 3, **more) -> list[DirectionWeig
         ("rnn_relu", torch.float64, "cpu", False, "fused"),
         ("rnn_tanh", torch.bfloat16, "cpu", False, "reference"),
         ("rnn_tanh", torch.float32, "meta", False, "reference"),  # stands in for CUDA
-        ("lstm", torch.float32, "cpu", False, "reference"),
-        ("lstm", torch.float32, "cpu", True, "reference"),
+        ("lstm", torch.float32, "cpu", False, "fused"),
+        ("lstm", torch.float64, "cpu", True, "fused"),
+        ("gru", torch.float32, "cpu", False, "fused"),
+        ("gru", torch.float16, "cpu", False, "reference"),
     ],
 )
 def test_auto_picks_fused_where_it_serves_and_the_reference_elsewhere(
@@ -296,8 +406,11 @@ def test_forcing_a_backend_that_cannot_serve_the_call_raises():
 
 
 def test_warm_up_compiles_every_dtype_ahead():
-    from rnnkit.kernels.elman_loops import elman_backward, elman_forward
+    from rnnkit.kernels import elman_loops, gru_loops, lstm_loops
 
     fused.warm_up()
-    for loop in (elman_forward, elman_backward):
+    for loop in (
+        elman_loops.elman_forward, elman_loops.elman_backward, lstm_loops.lstm_forward,
+        lstm_loops.lstm_backward, gru_loops.gru_forward, gru_loops.gru_backward,
+    ):
         assert {sig[0].dtype.name for sig in loop.signatures} >= {"float32", "float64"}
