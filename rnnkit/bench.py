@@ -1,7 +1,8 @@
 """rnnkit against torch.nn, side by side in one process: speed and peak memory.
 
-For each configuration both layers get the same weights
-(:meth:`rnnkit.RNN.from_torch`) and the same input. After a warm-up, runs of
+For each configuration (an RNN, LSTM or GRU layer and an input size) both
+layers get the same weights (:meth:`rnnkit.RNN.from_torch` and its likes)
+and the same input. After a warm-up, runs of
 the two alternate (rnnkit first on even rounds, torch first on odd ones, so
 that neither always runs on a cache the other warmed or a core the other
 heated), and each side's time is the median over the rounds:
@@ -40,9 +41,13 @@ import rnnkit
 from rnnkit import kernels
 
 
+CELLS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+"""The cell types ``rnnkit bench`` knows, and their layer classes' names."""
+
+
 @dataclass(frozen=True)
 class BenchConfig:
-    """One layer and input size: ``(T, N, H_in)`` into an RNN of hidden size ``H``."""
+    """One layer and input size: ``(T, N, H_in)`` into a layer of hidden size ``H``."""
 
     steps: int
     batch: int
@@ -50,15 +55,25 @@ class BenchConfig:
     input_size: int = 0  # 0: the same as hidden
     layers: int = 1
     bidirectional: bool = False
-    nonlinearity: str = "tanh"
+    nonlinearity: str = "tanh"  # RNN only
+    cell: str = "rnn"  # a key of CELLS
+    proj_size: int = 0  # LSTM only
 
     def __post_init__(self) -> None:
         if not self.input_size:
             object.__setattr__(self, "input_size", self.hidden)
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
+        if self.nonlinearity != "tanh" and self.cell != "rnn":
+            raise ValueError(f"nonlinearity={self.nonlinearity!r} is for RNN only, not {self.cell}")
+        if self.proj_size and self.cell != "lstm":
+            raise ValueError(f"a projection (P=) is for LSTM only, not {self.cell}")
 
     @property
     def label(self) -> str:
-        text = f"T={self.steps} N={self.batch} {self.input_size}->{self.hidden}"
+        text = f"{CELLS[self.cell]} T={self.steps} N={self.batch} {self.input_size}->{self.hidden}"
+        if self.proj_size:
+            text += f"->{self.proj_size}"
         if self.layers > 1:
             text += f" x{self.layers} layers"
         if self.bidirectional:
@@ -67,12 +82,13 @@ class BenchConfig:
             text += f" {self.nonlinearity}"
         return text
 
-    KEYS = {"T": "steps", "N": "batch", "H": "hidden", "I": "input_size", "L": "layers"}
+    KEYS = {"T": "steps", "N": "batch", "H": "hidden", "I": "input_size", "L": "layers", "P": "proj_size"}
 
     @classmethod
     def parse(cls, text: str) -> BenchConfig:
         """``"T=200,N=32,H=64"`` plus optional ``I=`` (input size), ``L=``
-        (layers), ``bi`` (bidirectional) and ``relu``."""
+        (layers), ``bi`` (bidirectional), a cell (``rnn``, the default,
+        ``lstm`` or ``gru``), ``relu`` (RNN) and ``P=`` (LSTM projection)."""
         values: dict = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, _, value = part.partition("=")
@@ -80,12 +96,15 @@ class BenchConfig:
                 values["bidirectional"] = True
             elif part == "relu":
                 values["nonlinearity"] = "relu"
+            elif part in CELLS:
+                values["cell"] = part
             elif key in cls.KEYS and value.isdigit() and int(value) > 0:
                 values[cls.KEYS[key]] = int(value)
             else:
                 raise ValueError(
                     f"cannot read {part!r} in configuration {text!r}: expected T=, N=, H=, "
-                    f"I= or L= with a positive integer, or 'bi' or 'relu'"
+                    f"I=, L= or P= with a positive integer, 'bi', 'relu', or a cell "
+                    f"({', '.join(CELLS)})"
                 )
         missing = [k for k in ("T", "N", "H") if cls.KEYS[k] not in values]
         if missing:
@@ -124,21 +143,39 @@ def regime_of(config: BenchConfig) -> Regime | None:
     return None
 
 
-DEFAULT_CONFIGS = [
-    BenchConfig(steps=1000, batch=1, hidden=32),
-    BenchConfig(steps=1000, batch=4, hidden=64),
-    BenchConfig(steps=500, batch=1, hidden=64, bidirectional=True),
-    BenchConfig(steps=200, batch=32, hidden=64),
-    BenchConfig(steps=200, batch=32, hidden=32, layers=2, nonlinearity="relu"),
-    BenchConfig(steps=100, batch=16, hidden=128),
-    BenchConfig(steps=100, batch=16, input_size=128, hidden=256, layers=2, bidirectional=True),
-    BenchConfig(steps=50, batch=64, hidden=512),
-]
-"""At least one configuration of each regime."""
+def _each_regime(cell: str) -> list[BenchConfig]:
+    """At least one configuration of each regime for ``cell`` (``lstm``, ``gru``)."""
+    return [
+        BenchConfig(steps=1000, batch=1, hidden=32, cell=cell),
+        BenchConfig(steps=1000, batch=4, hidden=64, cell=cell),
+        BenchConfig(steps=500, batch=1, hidden=64, bidirectional=True, cell=cell),
+        BenchConfig(steps=200, batch=32, hidden=64, cell=cell),
+        BenchConfig(steps=100, batch=16, hidden=128, cell=cell),
+        BenchConfig(steps=100, batch=16, input_size=128, hidden=256, layers=2, bidirectional=True, cell=cell),
+        BenchConfig(steps=50, batch=64, hidden=512, cell=cell),
+    ]
+
+
+DEFAULT_CONFIGS = {
+    "rnn": [
+        BenchConfig(steps=1000, batch=1, hidden=32),
+        BenchConfig(steps=1000, batch=4, hidden=64),
+        BenchConfig(steps=500, batch=1, hidden=64, bidirectional=True),
+        BenchConfig(steps=200, batch=32, hidden=64),
+        BenchConfig(steps=200, batch=32, hidden=32, layers=2, nonlinearity="relu"),
+        BenchConfig(steps=100, batch=16, hidden=128),
+        BenchConfig(steps=100, batch=16, input_size=128, hidden=256, layers=2, bidirectional=True),
+        BenchConfig(steps=50, batch=64, hidden=512),
+    ],
+    "lstm": _each_regime("lstm"),
+    "gru": _each_regime("gru"),
+}
+"""For each cell type, at least one configuration of each regime."""
 
 QUICK_CONFIGS = [
     BenchConfig(steps=50, batch=2, hidden=16),
-    BenchConfig(steps=20, batch=4, hidden=8, layers=2, bidirectional=True),
+    BenchConfig(steps=20, batch=4, hidden=8, layers=2, bidirectional=True, cell="lstm"),
+    BenchConfig(steps=20, batch=4, hidden=8, cell="gru"),
 ]
 
 
@@ -184,22 +221,27 @@ class Result:
 
 def build(
     config: BenchConfig, dtype: torch.dtype, seed: int = 0
-) -> tuple[nn.RNN, rnnkit.RNN, torch.Tensor]:
+) -> tuple[nn.Module, nn.Module, torch.Tensor]:
     """torch's layer, rnnkit's with the same weights, and an input ``(T, N, H_in)``."""
     torch.manual_seed(seed)
-    theirs = nn.RNN(
-        config.input_size, config.hidden, config.layers, nonlinearity=config.nonlinearity,
-        bidirectional=config.bidirectional, dtype=dtype,
-    )
+    options: dict = dict(bidirectional=config.bidirectional, dtype=dtype)
+    if config.cell == "rnn":
+        options["nonlinearity"] = config.nonlinearity
+    if config.proj_size:
+        options["proj_size"] = config.proj_size
+    name = CELLS[config.cell]
+    theirs = getattr(nn, name)(config.input_size, config.hidden, config.layers, **options)
     x = torch.randn(config.steps, config.batch, config.input_size, dtype=dtype)
-    return theirs, rnnkit.RNN.from_torch(theirs), x
+    return theirs, getattr(rnnkit, name).from_torch(theirs), x
 
 
 def training_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> None:
     """One step: forward, a loss on the output and final state, backward, update."""
     optimizer.zero_grad(set_to_none=True)
-    output, h_n = module(x)
-    (output.square().mean() + h_n.square().mean()).backward()
+    output, state = module(x)
+    states = state if isinstance(state, tuple) else (state,)  # an LSTM's is (h_n, c_n)
+    loss = output.square().mean() + sum(s.square().mean() for s in states)
+    loss.backward()
     optimizer.step()
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from rnnkit.bench import BenchConfig, REGIMES, peak_memory_mb, regime_of
+from rnnkit.bench import CELLS, BenchConfig, REGIMES, peak_memory_mb, regime_of
 from rnnkit.cli.main import main
 
 
@@ -26,7 +26,7 @@ def test_quick_json_run(capsys, keep_threads):
     report = json.loads(capsys.readouterr().out)
     assert report["environment"]["threads"] == 1
     (result,) = report["results"]
-    assert result["label"] == "T=6 N=2 3->4 x2 layers bidir"
+    assert result["label"] == "RNN T=6 N=2 3->4 x2 layers bidir"
     assert result["backend"] == "fused"
     assert result["max_abs_diff"] < 1e-5
     for key in ("inference_speedup", "training_speedup", "inference_torch_ms", "training_rnnkit_ms"):
@@ -34,9 +34,11 @@ def test_quick_json_run(capsys, keep_threads):
 
 
 def test_table_run(capsys):
-    assert main(["bench", "--config", "T=5,N=1,H=3,relu", "--no-memory", "--min-time", "0"]) == 0
+    assert main(["bench", "--config", "T=5,N=1,H=3,relu", "--config", "T=4,N=2,H=3,P=2,lstm",
+                 "--config", "T=4,N=2,H=3,I=2,gru", "--no-memory", "--min-time", "0"]) == 0
     out = capsys.readouterr().out
-    assert "T=5 N=1 3->3 relu" in out and "speedup" in out
+    assert "RNN T=5 N=1 3->3 relu" in out and "speedup" in out
+    assert "LSTM T=4 N=2 3->3->2" in out and "GRU T=4 N=2 2->3" in out
 
 
 @pytest.mark.parametrize(
@@ -44,13 +46,19 @@ def test_table_run(capsys):
     [
         ("T=200,N=32,H=64", BenchConfig(200, 32, 64)),
         ("T=10, N=1, H=8, I=3, L=2, bi, relu", BenchConfig(10, 1, 8, 3, 2, True, "relu")),
+        ("T=10,N=1,H=8,gru", BenchConfig(10, 1, 8, cell="gru")),
+        ("lstm,T=10,N=2,H=8,P=4,bi", BenchConfig(10, 2, 8, bidirectional=True, cell="lstm", proj_size=4)),
     ],
 )
 def test_config_syntax(spec, expected):
     assert BenchConfig.parse(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["T=200,N=32", "T=0,N=1,H=4", "T=1,N=1,H=4,bidir", "T=x,N=1,H=2"])
+@pytest.mark.parametrize(
+    "spec",
+    ["T=200,N=32", "T=0,N=1,H=4", "T=1,N=1,H=4,bidir", "T=x,N=1,H=2", "T=5,N=1,H=4,gru,relu",
+     "T=5,N=1,H=4,P=2"],
+)
 def test_bad_config_is_a_one_line_error(spec, capsys):
     assert main(["bench", "--config", spec]) == 1
     assert capsys.readouterr().err.startswith("rnnkit bench: error: ")
@@ -60,7 +68,9 @@ def test_peak_memory_is_measured_in_a_child_process():
     assert peak_memory_mb(BenchConfig(steps=50, batch=8, hidden=16), torch.float32, "rnnkit") >= 0
 
 
-def test_every_regime_has_a_default_configuration():
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_every_regime_has_a_default_configuration_for_every_cell(cell):
     from rnnkit.bench import DEFAULT_CONFIGS
 
-    assert {regime_of(c) for c in DEFAULT_CONFIGS} == set(REGIMES.values())
+    assert {c.cell for c in DEFAULT_CONFIGS[cell]} == {cell}
+    assert {regime_of(c) for c in DEFAULT_CONFIGS[cell]} == set(REGIMES.values())

@@ -13,29 +13,32 @@ import sys
 from rnnkit.errors import UserError
 
 DESCRIPTION = """\
-Time rnnkit.RNN against torch.nn.RNN on the same weights and input, in one
-process: a forward pass under no_grad (inference) and a training step
+Time rnnkit's RNN, LSTM and GRU against torch.nn's on the same weights and
+input, in one process: a forward pass under no_grad (inference) and a training step
 (zero_grad, forward, loss, backward, SGD step). Runs of the two alternate and
 each time is the median of its runs; speedup = torch time / rnnkit time, so
 above 1 means rnnkit is faster. Peak memory is the rise in resident memory
 during one training step, each layer measured in a fresh process.
 
-The default configurations cover the size regimes rnnkit sets itself targets
-in (printed beside each speedup): small batches with long sequences, batch
-~32 with small hidden sizes, hidden sizes 128-256, and 512 with batch 64.
-A default run takes a few minutes; --quick takes seconds.
+The default configurations cover, for each cell type, the size regimes
+rnnkit sets itself targets in (printed beside each speedup): small batches
+with long sequences, batch ~32 with small hidden sizes, hidden sizes 128-256,
+and 512 with batch 64. A default run of one cell type takes a few minutes,
+of all three about ten; --quick takes seconds.
 """
 
 EPILOG = """\
 configuration syntax (--config, repeatable):
-  T=<steps>,N=<batch>,H=<hidden>[,I=<input size>][,L=<layers>][,bi][,relu]
+  T=<steps>,N=<batch>,H=<hidden>[,I=<input size>][,L=<layers>][,bi][,rnn|lstm|gru][,relu][,P=<proj>]
   the input size defaults to the hidden size; 'bi' makes the layer
-  bidirectional, 'relu' uses nonlinearity='relu'
+  bidirectional; the cell is an RNN unless 'lstm' or 'gru' is given;
+  'relu' uses nonlinearity='relu' (RNN), P= a projection (LSTM's proj_size)
 
 examples:
-  rnnkit bench                                  # every default configuration
-  rnnkit bench --quick                          # two tiny ones, to check the set-up
-  rnnkit bench --config T=1000,N=1,H=32 --config T=100,N=16,H=256,I=128,L=2,bi
+  rnnkit bench                                  # every default configuration, all cells
+  rnnkit bench --cell lstm                      # the LSTM ones only
+  rnnkit bench --quick                          # three tiny ones, to check the set-up
+  rnnkit bench --config T=1000,N=1,H=32,gru --config T=100,N=16,H=256,I=128,L=2,bi,lstm
   rnnkit bench --threads 1 --json > bench.json  # one thread each, for machines
 
 Force the plain-torch reference recurrence (to see what the fused kernels
@@ -58,8 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a configuration to measure instead of the defaults (syntax below); repeatable",
     )
     what.add_argument(
+        "--cell", choices=("rnn", "lstm", "gru", "all"), default="all",
+        help="which cell type's default configurations to measure (default: all)",
+    )
+    what.add_argument(
         "--quick", action="store_true",
-        help="two tiny configurations and short timing: checks that everything runs",
+        help="three tiny configurations and short timing: checks that everything runs",
     )
     what.add_argument(
         "--dtype", choices=("float32", "float64"), default="float32",
@@ -92,9 +99,11 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit import bench
 
     try:
+        cells = list(bench.CELLS) if args.cell == "all" else [args.cell]
         configs = (
             [bench.BenchConfig.parse(spec) for spec in args.config] if args.config
-            else bench.QUICK_CONFIGS if args.quick else bench.DEFAULT_CONFIGS
+            else bench.QUICK_CONFIGS if args.quick
+            else [config for cell in cells for config in bench.DEFAULT_CONFIGS[cell]]
         )
     except ValueError as error:
         raise UserError(str(error)) from None
