@@ -433,3 +433,21 @@ def test_cuda_matches_cpu(kind):
     expected, _ = ours(x)
     actual, _ = ours.cuda()(x.cuda())
     torch.testing.assert_close(actual.cpu(), expected, rtol=1e-4, atol=1e-5)
+
+
+# -- what a user may do to a module ------------------------------------------------------
+
+
+def test_a_replaced_parameter_of_the_wrong_shape_is_refused(backend):
+    layer = rnnkit.RNN(INPUT, HIDDEN)
+    layer.weight_hh_l0 = nn.Parameter(torch.randn(HIDDEN, 400))
+    with pytest.raises(RuntimeError, match=r"weight_hh_l0 has shape \[5, 400\], expected \(5, 5\)"):
+        layer(torch.randn(STEPS, BATCH, INPUT))
+
+
+def test_conversions_keep_frozen_parameters_frozen():
+    theirs = nn.LSTM(INPUT, HIDDEN)
+    theirs.weight_ih_l0.requires_grad_(False)
+    ours = rnnkit.LSTM.from_torch(theirs)
+    assert [p.requires_grad for p in ours.parameters()] == [False, True, True, True]
+    assert [p.requires_grad for p in ours.to_torch().parameters()] == [False, True, True, True]

@@ -33,6 +33,18 @@ def _shape(t: Tensor) -> list[int]:
     return list(t.shape)
 
 
+def _check_input_tensor(owner: str, x: Tensor, weight: Tensor) -> None:
+    """The input's dtype (except under autocast, as in torch) and device against the weights'."""
+    if x.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
+        raise ValueError(
+            f"{owner}: input dtype ({x.dtype}) does not match weight dtype "
+            f"({weight.dtype}); convert the input with input.to({weight.dtype}) "
+            f"or the module with module.to({x.dtype})"
+        )
+    if x.device != weight.device:
+        raise RuntimeError(f"{owner}: input is on {x.device} but the weights are on {weight.device}")
+
+
 def _check_state(
     owner: str, hx: Any, names: tuple[str, ...], expected: list[tuple[int, ...]], x: Tensor
 ) -> State:
@@ -96,6 +108,8 @@ def _copy_module(source: nn.Module, target_class: type, config_names: tuple[str,
     config = {name: getattr(source, name) for name in config_names}
     target = target_class(**config, device=weight.device, dtype=weight.dtype)
     target.load_state_dict(source.state_dict())
+    for theirs, ours in zip(source.parameters(), target.parameters()):
+        ours.requires_grad_(theirs.requires_grad)
     return target.train(source.training)
 
 
@@ -138,6 +152,7 @@ class RecurrentLayer(_TorchTwin):
         output_size = self.output_size
         # Per layer and direction, DirectionWeights field -> parameter name, in torch's order.
         self._weight_names: list[dict[str, str]] = []
+        self._weight_shapes: dict[str, tuple[int, ...]] = {}
         for layer in range(num_layers):
             layer_input_size = input_size if layer == 0 else output_size * self.num_directions
             for direction in range(self.num_directions):
@@ -156,6 +171,7 @@ class RecurrentLayer(_TorchTwin):
                         base_name + suffix, nn.Parameter(torch.empty(shape, **factory))
                     )
                     names[_WEIGHT_FIELDS[base_name]] = base_name + suffix
+                    self._weight_shapes[base_name + suffix] = shape
                 self._weight_names.append(names)
         self.reset_parameters()
 
@@ -176,9 +192,20 @@ class RecurrentLayer(_TorchTwin):
     def flatten_parameters(self) -> None:
         """Does nothing: present so that code written for ``torch.nn`` runs unchanged."""
 
+    def _weight(self, name: str) -> Tensor:
+        """A parameter, checked against the shape the layer was built with (the
+        fused kernels index it without bounds checks)."""
+        weight = getattr(self, name)
+        if weight.shape != self._weight_shapes[name]:
+            raise RuntimeError(
+                f"{type(self).__name__}: parameter {name} has shape {_shape(weight)}, "
+                f"expected {self._weight_shapes[name]}"
+            )
+        return weight
+
     def _direction_weights(self) -> list[list[DirectionWeights]]:
         weights = [
-            DirectionWeights(**{field: getattr(self, name) for field, name in names.items()})
+            DirectionWeights(**{field: self._weight(name) for field, name in names.items()})
             for names in self._weight_names
         ]
         d = self.num_directions
@@ -233,17 +260,7 @@ class RecurrentLayer(_TorchTwin):
 
     def _check_input(self, x: Tensor) -> None:
         owner = type(self).__name__
-        weight = self.weight_ih_l0
-        if x.dtype != weight.dtype:
-            raise ValueError(
-                f"{owner}: input dtype ({x.dtype}) does not match weight dtype "
-                f"({weight.dtype}); convert the input with input.to({weight.dtype}) "
-                f"or the module with module.to({x.dtype})"
-            )
-        if x.device != weight.device:
-            raise RuntimeError(
-                f"{owner}: input is on {x.device} but the weights are on {weight.device}"
-            )
+        _check_input_tensor(owner, x, self.weight_ih_l0)
         if x.shape[-1] != self.input_size:
             raise RuntimeError(
                 f"{owner}: input.size(-1) must be equal to input_size. "
@@ -347,15 +364,7 @@ class RecurrentCell(_TorchTwin):
             )
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
-        if x.dtype != self.weight_ih.dtype:
-            raise ValueError(
-                f"{owner}: input dtype ({x.dtype}) does not match weight dtype "
-                f"({self.weight_ih.dtype})"
-            )
-        if x.device != self.weight_ih.device:
-            raise RuntimeError(
-                f"{owner}: input is on {x.device} but the weights are on {self.weight_ih.device}"
-            )
+        _check_input_tensor(owner, x, self.weight_ih)
         if x.shape[1] != self.input_size:
             raise RuntimeError(
                 f"{owner}: input has inconsistent input_size: got {x.shape[1]}, "
