@@ -82,13 +82,6 @@ def test_bad_input(name, config, inputs, error, message):
         layer(*inputs())
 
 
-@pytest.mark.parametrize("name, config, inputs, error, message", BAD_INPUTS[:13], ids=[c[0] for c in BAD_INPUTS[:13]])
-def test_torch_rejects_the_same_inputs(name, config, inputs, error, message):
-    """Our error is torch's exception type (or a subclass: torch raises some from C++)."""
-    with pytest.raises((error, RuntimeError)):
-        nn.RNN(**config)(*inputs())
-
-
 CELL = dict(input_size=5, hidden_size=8)
 BAD_CELL_INPUTS = [
     ("3-D input", lambda: (torch.randn(2, 3, 5),), ValueError, r"Expected input to be 1D.*or 2D.*got 3D"),
