@@ -4,12 +4,13 @@ Given a layer's constructor arguments (or the layer itself) and, optionally,
 the shape of its input, :func:`explain` says what each argument means, which
 recurrence the layer computes, every shape involved (input, initial state,
 output, final state, each parameter) with named axes, and the parameter count,
-in English or Chinese. Shapes come from arithmetic here, without building or
-running a layer; the tests hold every one of them against ``torch.nn``.
+in English or Traditional Chinese. Shapes come from arithmetic here, without
+building or running a layer; the tests hold every one of them against ``torch.nn``.
 
 Mistakes (an impossible argument, an input that does not fit) become
 :class:`Problem` entries of the explanation instead of exceptions, so that it
-can say what was expected. The wording of both languages lives in ``_TEXT``,
+can say what was expected; the arguments are judged by the layers' own checks
+(:mod:`rnnkit.layers.checks`). The wording of both languages lives in ``_TEXT``,
 at the end of this module.
 
 >>> e = explain(5, 8, num_layers=2, input_shape=(3, 2, 5))
@@ -19,10 +20,12 @@ at the end of this module.
 
 from __future__ import annotations
 
+import math
 import numbers
 import unicodedata
+import warnings
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Callable
 
 CELLS = ("rnn", "lstm", "gru")
 LANGS = ("en", "zh")
@@ -422,7 +425,15 @@ def _is_shape(value: Any) -> bool:
 
 
 def _argument_problems(config: LayerConfig, text: dict[str, Any]) -> list[Problem]:
-    """What ``torch.nn`` would reject in the constructor arguments, explained."""
+    """What the layer's constructor would reject, explained.
+
+    The verdicts are those of the checks every rnnkit layer runs
+    (:mod:`rnnkit.layers.checks`, which raise what ``torch.nn`` raises): the
+    exception each raises picks the explanation, in the explanation's language.
+    """
+    # the layers package imports torch: load it to explain, not to import this module
+    from rnnkit.layers import checks
+
     problems: list[Problem] = []
 
     def problem(subject: str, key: str, **values: Any) -> None:
@@ -438,33 +449,45 @@ def _argument_problems(config: LayerConfig, text: dict[str, Any]) -> list[Proble
 
     for name in ("input_size", "hidden_size", "num_layers"):
         value = getattr(config, name)
-        if name not in taken:
-            continue
-        if not _is_int(value):
-            problem(name, "problem.int", value=value)
-        elif value < 1:
-            problem(name, "problem.positive", value=value)
+        if name in taken:
+            error = _rejection(checks.check_size, name, value)
+            if error is not None:
+                problem(name, "problem.int" if error is TypeError else "problem.positive", value=value)
     for name in ("bias", "batch_first", "bidirectional"):
         value = getattr(config, name)
-        if name in taken and not isinstance(value, bool):
+        if name in taken and _rejection(checks.check_flag, name, value):
             problem(name, "problem.bool", value=value)
-    if "dropout" in taken and (
-        isinstance(config.dropout, bool)
-        or not isinstance(config.dropout, numbers.Real)
-        or not 0 <= config.dropout <= 1
-    ):
+    if "dropout" in taken and _rejection(checks.check_dropout, config.dropout, config.num_layers):
         problem("dropout", "problem.dropout", value=config.dropout)
-    if "nonlinearity" in taken and config.nonlinearity not in (None, "tanh", "relu"):
+    arguments = config.arguments()
+    if "nonlinearity" in taken and _rejection(checks.check_nonlinearity, arguments["nonlinearity"]):
         problem("nonlinearity", "problem.nonlinearity", value=config.nonlinearity)
     if "proj_size" in taken:
         proj, hidden = config.proj_size, config.hidden_size
-        if not _is_int(proj):
+        alone = _rejection(checks.check_proj_size, proj, math.inf)  # any hidden size
+        if alone is TypeError:
             problem("proj_size", "problem.int", value=proj)
-        elif proj < 0:
+        elif alone is not None:
             problem("proj_size", "problem.proj_negative", value=proj)
-        elif proj > 0 and _is_int(hidden) and proj >= hidden:
+        elif (
+            _rejection(checks.check_size, "hidden_size", hidden) is None
+            and _rejection(checks.check_proj_size, proj, hidden) is not None
+        ):
             problem("proj_size", "problem.proj_large", value=proj, hidden=hidden)
     return problems
+
+
+def _rejection(check: Callable[..., object], *arguments: Any) -> type[Exception] | None:
+    """The type of the exception (``TypeError`` or ``ValueError``) that ``check``
+    raises for ``arguments``, or ``None`` when it accepts them. Its warnings
+    (dropout with one layer) are left to the explanation's notes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check(*arguments)
+    except (TypeError, ValueError) as error:
+        return type(error)
+    return None
 
 
 def _read_input_shape(
@@ -775,7 +798,7 @@ _TEXT: dict[str, dict[str, Any]] = {
                                "uses sigmoid and tanh",
         "reason.proj_size": "only LSTM projects its hidden state",
         "problem.not_argument": "{name}={value!r} is not an argument of {layer}: {reason}",
-        "problem.int": "{name} must be an integer, got {value!r}",
+        "problem.int": "{name} must be a Python int, got {value!r}",
         "problem.positive": "{name} is {value}, but it must be at least 1",
         "problem.bool": "{name} must be True or False, got {value!r}",
         "problem.dropout": "dropout is {value!r}, but it must be a probability between 0 and 1",

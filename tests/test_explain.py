@@ -13,6 +13,7 @@ import itertools
 import json
 import string
 
+import numpy as np
 import pytest
 import torch
 from rich.console import Console
@@ -206,7 +207,10 @@ PROBLEMS = [
     ({"hidden_size": 0}, None, "hidden_size", "hidden_size is 0, but it must be at least 1"),
     ({"input_size": 0}, None, "input_size", "input_size is 0, but it must be at least 1"),
     ({"num_layers": 0}, None, "num_layers", "num_layers is 0"),
-    ({"hidden_size": 2.5}, None, "hidden_size", "hidden_size must be an integer, got 2.5"),
+    ({"hidden_size": 2.5}, None, "hidden_size", "hidden_size must be a Python int, got 2.5"),
+    # NumPy scalars: the layers' own checks (and torch.nn's) refuse them
+    ({"hidden_size": np.int64(8)}, None, "hidden_size", "hidden_size must be a Python int, got"),
+    ({"bias": np.bool_(True)}, None, "bias", "bias must be True or False, got"),
     ({"dropout": 2}, None, "dropout", "dropout is 2, but it must be a probability between 0 and 1"),
     ({"dropout": -0.1}, None, "dropout", "dropout is -0.1"),
     ({"nonlinearity": "sigmoid"}, None, "nonlinearity", "must be 'tanh' or 'relu'"),
@@ -417,3 +421,4 @@ def test_cli_help_teaches(capsys):
     for expected in ("--input-shape", "--no-bias", "--cell {rnn,lstm,gru}", "--cell-only",
                      "--lang {en,zh}", "--json", "examples:", "features in the hidden state"):
         assert expected in out, expected
+    assert "zh (Chinese (Traditional))" in " ".join(out.split())  # the script the text is in

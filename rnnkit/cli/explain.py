@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "length L and batch size N stay symbolic",
     )
     output.add_argument("--lang", choices=LANGS, default="en",
-                        help="language of the explanation: en (English) or zh (Chinese)")
+                        help="language of the explanation: en (English) or zh (Chinese (Traditional))")
     output.add_argument("--json", action="store_true",
                         help="print the explanation as JSON, for programs")
     parser.set_defaults(run=run)
