@@ -132,21 +132,47 @@ def make_sequences(
 
 def check_classes(train: Sequences) -> int:
     """The class count ``C`` of a training set whose labels cover every one of
-    ``0..C-1``, with at least two classes."""
+    ``0..C-1``, with at least two classes.
+
+    Labels are class numbers, so ``C`` cannot exceed the number of examples:
+    a larger label (a value, an ID, a typo) is refused before anything is
+    sized by it.
+    """
     assert train.y is not None
-    present = np.unique(train.y)
+    present = np.unique(train.y)  # sorted, each label once
     if present.size < 2:
         raise UserError(
             f"{train.source} has a single class (every label is {present[0]}); "
             "a classifier needs examples of at least two classes"
         )
-    missing = sorted(set(range(int(present[-1]) + 1)) - set(present.tolist()))
+    largest, count = int(present[-1]), len(train)
+    expected = f"labels in {train.source} must be the integers 0..C-1 with an example of each class"
+    if largest >= count:
+        raise UserError(
+            f"{expected}, but the largest label is {largest} (sequence "
+            f"{int(np.argmax(train.y))}), which would make {largest + 1} classes for "
+            f"{count} examples; labels must be class numbers, not values or IDs"
+        )
+    missing = largest + 1 - present.size
     if missing:
         raise UserError(
-            f"labels in {train.source} must be the integers 0..C-1 with an example of each; "
-            f"labels go up to {present[-1]} but {_few(missing)} never occur"
+            f"{expected}; labels go up to {largest} but {missing} of those {largest + 1} "
+            f"classes never occur{'s' * (missing == 1)} ({_few(_first_missing(present), missing)})"
         )
-    return int(present[-1]) + 1
+    return largest + 1
+
+
+def _first_missing(present: np.ndarray, shown: int = 5) -> list[int]:
+    """The first ``shown`` integers of ``0..present[-1]`` not in ``present``
+    (sorted, unique), found without listing the whole range."""
+    missing: list[int] = []
+    expected = 0
+    for label in present.tolist():
+        missing += range(expected, min(label, expected + shown - len(missing)))
+        if len(missing) >= shown:
+            break
+        expected = label + 1
+    return missing
 
 
 def check_compatible(data: Sequences, features: int, num_classes: int, role: str) -> None:
@@ -190,6 +216,9 @@ def _integers(values: object, name: str, source: str, n: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _few(values: list[int], shown: int = 5) -> str:
+def _few(values: list[int], total: int | None = None, shown: int = 5) -> str:
+    """``'2, 6, 8'``, or ``'1, 2, 3, 4, 5 and 95 more'`` for ``total`` values of
+    which ``values`` are the first."""
+    total = len(values) if total is None else total
     text = ", ".join(map(str, values[:shown]))
-    return text + (f" and {len(values) - shown} more" if len(values) > shown else "")
+    return text + (f" and {total - shown} more" if total > shown else "")
