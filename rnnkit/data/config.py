@@ -53,8 +53,10 @@ class DataConfig:
     })
     limit: int | None = field(default=None, metadata={
         "metavar": "N",
-        "help": "keep a random N of the training examples and N of the test examples, "
-                "for quick trials",
+        "help": "for quick trials, keep a random N examples before splitting: N in all "
+                "(then split into test, validation and training) for a set without a test "
+                "split of its own (digits, your file without --test-data), N training and "
+                "N test examples for a set with one (mnist, mnist1d, --test-data)",
     })
 
     def __post_init__(self) -> None:

@@ -83,16 +83,23 @@ def prepare(config: DataConfig) -> Splits:
             to split, or a test set that does not match the training data.
     """
     source = load_source(config)
+    num_classes = check_classes(source.train)
     train, test = source.train, source.test
+    advice = "use more data or another fraction"
     if config.limit is not None:
         train = _sample(train, config.limit, _rng(config, "limit-train"))
         test = None if test is None else _sample(test, config.limit, _rng(config, "limit-test"))
-    num_classes = check_classes(train)
+        _check_limit(train, source.train, num_classes, config.limit)
+        advice = "give a larger --limit"
     if test is None:
-        train, test = stratified_split(train, config.test_fraction, _rng(config, "test"), "test")
+        train, test = stratified_split(
+            train, config.test_fraction, _rng(config, "test"), "test", advice
+        )
     val = None
     if config.val_fraction > 0:
-        train, val = stratified_split(train, config.val_fraction, _rng(config, "val"), "validation")
+        train, val = stratified_split(
+            train, config.val_fraction, _rng(config, "val"), "validation", advice
+        )
     for data, role in ((test, "test set"), (val, "validation set")):
         if data is not None:
             check_compatible(data, train.features, num_classes, role)
@@ -101,18 +108,23 @@ def prepare(config: DataConfig) -> Splits:
 
 
 def stratified_split(
-    data: Sequences, fraction: float, rng: np.random.Generator, role: str
+    data: Sequences,
+    fraction: float,
+    rng: np.random.Generator,
+    role: str,
+    advice: str = "use more data or another fraction",
 ) -> tuple[Sequences, Sequences]:
     """``(rest, held_out)`` with ``round(fraction * N)`` examples held out, each
     class in proportion (largest remainders get the rounding) and every class
-    keeping at least one example in ``rest``."""
+    keeping at least one example in ``rest``. ``advice`` ends the message when
+    the split is impossible."""
     assert data.y is not None
     n = len(data)
     wanted = round(fraction * n)
     if wanted < 1 or wanted >= n:
         raise UserError(
             f"cannot hold out a {role} set of {fraction:g} of {n} examples from {data.source}; "
-            f"use more data or another fraction"
+            f"{advice}"
         )
     classes, counts = np.unique(data.y, return_counts=True)
     share = fraction * counts
@@ -131,6 +143,20 @@ def stratified_split(
     held_out = np.sort(np.concatenate(held))
     rest = np.setdiff1d(np.arange(n), held_out)
     return data.subset(rest), data.subset(held_out)
+
+
+def _check_limit(kept: Sequences, full: Sequences, num_classes: int, limit: int) -> None:
+    """``--limit``'s random sample still has an example of every class (the
+    full data has: :func:`check_classes` passed)."""
+    assert kept.y is not None
+    absent = num_classes - np.unique(kept.y).size
+    if absent:
+        raise UserError(
+            f"--limit {limit} keeps too few examples per class: {len(kept)} of the "
+            f"{len(full)} training examples of {full.source} leave {absent} of its "
+            f"{num_classes} classes without an example; give a larger --limit "
+            f"(say {min(10 * num_classes, len(full))})"
+        )
 
 
 def _sample(data: Sequences, limit: int, rng: np.random.Generator) -> Sequences:
