@@ -9,7 +9,9 @@ import struct
 import numpy as np
 import pytest
 
-from rnnkit.data import DataConfig, Scaler, load_source, make_sequences, prepare, read_file
+from rnnkit.data import (
+    DataConfig, Scaler, absolute_paths, load_source, make_sequences, prepare, read_file,
+)
 from rnnkit.data.idx import read_idx
 from rnnkit.errors import UserError
 
@@ -179,6 +181,13 @@ def test_npz_bad_files(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not a zip at all")
     with pytest.raises(UserError, match="cannot read .* as a NumPy .npz archive"):
         read_file(tmp_path / "junk.npz", labelled=True)
+    # numpy would read these as pickles and blame allow_pickle
+    for name, content, found in (("text.npz", b"x,y\n1,2\n", "starts with b'x,y"),
+                                 ("empty.npz", b"", "the file is empty")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserError, match=f"not a zip archive of .npy arrays.*{found}") as error:
+            read_file(tmp_path / name, labelled=True)
+        assert "pickle" not in str(error.value)
     np.savez(tmp_path / "noy.npz", x=np.zeros((3, 2)))
     with pytest.raises(UserError, match="no array 'y'"):
         read_file(tmp_path / "noy.npz", labelled=True)
@@ -221,11 +230,40 @@ def test_csv_header_names_label_column_and_features_per_step(tmp_path):
     assert read_file(write(tmp_path / "x.csv", "1,2,3\n"), labelled=False).x.shape == (1, 3, 1)
 
 
+# (file, labelled, labels read, values of the first sequence): which first rows are headers
+CSV_HEADERS = [
+    ("label,a,b\n1,2,3\n0,4,5\n", True, [1, 0], [2, 3]),
+    ("a,b,Y\n2,3,1\n4,5,0\n", True, [1, 0], [2, 3]),
+    ("label,0,1\n1,2,3\n0,4,5\n", True, [1, 0], [2, 3]),     # numbered columns, as pandas writes
+    ("\ufefflabel,a,b\n1,2,3\n0,4,5\n", True, [1, 0], [2, 3]),  # Excel's CSV UTF-8: a BOM
+    ("1,2,3\n0,4,5\n", True, [1, 0], [2, 3]),                  # no header
+    ("1,0.126,7\n0,4,5\n", False, None, [1, 0.126, 7]),        # the first row is data, kept
+    ("t0,t1,t2\n1,2,3\n", False, None, [1, 2, 3]),             # mostly words: a header
+    ("label,t0,t1\n1,2,3\n", False, None, [2, 3]),             # the label column is skipped
+    ("\ufeff1,2,3\n", False, None, [1, 2, 3]),
+]
+
+
+@pytest.mark.parametrize("text, labelled, labels, first", CSV_HEADERS)
+def test_csv_header_rule(tmp_path, text, labelled, labels, first):
+    path = tmp_path / "d.csv"
+    path.write_text(text, encoding="utf-8")
+    data = read_file(path, labelled=labelled)
+    assert (None if data.y is None else data.y.tolist()) == labels
+    np.testing.assert_allclose(data.x[0, :, 0], first)
+
+
 @pytest.mark.parametrize("text, features, message", [
     ("", 1, "empty"),
     ("a,b,label\n", 1, "only a header"),
-    ("a,b,c\n1,2,3\n", 1, "names no label column"),
-    ("0,1\n1,2,x\n", 1, "line 2 of .*: 'x' is not a number"),
+    ("a,b,c\n1,2,3\n", 1, r"first row of .* looks like a header \(a, b, c\) but names no label column"),
+    ("0,1\n1,2,x\n", 1, "line 2, column 3 of .*: 'x' is not a number"),
+    # string labels, or a typo in the first row: errors naming the cell, never a header
+    ("cat,0.1,0.2\ndog,0.3,0.4\n", 1, r"line 1, column 1 of .*: the label 'cat' is not a number \(labels are class numbers"),
+    ("1,0.126,O.5\n0,0.3,0.4\n", 1, "line 1, column 3 of .*: 'O.5' is not a number"),
+    ("a,label,b\n1,x,2\n", 1, "line 2, column 2 of .*: the label 'x'"),
+    ("label,a,b\n1,2,x\n", 1, "line 2, column 3 of .*: 'x'"),
+    ("a,label,b\n1,1,x\n", 1, "line 2, column 3 of .*: 'x'"),
     ("1,2,,3\n", 1, "empty cell before its last value"),
     ("1,2,3,4\n", 2, "3 values, not a whole number of steps of --csv-features 2"),
     ("1\n", 1, "line 1 .* has no values"),
@@ -238,12 +276,27 @@ def test_csv_bad(tmp_path, text, features, message):
         read_file(write(tmp_path / "bad.csv", text), labelled=True, csv_features=features)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("1,0.126,O.5\n0,0.3,0.4\n", "line 1, column 3 of .*: 'O.5' is not a number"),
+    ("x,1,2\n3,4,5\n", "line 1, column 1 of .*: 'x' is not a number"),
+])
+def test_csv_unlabelled_first_row_is_never_dropped(tmp_path, text, message):
+    """Input to predict: a first row with a typo is an error, not a header."""
+    with pytest.raises(UserError, match=message):
+        read_file(write(tmp_path / "in.csv", text), labelled=False)
+
+
 # -- classes, splits, scaling ----------------------------------------------------
 
 
 @pytest.mark.parametrize("labels, message", [
     (np.zeros(10), "single class"),
-    (np.array([0, 1, 3] * 4), "labels go up to 3 but 2 never occur"),
+    (np.array([0, 1, 3] * 4), r"labels go up to 3 but 1 of those 4 classes never occurs \(2\)"),
+    (np.array([0, 2, 4, 6, 8, 10, 12, 14] * 2), r"never occur \(1, 3, 5, 7, 9 and 2 more\)"),
+    # a huge label is refused without building anything of its size
+    (np.array([0, 1, 10**9]), r"the largest label is 1000000000 \(sequence 2\), which would "
+                              r"make 1000000001 classes for 3 examples"),
+    (np.array([0, 1, 2**62] * 5), "which would make 4611686018427387905 classes for 15 examples"),
 ])
 def test_class_checks(tmp_path, labels, message):
     path = npz(tmp_path / "d.npz", x=np.zeros((len(labels), 3)), y=labels)
@@ -279,7 +332,36 @@ def test_limit_and_separate_test_file(tmp_path):
     with pytest.raises(UserError, match="label 7, but the model knows classes 0..3"):
         prepare(DataConfig(data=str(train), test_data=str(beyond)))
     with pytest.raises(UserError, match="cannot hold out"):
-        prepare(DataConfig(data=str(train), limit=3))
+        prepare(DataConfig(data=str(train), test_fraction=0.004))
+
+
+@pytest.mark.parametrize("limit, message", [
+    # digits, 10 classes: the sample misses some, and the data is not to blame
+    (12, r"--limit 12 keeps too few examples per class: 12 of the 1797 training examples of "
+         r"digits leave \d+ of its 10 classes without an example; give a larger --limit \(say 100\)"),
+    (2, "--limit 2 keeps too few examples per class"),
+])
+def test_small_limit_blames_the_limit(limit, message):
+    with pytest.raises(UserError, match=message):
+        prepare(DataConfig(limit=limit))
+
+
+def test_limit_counts_all_examples_without_a_test_split_and_each_split_with_one(tmp_path):
+    digits = prepare(DataConfig(limit=200))
+    assert len(digits.train) + len(digits.val) + len(digits.test) == 200
+    x, y = toy(n=100)
+    own = dict(data=str(npz(tmp_path / "a.npz", x=x, y=y)), test_data=str(npz(tmp_path / "b.npz", x=x, y=y)))
+    splits = prepare(DataConfig(**own, limit=50))
+    assert (len(splits.train) + len(splits.val), len(splits.test)) == (50, 50)
+
+
+def test_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = absolute_paths(DataConfig(data="sub/a.npz", data_dir="data", test_data="../b.csv"))
+    assert config.data == str(tmp_path.resolve() / "sub" / "a.npz")
+    assert config.data_dir == str(tmp_path.resolve() / "data")
+    assert config.test_data == str(tmp_path.resolve().parent / "b.csv")
+    assert absolute_paths(DataConfig(data="digits")).data == "digits"
 
 
 def test_unknown_data_name():

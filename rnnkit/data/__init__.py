@@ -10,7 +10,7 @@
 
 from rnnkit.data.config import DataConfig
 from rnnkit.data.dataset import Sequences, check_compatible, make_sequences
-from rnnkit.data.sources import BUILTIN, Source, load_source, read_file
+from rnnkit.data.sources import BUILTIN, Source, absolute_paths, load_source, read_file
 from rnnkit.data.splits import Scaler, Splits, prepare
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Sequences",
     "Source",
     "Splits",
+    "absolute_paths",
     "check_compatible",
     "load_source",
     "make_sequences",

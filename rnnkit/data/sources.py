@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import random
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -51,6 +51,21 @@ def load_source(config: DataConfig) -> Source:
     if config.test_data is not None:
         test = read_file(config.test_data, labelled=True, csv_features=config.csv_features)
     return Source(train, test)
+
+
+def absolute_paths(config: DataConfig) -> DataConfig:
+    """``config`` with its files and folder as absolute paths (symbolic links
+    resolved), so that a run saved with it reads the same data from any
+    working directory."""
+    def absolute(path: str) -> str:
+        return str(Path(path).expanduser().resolve())
+
+    return replace(
+        config,
+        data=config.data if config.data in BUILTIN else absolute(config.data),
+        data_dir=absolute(config.data_dir),
+        test_data=None if config.test_data is None else absolute(config.test_data),
+    )
 
 
 # -- built-in sets -------------------------------------------------------------
@@ -155,6 +170,11 @@ def read_file(path: str | Path, *, labelled: bool, csv_features: int = 1) -> Seq
     return reader(path, labelled, csv_features)
 
 
+_ZIP_MAGIC = b"PK"
+_NPY_MAGIC = b"\x93NUMPY"
+"""The first bytes of a zip archive (an ``.npz``) and of a single ``.npy`` array."""
+
+
 def read_npz(path: Path, labelled: bool, csv_features: int) -> Sequences:
     """A NumPy archive with ``x`` ``(N, T, F)`` or ``(N, T)``, ``y`` ``(N,)`` integer
     labels, and optionally ``lengths`` ``(N,)`` for variable-length sequences
@@ -162,6 +182,14 @@ def read_npz(path: Path, labelled: bool, csv_features: int) -> Sequences:
     try:
         # np.load is given an open file so that it is closed even when numpy fails
         with path.open("rb") as handle:
+            start = handle.read(len(_NPY_MAGIC))
+            handle.seek(0)
+            if not (start.startswith(_ZIP_MAGIC) or start == _NPY_MAGIC):
+                # numpy would try it as a pickle and blame allow_pickle
+                found = f"it starts with {start!r}" if start else "the file is empty"
+                raise ValueError(
+                    f"it is not a zip archive of .npy arrays, as numpy.savez writes ({found})"
+                )
             archive = np.load(handle, allow_pickle=False)
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise ValueError("it holds a single array, not named arrays")
@@ -191,12 +219,16 @@ def read_csv(path: Path, labelled: bool, csv_features: int) -> Sequences:
     trailing cells): those are shorter sequences.
 
     Without a header the label is the first column (when ``labelled``; else
-    every column is a value). A first row with any non-numeric cell is a header,
-    and then the column named ``label`` (or ``y``) holds the labels, wherever it
-    stands, and is skipped when ``labelled`` is false.
+    every column is a value). The first row is a header when it names a label
+    column (``label`` or ``y``: no data row can hold that cell), or, for
+    unlabelled data, when most of its cells are not numbers; the named label
+    column then holds the labels wherever it stands, and is skipped when
+    ``labelled`` is false. Any other first row is data, and a cell in it that
+    is not a number is an error, as in every other row: no row is ever
+    dropped unread. A UTF-8 byte order mark (Excel's "CSV UTF-8") is skipped.
     """
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(_numbered(csv.reader(handle)))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UserError(f"cannot read {path} as CSV: {error}") from None
@@ -204,32 +236,37 @@ def read_csv(path: Path, labelled: bool, csv_features: int) -> Sequences:
         raise UserError(f"{path} holds no sequences (the file is empty)")
 
     label_column: int | None = 0 if labelled else None
-    if not all(_is_number(cell) for cell in rows[0][1] if cell.strip()):
-        header = [cell.strip().lower() for cell in rows[0][1]]
-        rows = rows[1:]
-        label_column = next((header.index(n) for n in LABEL_COLUMNS if n in header), None)
-        if labelled and label_column is None:
-            raise UserError(
-                f"the header of {path} names no label column ({' or '.join(LABEL_COLUMNS)}); "
-                f"columns: {', '.join(header)}"
-            )
+    header = [cell.strip().lower() for cell in rows[0][1]]
+    named = next((header.index(name) for name in LABEL_COLUMNS if name in header), None)
+    filled = [cell for cell in header if cell]
+    mostly_words = sum(not _is_number(cell) for cell in filled) > len(filled) / 2
+    if labelled and named is None and mostly_words:
+        raise UserError(
+            f"the first row of {path} looks like a header ({', '.join(filled[:6])}"
+            f"{', ...' * (len(filled) > 6)}) but names no label column; name it "
+            f"{' or '.join(map(repr, LABEL_COLUMNS))}, or remove the header"
+        )
+    if named is not None or (not labelled and mostly_words):
+        rows, label_column = rows[1:], named
         if not rows:
             raise UserError(f"{path} holds no sequences (only a header)")
 
     labels, sequences = [], []
     for line, row in rows:
-        cells = [cell.strip() for cell in row]
+        cells = [(column, cell.strip()) for column, cell in enumerate(row, 1)]
         if label_column is not None:
-            if label_column >= len(cells) or not cells[label_column]:
+            if label_column >= len(cells) or not cells[label_column][1]:
                 raise UserError(f"line {line} of {path} has no label")
-            label = cells.pop(label_column)
+            column, label = cells.pop(label_column)
             if labelled:
-                labels.append(_number(label, line, path))
-        while cells and not cells[-1]:
+                labels.append(_number(
+                    label, line, column, path, "the label ", " (labels are class numbers 0..C-1)"
+                ))
+        while cells and not cells[-1][1]:
             cells.pop()
         if not cells:
             raise UserError(f"line {line} of {path} has no values")
-        if "" in cells:
+        if any(not cell for _, cell in cells):
             raise UserError(
                 f"line {line} of {path} has an empty cell before its last value; only "
                 "trailing cells may be empty (a shorter sequence)"
@@ -239,7 +276,7 @@ def read_csv(path: Path, labelled: bool, csv_features: int) -> Sequences:
                 f"line {line} of {path} has {len(cells)} values, not a whole number of "
                 f"steps of --csv-features {csv_features}"
             )
-        sequences.append([_number(cell, line, path) for cell in cells])
+        sequences.append([_number(cell, line, column, path) for column, cell in cells])
 
     steps = max(len(values) for values in sequences) // csv_features
     x = np.zeros((len(sequences), steps * csv_features), np.float64)
@@ -269,11 +306,17 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _number(text: str, line: int, path: Path) -> float:
+def _number(
+    text: str, line: int, column: int, path: Path, what: str = "", hint: str = ""
+) -> float:
+    """The number in a cell; ``what`` names the cell in the message (``'the label '``)
+    and ``hint`` ends it."""
     try:
         return float(text)
     except ValueError:
-        raise UserError(f"line {line} of {path}: {text!r} is not a number") from None
+        raise UserError(
+            f"line {line}, column {column} of {path}: {what}{text!r} is not a number{hint}"
+        ) from None
 
 
 READERS: dict[str, Callable[[Path, bool, int], Sequences]] = {".npz": read_npz, ".csv": read_csv}
