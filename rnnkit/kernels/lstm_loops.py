@@ -19,8 +19,15 @@ with hidden size ``H`` and output size ``P`` (``P = H`` without a projection):
 * ``w_hr (P, H)``: the projection ``h_t = W_hr (o * tanh(c_t))``; an array
   with no rows means none.
 
-The products over all steps (the weight gradients, the input's gradient) are
-left to the caller, who does them with BLAS after the loop.
+Each direction of a step is a step function (:func:`lstm_forward_step`,
+:func:`lstm_backward_step`: everything but the product with ``W_hh``); the
+sequence loops (:func:`lstm_forward`, :func:`lstm_backward`) alternate it with
+that product, done by :func:`~rnnkit.kernels.numba_ops.matmul_rows`. (Doing
+that product with BLAS instead, from a Python loop over the steps, measured no
+faster even at ``H = 512``, batch 64: the loops' threads share the batch for
+the whole sequence, without meeting at every step.) The products over all
+steps (the weight gradients, the input's gradient) are left to the caller, who
+does them with BLAS after the loop.
 """
 
 from __future__ import annotations
@@ -40,45 +47,61 @@ def lstm_forward(gates, gcol, w_hh, b_hh, w_hr, out, ocol, cells, ccol, h, c, le
         c: ``(N, H)`` C-contiguous: ``c_0`` on entry, ``c_n`` on return.
     """
     steps = gates.shape[0]
-    hidden, width = c.shape[1], h.shape[1]
-    rows = n1 - n0
-    zero = c.dtype.type(0)
-    keep, project = cells.shape[0] == steps, w_hr.shape[0] > 0
-    z = np.empty((rows, 4 * hidden), dtype=c.dtype)  # W_hh h_{t-1}, before h is overwritten
-    m = np.zeros((rows, hidden), dtype=c.dtype)  # o * tanh(c_t): h_t, or what W_hr projects
-    projected = np.empty((rows, width), dtype=c.dtype)
-    bi, bf = b_hh[:hidden], b_hh[hidden : 2 * hidden]
-    bg, bo = b_hh[2 * hidden : 3 * hidden], b_hh[3 * hidden :]
+    z = np.empty((n1 - n0, w_hh.shape[0]), dtype=c.dtype)  # W_hh h_{t-1}
+    m, projected = forward_scratch(n1 - n0, c.shape[1], h.shape[1], c.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         matmul_rows(h, 0, w_hh, z, n0, n1)
-        for n in range(n0, n1):
-            if t >= lengths[n]:
-                continue
-            # Views indexed from 0, so that the loop vectorises (see elman_loops).
-            a = gates[t, n, gcol : gcol + 4 * hidden]
-            ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
-            zn = z[n - n0]
-            zi, zf, zg, zo = zn[:hidden], zn[hidden : 2 * hidden], zn[2 * hidden : 3 * hidden], zn[3 * hidden :]
-            cn, mn, kept = c[n], m[n - n0], cells[t if keep else 0, n, ccol : ccol + hidden]
-            for k in range(hidden):
-                i = sigmoid(ai[k] + (zi[k] + bi[k]))
-                f = sigmoid(af[k] + (zf[k] + bf[k]))
-                g = tanh(ag[k] + (zg[k] + bg[k]))
-                o = sigmoid(ao[k] + (zo[k] + bo[k]))
-                ai[k], af[k], ag[k], ao[k] = i, f, g, o
-                cn[k] = kept[k] = f * cn[k] + i * g
-                mn[k] = o * tanh(cn[k])
-        if project:
-            matmul_rows(m, 0, w_hr, projected, 0, rows)
-        result = projected if project else m
-        for n in range(n0, n1):
-            o_row = out[t, n, ocol : ocol + width]
-            if t >= lengths[n]:
-                o_row[:] = zero
-            else:
-                o_row[:] = result[n - n0]
-                h[n] = result[n - n0]
+        lstm_forward_step(
+            gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1
+        )
+
+
+@jit
+def forward_scratch(rows, hidden, width, dtype):
+    """The working rows :func:`lstm_forward_step` needs: ``o * tanh(c_t)``
+    ``(rows, H)`` and its projection ``(rows, P)``."""
+    return np.zeros((rows, hidden), dtype=dtype), np.zeros((rows, width), dtype=dtype)
+
+
+@jit(inline="always")
+def lstm_forward_step(gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1):
+    """Step ``t`` of the recurrence for rows ``n0 <= n < n1``, given
+    ``z (n1 - n0, 4H) = W_hh h_{t-1}`` of those rows; ``m`` and ``projected``
+    are :func:`forward_scratch`'s."""
+    steps = gates.shape[0]
+    hidden, width = c.shape[1], h.shape[1]
+    zero = c.dtype.type(0)
+    keep, project = cells.shape[0] == steps, w_hr.shape[0] > 0
+    bi, bf = b_hh[:hidden], b_hh[hidden : 2 * hidden]
+    bg, bo = b_hh[2 * hidden : 3 * hidden], b_hh[3 * hidden :]
+    for n in range(n0, n1):
+        if t >= lengths[n]:
+            continue
+        # Views indexed from 0, so that the loop vectorises (see elman_loops).
+        a = gates[t, n, gcol : gcol + 4 * hidden]
+        ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
+        zn = z[n - n0]
+        zi, zf, zg, zo = zn[:hidden], zn[hidden : 2 * hidden], zn[2 * hidden : 3 * hidden], zn[3 * hidden :]
+        cn, mn, kept = c[n], m[n - n0], cells[t if keep else 0, n, ccol : ccol + hidden]
+        for k in range(hidden):
+            i = sigmoid(ai[k] + (zi[k] + bi[k]))
+            f = sigmoid(af[k] + (zf[k] + bf[k]))
+            g = tanh(ag[k] + (zg[k] + bg[k]))
+            o = sigmoid(ao[k] + (zo[k] + bo[k]))
+            ai[k], af[k], ag[k], ao[k] = i, f, g, o
+            cn[k] = kept[k] = f * cn[k] + i * g
+            mn[k] = o * tanh(cn[k])
+    if project:
+        matmul_rows(m, 0, w_hr, projected, 0, n1 - n0)
+    result = projected if project else m
+    for n in range(n0, n1):
+        o_row = out[t, n, ocol : ocol + width]
+        if t >= lengths[n]:
+            o_row[:] = zero
+        else:
+            o_row[:] = result[n - n0]
+            h[n] = result[n - n0]
 
 
 @jit
@@ -103,56 +126,83 @@ def lstm_backward(
             length), whose product over all steps is ``dL/dW_hr``.
     """
     steps = gates.shape[0]
-    hidden, width = dc.shape[1], dh.shape[1]
-    rows = n1 - n0
-    zero, one = dc.dtype.type(0), dc.dtype.type(1)
-    project = w_hr_t.shape[0] > 0
-    gh = np.zeros((rows, width), dtype=dc.dtype)  # dL/dh_t, all paths
-    dm = np.zeros((rows, hidden), dtype=dc.dtype)  # dL/d(o * tanh(c_t)), with a projection
-    m = np.empty(hidden, dtype=dc.dtype)
+    rows, width = n1 - n0, dh.shape[1]
+    gh, dm, m = backward_scratch(rows, dc.shape[1], width, dc.dtype)
     back = np.empty((rows, width), dtype=dc.dtype)  # W_hh^T (dL/d gates_t)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
-        for n in range(n0, n1):
-            g = gh[n - n0]
-            if t < lengths[n]:
-                d, gy = dh[n], grad_out[t, n, ocol : ocol + width]
-                for k in range(width):
-                    g[k] = d[k] + gy[k]
-            else:
-                g[:] = zero
-            if project:
-                dhs[t, n, ocol : ocol + width] = g
+        lstm_backward_step(
+            gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dgates, dh, dc, dhs, ms,
+            gh, dm, m, lengths, t, reverse, n0, n1,
+        )
+        matmul_rows(dgates[t], gcol, w_hh_t, back, n0, n1)
+        for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
+            d, b = dh[n], back[n - n0]
+            for k in range(width):
+                d[k] += b[k]
+
+
+@jit
+def backward_scratch(rows, hidden, width, dtype):
+    """The working rows :func:`lstm_backward_step` needs: ``dL/dh_t``
+    ``(rows, P)``, ``dL/d(o * tanh(c_t))`` ``(rows, H)`` and one ``(H,)``."""
+    return (
+        np.zeros((rows, width), dtype=dtype),
+        np.zeros((rows, hidden), dtype=dtype),
+        np.zeros(hidden, dtype=dtype),
+    )
+
+
+@jit(inline="always")
+def lstm_backward_step(
+    gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dgates, dh, dc, dhs, ms, gh, dm, m,
+    lengths, t, reverse, n0, n1,
+):
+    """Step ``t`` of :func:`lstm_backward` for rows ``n0 <= n < n1``, all but
+    the product with ``W_hh``: it consumes ``dh`` (rows still running are set
+    to zero) and leaves ``dgates[t]``, so that adding ``W_hh^T dgates[t]`` of
+    the rows to ``dh`` completes the step. ``gh``, ``dm`` and ``m`` are
+    :func:`backward_scratch`'s."""
+    hidden, width = dc.shape[1], dh.shape[1]
+    zero, one = dc.dtype.type(0), dc.dtype.type(1)
+    project = w_hr_t.shape[0] > 0
+    for n in range(n0, n1):
+        g = gh[n - n0]
+        if t < lengths[n]:
+            d, gy = dh[n], grad_out[t, n, ocol : ocol + width]
+            for k in range(width):
+                g[k] = d[k] + gy[k]
+                d[k] = zero
+        else:
+            g[:] = zero
         if project:
-            matmul_rows(gh, 0, w_hr_t, dm, 0, rows)
-        dm_all = dm if project else gh
-        for n in range(n0, n1):
-            d = dgates[t, n, gcol : gcol + 4 * hidden]
-            if t >= lengths[n]:
-                d[:] = zero
-                if project:
-                    ms[t, n, ccol : ccol + hidden] = zero
-                continue
-            first = t == lengths[n] - 1 if reverse else t == 0
-            c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, ccol : ccol + hidden]
-            c_t = cells[t, n, ccol : ccol + hidden]
-            a = gates[t, n, gcol : gcol + 4 * hidden]
-            ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
-            di, df, dg, do = d[:hidden], d[hidden : 2 * hidden], d[2 * hidden : 3 * hidden], d[3 * hidden :]
-            dmn, dcn = dm_all[n - n0], dc[n]
-            for k in range(hidden):
-                i, f, g, o = ai[k], af[k], ag[k], ao[k]
-                tc = tanh(c_t[k])
-                dct = dcn[k] + dmn[k] * o * (one - tc * tc)  # dL/dc_t, all paths
-                di[k] = dct * g * (i * (one - i))
-                df[k] = dct * c_prev[k] * (f * (one - f))
-                dg[k] = dct * i * (one - g * g)
-                do[k] = dmn[k] * tc * (o * (one - o))
-                dcn[k] = dct * f
-                m[k] = o * tc
+            dhs[t, n, ocol : ocol + width] = g
+    if project:
+        matmul_rows(gh, 0, w_hr_t, dm, 0, n1 - n0)
+    dm_all = dm if project else gh
+    for n in range(n0, n1):
+        d = dgates[t, n, gcol : gcol + 4 * hidden]
+        if t >= lengths[n]:
+            d[:] = zero
             if project:
-                ms[t, n, ccol : ccol + hidden] = m
-        matmul_rows(dgates[t], gcol, w_hh_t, back, n0, n1)  # dL/dh_{t-1} = W_hh^T dL/d gates_t
-        for n in range(n0, n1):
-            if t < lengths[n]:
-                dh[n] = back[n - n0]
+                ms[t, n, ccol : ccol + hidden] = zero
+            continue
+        first = t == lengths[n] - 1 if reverse else t == 0
+        c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, ccol : ccol + hidden]
+        c_t = cells[t, n, ccol : ccol + hidden]
+        a = gates[t, n, gcol : gcol + 4 * hidden]
+        ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
+        di, df, dg, do = d[:hidden], d[hidden : 2 * hidden], d[2 * hidden : 3 * hidden], d[3 * hidden :]
+        dmn, dcn = dm_all[n - n0], dc[n]
+        for k in range(hidden):
+            i, f, g, o = ai[k], af[k], ag[k], ao[k]
+            tc = tanh(c_t[k])
+            dct = dcn[k] + dmn[k] * o * (one - tc * tc)  # dL/dc_t, all paths
+            di[k] = dct * g * (i * (one - i))
+            df[k] = dct * c_prev[k] * (f * (one - f))
+            dg[k] = dct * i * (one - g * g)
+            do[k] = dmn[k] * tc * (o * (one - o))
+            dcn[k] = dct * f
+            m[k] = o * tc
+        if project:
+            ms[t, n, ccol : ccol + hidden] = m
