@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.data import DataConfig
+from rnnkit.data import DataConfig, absolute_paths
 from rnnkit.errors import UserError
 from rnnkit.training import (
     CELLS, Callbacks, ModelConfig, OptimConfig, Progress, RunConfig, SequenceClassifier,
     load_checkpoint, train,
 )
 from rnnkit.training.distributed import World
-from rnnkit.training.rundir import RunDir
+from rnnkit.training.rundir import RunDir, write_atomically
 
 # -- the model -------------------------------------------------------------------
 
@@ -163,7 +163,8 @@ def test_run_directory_contents(tmp_path):
     assert results["test_accuracy"] == outcome.test.accuracy
     assert np.array(results["confusion_matrix"]).sum() == outcome.test.count == 30
     description = json.loads((run / "config.json").read_text())
-    assert description["config"] == tiny_config().to_dict()
+    saved = replace(tiny_config(), data=absolute_paths(tiny_config().data))
+    assert description["config"] == saved.to_dict() and description["plots"] is True
     assert description["data"] == dict(train=108, val=12, test=30, steps=8, features=8, classes=10)
     best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
     assert best.optimizer is None and last.optimizer is not None
@@ -221,6 +222,27 @@ def test_variable_length_data_trains(tmp_path):
     )
     outcome = run_training(tmp_path / "run", config)
     assert outcome.test.count == 24
+
+
+# -- the run directory -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("act, message", [
+    (lambda d: RunDir.check_new(d / "file" / "sub", overwrite=False).create(),
+     "cannot create the run directory .*/file/sub: Not a directory"),
+    (lambda d: RunDir(d / "file").create(), "cannot create the run directory .*/file: File exists"),
+    (lambda d: RunDir.check_new(d / "file", overwrite=False), "--out .*/file is a file"),
+    (lambda d: write_atomically(d / "gone" / "x.json", lambda p: p.write_text("{}")),
+     "cannot write .*/gone/x.json: No such file or directory"),
+    (lambda d: RunDir(d).write_json("file/x.json", {}), "cannot write .*/file/x.json: Not a directory"),
+])
+def test_run_directory_errors_are_one_line(tmp_path, act, message):
+    """An OSError making or writing the run directory names the path and the reason."""
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(UserError, match=message) as error:
+        act(tmp_path)
+    assert "\n" not in str(error.value)
+    assert not list(tmp_path.rglob("*.partial"))
 
 
 # -- checkpoints -----------------------------------------------------------------

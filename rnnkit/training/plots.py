@@ -11,11 +11,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from rnnkit.data.dataset import Sequences
+from rnnkit.training.rundir import write_atomically
 
 
 def _save(figure: Figure, path: Path) -> None:
     FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=100)
+    write_atomically(path, lambda partial: figure.savefig(partial, format="png", dpi=100))
 
 
 def plot_curves(history: list[dict[str, Any]], best_epoch: int, path: Path) -> None:

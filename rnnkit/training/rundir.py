@@ -19,13 +19,14 @@ interrupted run leaves complete files.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from rnnkit.errors import UserError
 
@@ -65,9 +66,11 @@ class RunDir:
         """A directory a new run may use: absent, empty, or a run to replace
         when ``overwrite``."""
         run = cls(path)
-        if run.path.exists() and not run.path.is_dir():
-            raise UserError(f"--out {run.path} is a file, not a directory")
-        if run.path.is_dir() and any(run.path.iterdir()) and not overwrite:
+        with _reported(f"cannot use {run.path} as the run directory"):
+            if run.path.exists() and not run.path.is_dir():
+                raise UserError(f"--out {run.path} is a file, not a directory")
+            used = run.path.is_dir() and any(run.path.iterdir())
+        if used and not overwrite:
             raise UserError(
                 f"run directory {run.path} already exists; choose another --out, add "
                 f"--overwrite to replace it, or continue it with --resume {run.path}"
@@ -86,9 +89,18 @@ class RunDir:
 
     def create(self) -> None:
         """Make the directory, removing the files of an earlier run in it."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        for name in RUN_FILES:
-            (self / name).unlink(missing_ok=True)
+        with _reported(f"cannot create the run directory {self.path}"):
+            self.path.mkdir(parents=True, exist_ok=True)
+            for name in RUN_FILES:
+                (self / name).unlink(missing_ok=True)
+
+    def description(self) -> dict[str, Any]:
+        """The contents of ``config.json``; empty when it is missing or unreadable."""
+        try:
+            value = json.loads((self / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
 
     def write_json(self, name: str, value: Any) -> None:
         self._write_text(name, json.dumps(value, indent=2) + "\n")
@@ -109,10 +121,25 @@ class RunDir:
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """``write`` a file next to ``path``, then rename it to ``path``: readers
-    (and a run stopped mid-write) only ever see a whole file."""
+    (and a run stopped mid-write) only ever see a whole file.
+
+    Raises:
+        UserError: the file cannot be written (no such folder, no permission,
+            a full disk...), with the path and the reason.
+    """
     partial = path.with_name(path.name + ".partial")
+    with _reported(f"cannot write {path}"):
+        try:
+            write(partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _reported(what: str) -> Iterator[None]:
+    """Turn an ``OSError`` into a one-line :class:`UserError`: ``what``, then the reason."""
     try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+        yield
+    except OSError as error:
+        raise UserError(f"{what}: {error.strerror or error}") from None
