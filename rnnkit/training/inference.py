@@ -13,6 +13,7 @@ import torch
 from rnnkit.data.dataset import Sequences, check_compatible
 from rnnkit.data.sources import BUILTIN, read_file
 from rnnkit.data.splits import prepare
+from rnnkit.errors import UserError
 from rnnkit.training.checkpoint import Checkpoint
 from rnnkit.training.distributed import World
 from rnnkit.training.loop import Evaluation, TensorSet, evaluate, predict_logits
@@ -21,14 +22,29 @@ from rnnkit.training.loop import Evaluation, TensorSet, evaluate, predict_logits
 def evaluation_set(checkpoint: Checkpoint, **data_options: Any) -> Sequences:
     """The labelled sequences ``rnnkit evaluate`` scores, unscaled.
 
-    With no options, the run's own test set, rebuilt exactly. ``data_options``
-    (fields of :class:`~rnnkit.data.DataConfig`) replace the run's: a built-in
-    set or ``test_data`` gives that set's test split; a file given as ``data``
-    alone is scored whole.
+    With no options, the run's own test set, rebuilt exactly as the run drew
+    it (split seed, fractions, ``--limit``). ``data_options`` (fields of
+    :class:`~rnnkit.data.DataConfig`) replace the run's:
+
+    * a file, as ``test_data`` or as ``data``, is read alone and scored whole:
+      neither the run's training data nor its ``--limit`` is involved;
+    * a built-in set as ``data`` gives the test set that the run's split
+      options (test fraction, split seed, limit) draw from it: for the run's
+      own set, its own test set.
+
+    Raises:
+        UserError: both ``data`` and ``test_data`` given, or unusable data.
     """
+    if "data" in data_options and "test_data" in data_options:
+        raise UserError("--data and --test-data both name the data to score; give one of them")
     config = replace(checkpoint.config.data, **data_options)
-    if "data" in data_options and config.data not in BUILTIN and config.test_data is None:
-        return read_file(config.data, labelled=True, csv_features=config.csv_features)
+    file = data_options.get("test_data")
+    if "data" in data_options and config.data not in BUILTIN:
+        file = config.data
+    if file is not None:
+        return read_file(file, labelled=True, csv_features=config.csv_features)
+    if "data" in data_options:
+        config = replace(config, test_data=None)  # the run's own test file goes with its data
     return prepare(config).test
 
 

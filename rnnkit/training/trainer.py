@@ -7,10 +7,9 @@ and reports to its :class:`Callbacks`.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import rnnkit
+from rnnkit.data.sources import absolute_paths
 from rnnkit.data.splits import Splits, prepare
 from rnnkit.errors import UserError
 from rnnkit.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -113,14 +113,17 @@ def train(
     """Train, select on validation, score the best epoch on the test set.
 
     Args:
-        config: the run's configuration.
+        config: the run's configuration. It is saved with absolute data
+            paths (:func:`~rnnkit.data.absolute_paths`), so that the run can be
+            evaluated or resumed from any working directory.
         run: the run directory; new (checked by :meth:`RunDir.check_new`) or,
             with ``resume``, the run's own.
         world, device: from :func:`rnnkit.training.distributed.setup`.
         callbacks: the progress observer of the main process.
         resume: the run's ``last.pt``: training continues after its epoch,
             exactly as if it had never stopped.
-        plots: write the PNG plots.
+        plots: write the PNG plots; saved in ``config.json``, where a resumed
+            run finds the choice (see :func:`saved_plots_choice`).
         command: the command line that started (or resumed) the run, for ``config.json``.
 
     An interruption (``KeyboardInterrupt``) propagates; ``last.pt`` then holds
@@ -128,6 +131,8 @@ def train(
     """
     callbacks = callbacks if world.is_main else None
     splits = prepare(config.data).scaled()
+    # saved absolute; read above as typed, so that messages name what the user gave
+    config = replace(config, data=absolute_paths(config.data))
     if resume is not None:
         _check_same_data(resume, splits, run)
 
@@ -157,7 +162,9 @@ def train(
         if resume is None:
             run.create()
             save_checkpoint(run / "last.pt", checkpoint(with_optimizer=True))
-        run.write_json("config.json", _description(config, splits, parameters, world, device, run, command))
+        run.write_json(
+            "config.json", _description(config, splits, parameters, world, device, run, command, plots)
+        )
     if callbacks:
         callbacks.on_start(splits, parameters, progress)
 
@@ -237,16 +244,11 @@ def _check_same_data(resume: Checkpoint, splits: Splits, run: RunDir) -> None:
 
 def _description(
     config: RunConfig, splits: Splits, parameters: int, world: World, device: torch.device,
-    run: RunDir, command: str,
+    run: RunDir, command: str, plots: bool,
 ) -> dict[str, Any]:
     """The contents of ``config.json``; ``commands`` lists the command that
     started the run and each one that resumed it."""
-    commands = []
-    if (run / "config.json").is_file():
-        try:
-            commands = list(json.loads((run / "config.json").read_text())["commands"])
-        except (ValueError, KeyError, TypeError):
-            pass  # an unreadable description is replaced by a fresh one
+    commands = run.description().get("commands", [])
     return {
         "config": config.to_dict(),
         "data": {
@@ -260,9 +262,16 @@ def _description(
         "parameters": parameters,
         "processes": world.size,
         "device": device.type,
-        "commands": [*commands, command],
+        "plots": plots,
+        "commands": [*(commands if isinstance(commands, list) else []), command],
         "versions": {"rnnkit": rnnkit.__version__, "torch": torch.__version__},
     }
+
+
+def saved_plots_choice(run: RunDir) -> bool:
+    """Whether the run in ``run`` writes its plots, as saved in its ``config.json``
+    (``True`` when it does not say)."""
+    return run.description().get("plots", True) is not False
 
 
 def _results(outcome: Outcome) -> dict[str, Any]:
