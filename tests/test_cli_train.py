@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -111,6 +112,9 @@ def test_resume_continues_and_refuses_what_it_cannot_do(trained, tmp_path, capsy
     shutil.copytree(trained, run)
     assert main(["train", "--resume", str(run)]) == 1
     assert "is complete (2 of 2 epochs); give --epochs above 2" in error_line(capsys)
+    assert main(["train", "--resume", str(run), "--epochs", "1"]) == 1
+    assert ("has already trained 2 epochs, so --epochs 1 cannot be its length; give --epochs "
+            "above 2") in error_line(capsys)
     assert main(["train", "--resume", str(run), "--hidden-size", "5"]) == 1
     assert "--hidden-size cannot be given with it" in error_line(capsys)
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 1
@@ -119,8 +123,24 @@ def test_resume_continues_and_refuses_what_it_cannot_do(trained, tmp_path, capsy
     assert "resuming after epoch 2" in capsys.readouterr().out
     rows = json.loads((run / "metrics.json").read_text())
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    commands = json.loads((run / "config.json").read_text())["commands"]
-    assert len(commands) == 2 and "--resume" in commands[1]
+    description = json.loads((run / "config.json").read_text())
+    assert len(description["commands"]) == 2 and "--resume" in description["commands"][1]
+    # the run was made with --no-plots, and its continuation keeps that choice
+    assert description["plots"] is False and not list(run.glob("*.png"))
+
+
+def test_a_run_reads_its_data_from_any_directory(sequences, tmp_path, monkeypatch, capsys):
+    """The data path is saved absolute: evaluate and --resume work from elsewhere."""
+    monkeypatch.chdir(sequences.parent)
+    run = tmp_path / "run"
+    assert train("--data", sequences.name, "--epochs", "1", "--out", str(run)) == 0
+    assert load_checkpoint(run / "last.pt").config.data.data == str(sequences.resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 18
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
 
 
 # -- evaluate and predict --------------------------------------------------------
@@ -146,6 +166,40 @@ def test_evaluate_other_data(trained, tmp_path, capsys):
     np.savez(tmp_path / "wide.npz", x=np.zeros((5, 8, 9)), y=np.zeros(5))
     assert main(["evaluate", str(trained), "--data", str(tmp_path / "wide.npz")]) == 1
     assert "has 9 features per step, but the model reads 8" in error_line(capsys, "evaluate")
+
+
+def test_evaluate_a_file_reads_only_that_file(sequences, tmp_path, capsys):
+    """--test-data FILE (or --data FILE) is scored whole with the run's saved
+    scaling: no training data is read and the run's --limit does not apply."""
+    from rnnkit.data import prepare
+
+    run = tmp_path / "run"
+    assert train("--data", str(sequences), "--limit", "60", "--epochs", "1", "--out", str(run)) == 0
+    best = load_checkpoint(run / "best.pt")
+    learned = prepare(best.config.data).scaler  # on the run's training split
+    np.testing.assert_array_equal(best.scaler.mean, learned.mean)
+    np.testing.assert_array_equal(best.scaler.std, learned.std)
+    other = sequences.rename(tmp_path / "other.npz")  # the training file is gone
+    capsys.readouterr()
+    for option in ("--test-data", "--data"):
+        assert main(["evaluate", str(run), option, str(other), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["examples"] == 90  # all, not --limit's 60
+    assert main(["evaluate", str(run), "--data", str(other), "--test-data", str(other)]) == 1
+    assert "give one of them" in error_line(capsys, "evaluate")
+    assert main(["evaluate", str(run)]) == 1  # its own test set is drawn from its data
+    assert f"no such file: {sequences}" in error_line(capsys, "evaluate")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_help_their_own_options(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Execution: --device {auto,cpu,cuda} where to run the model" in out
+    assert "Training" not in out and "where to train" not in out
+    if command == "evaluate":
+        assert "--test-data FILE a labelled .npz/.csv file to score, all of it" in out
+        assert "default: digits" not in out
 
 
 def test_predict_csv_and_json(trained, tmp_path, capsys):
@@ -175,6 +229,10 @@ def test_predict_csv_and_json(trained, tmp_path, capsys):
     (lambda d: np.savez(d / "x.npz", x=np.zeros((3, 8, 5))), ["x.npz"], "has 5 features per step, but the model reads 8"),
     (lambda d: np.savez(d / "x.npz", x=np.full((3, 8, 8), np.nan)), ["x.npz"], "NaN/inf"),
     (lambda d: np.savez(d / "x.npz", x=np.zeros((3, 8, 8))), ["x.npz", "-o", "out.txt"], "give a .csv or .json"),
+    (lambda d: None, ["x.csv", "--csv-features", "0"], "--csv-features must be at least 1, got 0"),
+    # a typo in the first row: an error, not a header that drops the row
+    (lambda d: (d / "x.csv").write_text(",".join(["1", "2", "x"] + ["1"] * 61) + "\n" + "1," * 63 + "1\n"),
+     ["x.csv", "--csv-features", "8"], "line 1, column 3 of x.csv: 'x' is not a number"),
 ])
 def test_predict_bad_input(trained, tmp_path, monkeypatch, capsys, make, args, message):
     monkeypatch.chdir(tmp_path)
@@ -213,6 +271,13 @@ BAD_TRAIN = [
     ("dropout one layer", None, ["--dropout", "0.2"], "needs --num-layers 2"),
     ("bad size", None, ["--hidden-size", "0"], "--hidden-size must be at least 1"),
     ("out is a file", _text("f", b""), ["--out", "f"], "is a file"),
+    ("out under a file", _text("f", b""), ["--out", "f/sub"], "cannot create the run directory f/sub: Not a directory"),
+    ("huge label", _npz("h.npz", x=np.zeros((3, 3)), y=np.array([0, 1, 10**9])), ["--data", "h.npz"],
+     "the largest label is 1000000000"),
+    ("limit too small", None, ["--limit", "12"], "--limit 12 keeps too few examples per class"),
+    ("text as npz", _text("t.npz", b"x,y\n1,2\n"), ["--data", "t.npz"], "not a zip archive of .npy arrays"),
+    ("string labels csv", _text("s.csv", b"cat,1,2\ndog,3,4\n"), ["--data", "s.csv"],
+     "line 1, column 1 of s.csv: the label 'cat' is not a number"),
     ("test data with builtin", None, ["--test-data", "t.npz"], "--test-data is for your own"),
 ]
 
@@ -250,6 +315,55 @@ def test_bad_run_directories(tmp_path, capsys):
     (tmp_path / "best.pt").write_bytes(b"junk")
     assert main(["predict", str(tmp_path), "x.npz"]) == 1
     assert "cannot read checkpoint" in error_line(capsys, "predict")
+
+
+# -- output into a closed pipe (`| head`) ----------------------------------------
+
+
+class ClosedPipe:
+    """Standard output whose reader has gone: every write fails, as with EPIPE."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        return self.fd
+
+    def isatty(self):
+        return False
+
+
+@pytest.mark.parametrize("command", [
+    ["explain", "--input-size", "5", "--hidden-size", "8"],
+    ["predict", "RUN", "in.npz"],
+])
+def test_closed_pipe_ends_quietly(trained, tmp_path, monkeypatch, capsys, command):
+    np.savez(tmp_path / "in.npz", x=np.zeros((3, 8, 8)))
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "stdout", "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe(stdout.fileno()))
+        assert main([str(trained) if word == "RUN" else word for word in command]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_closed_pipe_leaves_no_message_at_exit():
+    """Nothing is left to fail when Python flushes standard output on the way out."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "rnnkit", "explain", "--input-size", "5", "--hidden-size", "8"],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")
 
 
 # -- Ctrl-C ----------------------------------------------------------------------

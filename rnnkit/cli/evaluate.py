@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.cli.options import add_options, given_options
+from rnnkit.cli.options import add_execution_options, add_options, given_options
 from rnnkit.data.config import DataConfig
 from rnnkit.training.config import OptimConfig
 
@@ -12,12 +12,26 @@ DESCRIPTION = """\
 Score a run's checkpoint: accuracy, loss and per-class accuracy.
 
 Without data options, the run's own test set is rebuilt exactly as in
-training (same split, same scaling). With --data, a built-in set is scored on
-its test split and a file on all of its sequences (or give --test-data).
-New data always goes through the run's own scaling.
+training (same data, split and --limit). A labelled .npz/.csv file given
+with --data or --test-data is read alone and scored whole: the run's
+training data is not needed and its --limit does not apply. A built-in set
+given with --data is scored on the test set the run's split options draw
+from it. Data is always scaled with the run's own scaling, learned on its
+training split, and read by its model.
 """
 
 DATA_OPTIONS = ("data", "data_dir", "test_data", "csv_features")
+
+DATA_HELPS = {
+    "data": "what to score instead of the run's test set: a labelled .npz/.csv file (all "
+            "of it), or a built-in set, digits, mnist1d or mnist (the test set the run's "
+            "split options draw from it)",
+    "data_dir": "folder with the MNIST IDX files, for --data mnist or a run on mnist "
+                "(default: the run's)",
+    "test_data": "a labelled .npz/.csv file to score, all of it (the same as --data FILE)",
+    "csv_features": "features per step in CSV rows (default: the run's)",
+}
+"""The data options of ``evaluate``: they name what to score, and default to the run's."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="best.pt (the epoch of best validation accuracy) or last.pt (default: best)",
     )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
-    add_options(parser, DataConfig, only=DATA_OPTIONS)
-    add_options(parser, OptimConfig, only=("device", "threads"))
+    add_options(parser, DataConfig, only=DATA_OPTIONS, title="Data", helps=DATA_HELPS)
+    add_execution_options(parser)
     parser.set_defaults(run=run)
 
 

@@ -37,19 +37,33 @@ def flag(name: str) -> str:
 
 
 def add_options(
-    parser: argparse.ArgumentParser, config_class: type, only: Iterable[str] | None = None
+    parser: argparse.ArgumentParser,
+    config_class: type,
+    only: Iterable[str] | None = None,
+    *,
+    title: str | None = None,
+    helps: dict[str, str] | None = None,
 ) -> None:
-    """Add a flag for each field of ``config_class`` (or of those named in ``only``)."""
+    """Add a flag for each field of ``config_class`` (or of those named in ``only``).
+
+    The group is titled by the class docstring, or by ``title`` (then without
+    a description). ``helps`` replaces the help of some fields, whole (the
+    default is not added): for a command where they mean something else or
+    default to a saved run's value.
+    """
     doc = (config_class.__doc__ or config_class.__name__).strip().splitlines()[0]
-    title, _, description = doc.partition(": ")
-    group = parser.add_argument_group(title, description or None)
+    heading, _, description = doc.partition(": ")
+    group = parser.add_argument_group(title or heading, None if title else description or None)
     hints = typing.get_type_hints(config_class)
     chosen = None if only is None else set(only)
+    helps = helps or {}
     for field in fields(config_class):
         if chosen is not None and field.name not in chosen:
             continue
         kind = _base_type(hints[field.name])
-        help_text = f"{field.metadata.get('help', '')} (default: {_default_text(field)})"
+        help_text = helps.get(
+            field.name, f"{field.metadata.get('help', '')} (default: {_default_text(field)})"
+        )
         if kind is bool:
             group.add_argument(
                 flag(field.name), action=argparse.BooleanOptionalAction,
@@ -64,6 +78,19 @@ def add_options(
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
+
+
+def add_execution_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads`` (fields of the training options) for a
+    command that runs a trained model: ``rnnkit evaluate`` and ``predict``."""
+    from rnnkit.training.config import OptimConfig
+
+    add_options(parser, OptimConfig, only=("device", "threads"), title="Execution", helps={
+        "device": "where to run the model: auto picks cuda when a GPU is present "
+                  "(default: auto)",
+        "threads": "CPU threads for tensor operations (0: PyTorch's default, one per core; "
+                   "default: 1)",
+    })
 
 
 def given_options(args: argparse.Namespace, config_class: type) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rnnkit.cli.options import add_options, given_options
+from rnnkit.cli.options import add_execution_options, add_options, given_options
+from rnnkit.data.config import DataConfig
 from rnnkit.errors import UserError
 from rnnkit.training.config import OptimConfig
 
@@ -12,9 +13,11 @@ DESCRIPTION = """\
 Predict the class of every sequence in INPUT with a trained run.
 
 INPUT is a .npz (x (N, T, F) or (N, T), optional lengths (N,); a y array is
-ignored) or a .csv of one sequence per row, values step after step (a
-headerless CSV holds values only; with a header, a 'label' column is
-ignored). The run's scaling is applied. The output has one row per sequence:
+ignored) or a .csv of one sequence per row, values step after step. A CSV
+without a header holds values only; a first row that names a 'label' (or
+'y') column, or whose cells are mostly not numbers, is a header, and a label
+column is ignored. Any other row is data: a cell that is not a number is an
+error. The run's scaling is applied. The output has one row per sequence:
 its index, the predicted class, that class's probability, and the
 probability of every class (p_0 ... p_{C-1}).
 """
@@ -43,11 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format", choices=FORMATS,
         help="output format (default: from --output's suffix, else csv)",
     )
-    parser.add_argument(
-        "--csv-features", type=int, metavar="F",
-        help="features per step in INPUT's CSV rows (default: the run's)",
-    )
-    add_options(parser, OptimConfig, only=("device", "threads"))
+    add_options(parser, DataConfig, only=("csv_features",), title="Input", helps={
+        "csv_features": "features per step in INPUT's CSV rows (default: the run's)",
+    })
+    add_execution_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import io
     import json
     import sys
+    from dataclasses import replace
     from pathlib import Path
 
     from rnnkit.data.sources import read_file
@@ -69,10 +72,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
     execution = OptimConfig(**given_options(args, OptimConfig))
     _, device = distributed.setup(execution.device, execution.threads)
-    csv_features = args.csv_features or checkpoint.config.data.csv_features
-    if csv_features < 1:
-        raise UserError(f"--csv-features must be at least 1, got {csv_features}")
-    data = read_file(args.input, labelled=False, csv_features=csv_features)
+    reading = replace(checkpoint.config.data, **given_options(args, DataConfig))  # checks them
+    data = read_file(args.input, labelled=False, csv_features=reading.csv_features)
     probabilities = predict_proba(checkpoint, data, device)  # (N, C)
     predicted = probabilities.argmax(1)
 

@@ -45,8 +45,8 @@ your own data:
   .npz  arrays x (N, T, F) or (N, T), y (N,) with labels 0..C-1, and
         optionally lengths (N,) for sequences shorter than T (x padded)
   .csv  one sequence per row: the label, then the values step after step
-        (--csv-features per step); a header row may name a 'label' column;
-        empty trailing cells make a row a shorter sequence
+        (--csv-features per step); a first row naming a 'label' (or 'y')
+        column is a header; empty trailing cells make a row a shorter sequence
 """
 
 RESUMABLE = ("epochs", "device", "threads")
@@ -76,11 +76,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume", metavar="RUN_DIR",
         help="continue a stopped or interrupted run from its last.pt, exactly where it "
              f"stopped, with its saved options (only {', '.join(map(flag, RESUMABLE))} "
-             "may be given; a larger --epochs trains it further)",
+             "and --plots/--no-plots may be given; a larger --epochs trains it further)",
     )
     group.add_argument(
-        "--plots", action=argparse.BooleanOptionalAction, default=True,
-        help="write the PNG plots (default: --plots)",
+        "--plots", action=argparse.BooleanOptionalAction,
+        help="write the PNG plots (default: --plots; a resumed run keeps its own choice)",
     )
     parser.set_defaults(run=run)
 
@@ -95,18 +95,19 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit.training import distributed
     from rnnkit.training.config import RunConfig
     from rnnkit.training.rundir import RunDir
-    from rnnkit.training.trainer import train
+    from rnnkit.training.trainer import saved_plots_choice, train
 
     started = time.perf_counter()
     given = {cls: given_options(args, cls) for cls in (DataConfig, ModelConfig, OptimConfig)}
     if args.resume is not None:
         config, run_dir, resume = _resumed(args, given)
+        plots = saved_plots_choice(run_dir) if args.plots is None else args.plots
     else:
         config = RunConfig(*(cls(**options) for cls, options in given.items()))
-        run_dir, resume = None, None
+        run_dir, resume, plots = None, None, args.plots is not False
 
     world, device = distributed.setup(config.optim.device, config.optim.threads)
-    display = None
+    display, interrupted = None, False
     try:
         if run_dir is None:
             path = args.out or world.share(RunDir.default_path(config.data.data, config.model.cell))
@@ -115,14 +116,17 @@ def run(args: argparse.Namespace) -> int:
         display = TrainDisplay(config, run_dir, console) if world.is_main else None
         outcome = train(
             config, run_dir, world, device, display,
-            resume=resume, plots=args.plots, command=_command_line(args, given, run_dir),
+            resume=resume, plots=plots, command=_command_line(args, given, run_dir),
         )
-        if world.is_main:
-            console.print(summary_table(config, outcome, run_dir, time.perf_counter() - started))
-        return 0
     except KeyboardInterrupt:
+        interrupted = True  # reported below, once the progress bar is off the screen
+    finally:
         if display is not None:
             display.close()
+        distributed.teardown(world)
+
+    if interrupted:
+        if display is not None:
             saved = f"epoch {display.last_epoch}" if display.last_epoch else "the initial weights"
             print(
                 f"rnnkit train: interrupted; {run_dir / 'last.pt'} holds {saved}: "
@@ -130,10 +134,9 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 130
-    finally:
-        if display is not None:
-            display.close()
-        distributed.teardown(world)
+    if world.is_main:
+        console.print(summary_table(config, outcome, run_dir, time.perf_counter() - started))
+    return 0
 
 
 def _resumed(args: argparse.Namespace, given: dict[type, dict[str, Any]]) -> tuple[RunConfig, RunDir, Checkpoint]:
@@ -166,12 +169,21 @@ def _command_line(args: argparse.Namespace, given: dict[type, dict[str, Any]], r
     for options in given.values():
         words += format_options(options)
     words += ["--resume", str(run_dir)] if args.resume else ["--out", str(run_dir)]
-    words += ["--overwrite"] * args.overwrite + ["--no-plots"] * (not args.plots)
+    words += ["--overwrite"] * args.overwrite
+    if args.plots is not None:
+        words.append("--plots" if args.plots else "--no-plots")
     return shlex.join(words)
 
 
 def _check_resumable(run_dir: RunDir, config: RunConfig, progress: Progress) -> None:
-    """A run that has nothing left to do is not resumed."""
+    """A run that has nothing left to do is not resumed, nor is one asked to
+    end before the epochs it has already trained."""
+    if config.optim.epochs < progress.epoch:
+        raise UserError(
+            f"run {run_dir} has already trained {progress.epoch} epochs, so --epochs "
+            f"{config.optim.epochs} cannot be its length; give --epochs above {progress.epoch} "
+            "to train it further"
+        )
     if not progress.done(config) or not (run_dir / "results.json").is_file():
         return
     if progress.stopped_early(config):

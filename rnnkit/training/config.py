@@ -27,8 +27,9 @@ class OptimConfig:
     lr: float = field(default=3e-3, metadata={"help": "Adam's learning rate"})
     schedule: str = field(default="cosine", metadata={
         "choices": ("constant", "cosine"),
-        "help": "learning rate over the epochs: constant, or cosine (from --lr down to "
-                "zero at the last epoch, set at the start of each epoch)",
+        "help": "learning rate over the epochs: constant, or cosine (epoch e of E runs at "
+                "--lr x (1 + cos(pi (e-1) / E)) / 2, from --lr at the first epoch down "
+                "towards zero, as torch's CosineAnnealingLR with T_max = E)",
     })
     weight_decay: float = field(default=0.0, metadata={
         "help": "Adam's L2 penalty on the weights",
