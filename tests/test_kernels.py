@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.kernels import fused, parallel, reference
+from rnnkit.kernels import fused, fused_common, parallel, reference
 from rnnkit.kernels.numba_ops import ROW_BLOCK
 from rnnkit.kernels.reference import DirectionWeights
 
@@ -177,7 +177,9 @@ def test_inference_gives_what_training_gives(case):
     """Without autograd the loops keep nothing for a backward pass (scratch
     rows instead of every step's gates): the same numbers, bit for bit."""
     inputs = make_inputs(case)
+    x, state, weights, _ = inputs
     with torch.no_grad():
+        assert not fused_common.backward_may_follow(*leaves(x, state, weights))
         output, final = fused.run_layer(case.mode, *inputs)
     expected, expected_final = fused.run_layer(case.mode, *inputs)
     assert not output.requires_grad and expected.requires_grad

@@ -49,6 +49,14 @@ def clean_lengths(lengths: Tensor | None, steps: int) -> Tensor | None:
     return lengths.to(torch.int64).clamp(0, steps).contiguous()
 
 
+def backward_may_follow(*tensors: Tensor | None) -> bool:
+    """Whether autograd will record a call with these inputs, so that the
+    loops should keep what a backward pass needs. (Inside an autograd
+    Function's forward this cannot be told any more: grad mode is off there,
+    and ``needs_input_grad`` ignores ``torch.no_grad()``.)"""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def lengths_array(lengths: Tensor | None, batch: int, steps: int) -> np.ndarray:
     """``(N,)`` int64 for the loops; every sequence has ``T`` steps when ``None``."""
     return np.full(batch, steps, np.int64) if lengths is None else as_array(lengths)

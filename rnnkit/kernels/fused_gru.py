@@ -37,20 +37,20 @@ from rnnkit.kernels.reference import DirectionWeights, State
 
 
 class GRUFunction(torch.autograd.Function):
-    """``(lengths, x, h0, *flat_weights) -> (output, h_n)``.
+    """``(keep, lengths, x, h0, *flat_weights) -> (output, h_n)``.
 
-    Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
+    ``keep`` says whether a backward pass may follow (then the activations
+    are kept for it). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
     ``x (T, N, H_in)``, ``h0 (D, N, H)``; ``flat_weights`` is ``w_ih, w_hh,
     b_ih, b_hh`` per direction (biases ``None`` without bias). Returns
     ``output (T, N, D*H)`` and ``h_n (D, N, H)``. Differentiable once.
     """
 
     @staticmethod
-    def forward(ctx, lengths: Tensor | None, x: Tensor, h0: Tensor, *flat: Tensor | None):
+    def forward(ctx, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, *flat: Tensor | None):
         weights = [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
         steps, batch, _ = x.shape
         directions, _, hidden = h0.shape
-        keep = any(ctx.needs_input_grad)  # a backward pass will follow
         gates = common.project_inputs(x, weights)  # (T, N, D*3H)
         out = x.new_empty(steps, batch, directions * hidden)
         hns = x.new_empty(steps if keep else 1, batch, directions * hidden)
@@ -109,8 +109,8 @@ class GRUFunction(torch.autograd.Function):
             ]
             for d in range(directions)
         ]
-        grad_x, grads = common.weight_grads(dpre, hidden_columns, x, h0, out, weights, lengths_a, needs[1])
-        return None, grad_x, grad_h0 if needs[2] else None, *grads
+        grad_x, grads = common.weight_grads(dpre, hidden_columns, x, h0, out, weights, lengths_a, needs[2])
+        return None, None, grad_x, grad_h0 if needs[3] else None, *grads
 
 
 def run_layer(
@@ -122,5 +122,8 @@ def run_layer(
 ) -> tuple[Tensor, State]:
     """One GRU layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
     flat = [tensor for w in weights for tensor in w[:4]]
-    output, h_n = GRUFunction.apply(common.clean_lengths(lengths, x.shape[0]), x, state[0], *flat)
+    output, h_n = GRUFunction.apply(
+        common.backward_may_follow(x, *state, *flat), common.clean_lengths(lengths, x.shape[0]),
+        x, state[0], *flat,
+    )
     return output, (h_n,)

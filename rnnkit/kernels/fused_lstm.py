@@ -43,9 +43,10 @@ def _directions(flat: tuple) -> list[DirectionWeights]:
 
 
 class LSTMFunction(torch.autograd.Function):
-    """``(lengths, x, h0, c0, *flat_weights) -> (output, h_n, c_n)``.
+    """``(keep, lengths, x, h0, c0, *flat_weights) -> (output, h_n, c_n)``.
 
-    Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
+    ``keep`` says whether a backward pass may follow (then the activations
+    are kept for it). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
     ``x (T, N, H_in)``, ``h0 (D, N, P)``, ``c0 (D, N, H)``; ``flat_weights`` is
     ``w_ih, w_hh, b_ih, b_hh, w_hr`` per direction (biases ``None`` without
     bias, ``w_hr`` ``None`` without projection). Returns ``output (T, N, D*P)``,
@@ -53,12 +54,13 @@ class LSTMFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, lengths: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor, *flat: Tensor | None):
+    def forward(
+        ctx, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor, *flat: Tensor | None
+    ):
         weights = _directions(flat)
         steps, batch, _ = x.shape
         directions, _, width = h0.shape
         hidden = c0.shape[2]
-        keep = any(ctx.needs_input_grad)  # a backward pass will follow
         gates = common.project_inputs(x, weights)  # (T, N, D*4H)
         out = x.new_empty(steps, batch, directions * width)
         cells = x.new_empty(steps if keep else 1, batch, directions * hidden)
@@ -120,7 +122,7 @@ class LSTMFunction(torch.autograd.Function):
         common.run_pieces(work, directions, batch, _work_per_row(steps, hidden, width, weights))
         needs = ctx.needs_input_grad
         same_columns = [[slice(d * 4 * hidden, (d + 1) * 4 * hidden)] for d in range(directions)]
-        grad_x, grads = common.weight_grads(dgates, same_columns, x, h0, out, weights, lengths_a, needs[1])
+        grad_x, grads = common.weight_grads(dgates, same_columns, x, h0, out, weights, lengths_a, needs[2])
         flat_grads: list[Tensor | None] = []
         for d in range(directions):
             grad_w_hr = None
@@ -129,7 +131,8 @@ class LSTMFunction(torch.autograd.Function):
                 grad_w_hr = dh_d.t() @ ms[:, :, d * hidden : (d + 1) * hidden].reshape(-1, hidden)
             flat_grads += [*grads[4 * d : 4 * d + 4], grad_w_hr]
         return (
-            None, grad_x, grad_h0 if needs[2] else None, grad_c0 if needs[3] else None, *flat_grads
+            None, None, grad_x, grad_h0 if needs[3] else None, grad_c0 if needs[4] else None,
+            *flat_grads,
         )
 
 
@@ -148,5 +151,8 @@ def run_layer(
     """One LSTM layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
     flat = [tensor for w in weights for tensor in w]
     h0, c0 = state
-    output, h_n, c_n = LSTMFunction.apply(common.clean_lengths(lengths, x.shape[0]), x, h0, c0, *flat)
+    output, h_n, c_n = LSTMFunction.apply(
+        common.backward_may_follow(x, *state, *flat), common.clean_lengths(lengths, x.shape[0]),
+        x, h0, c0, *flat,
+    )
     return output, (h_n, c_n)
