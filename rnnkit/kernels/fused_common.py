@@ -13,7 +13,12 @@ backward
     the cell's backward loop walks the steps back and leaves the gradient of
     every gate pre-activation in a buffer; :func:`weight_grads` turns that
     into ``dL/dx``, ``dL/dW_ih``, ``dL/dW_hh`` and the bias gradients by
-    products and sums over all steps at once.
+    products and sums over all steps at once. A backward pass that must
+    itself be differentiable (``create_graph=True``) is
+    :func:`reference_backward` instead.
+
+What the forward pass keeps for the backward one, it keeps only when
+autograd records the call (:func:`backward_may_follow`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.kernels import parallel
+from rnnkit.kernels import parallel, reference
 from rnnkit.kernels.reference import DirectionWeights
 
 
@@ -85,30 +90,31 @@ def run_pieces(work: Callable[[parallel.Piece], None], directions: int, batch: i
 
 
 def weight_grads(
-    dpre: Tensor,
-    hidden_columns: list[list[slice]],
+    d_input: Tensor,
     x: Tensor,
     h0: Tensor,
     out: Tensor,
     weights: list[DirectionWeights],
     lengths: np.ndarray,
     need_x: bool,
+    last_gate_hidden: Tensor | None = None,
 ) -> tuple[Tensor | None, list[Tensor | None]]:
     """The gradients that are products over all steps, from the pre-activation
     gradients the backward loops leave.
 
     Args:
-        dpre: ``(T, N, C)``; its first ``D*G*H`` columns hold the gradients of
-            the input-side pre-activations ``W_ih x_t + b_ih``, directions side
-            by side as in :func:`project_inputs`.
-        hidden_columns: for each direction, the column blocks of ``dpre``
-            that, side by side, hold the gradient of the hidden side
-            ``W_hh h_{t-1} + b_hh`` (``G*H`` columns): for the Elman and LSTM
-            cells the same columns as the input side, for the GRU not quite.
+        d_input: ``(T, N, D*G*H)``, the gradients of the input-side
+            pre-activations ``W_ih x_t + b_ih``, directions side by side as in
+            :func:`project_inputs`. The hidden side ``W_hh h_{t-1} + b_hh`` has
+            the same gradients, except with ``last_gate_hidden``.
         x: ``(T, N, H_in)``; ``h0``: ``(D, N, P)``; ``out``: ``(T, N, D*P)``, the
             ``h_t`` of every step.
         lengths: ``(N,)`` int64, as the loops had it.
         need_x: whether to compute ``dL/dx``.
+        last_gate_hidden: ``(T, N, D*H)`` or ``None``: the hidden side's
+            gradient for the last gate of each direction where it differs
+            from the input side's (the GRU's new gate, whose ``b_hn`` sits
+            inside the reset product).
 
     Returns:
         ``(grad_x, grads)``: ``grad_x`` ``(T, N, H_in)`` or ``None``, and
@@ -117,28 +123,67 @@ def weight_grads(
     """
     steps, batch, features = x.shape
     directions, _, width = h0.shape
-    rows = dpre.view(steps * batch, dpre.shape[2])
+    rows = d_input.reshape(steps * batch, d_input.shape[2])
     gated = weights[0].w_ih.shape[0]  # G*H
-    d_input = rows[:, : directions * gated]
     grad_x = None
     if need_x:
-        grad_x = (d_input @ stack([w.w_ih for w in weights])).view(steps, batch, features)
-    grad_w_ih = d_input.t() @ x.reshape(steps * batch, features)  # (D*G*H, H_in)
-    sums = rows.sum(0) if weights[0].b_ih is not None else None  # every column's, in one pass
+        grad_x = (rows @ stack([w.w_ih for w in weights])).view(steps, batch, features)
+    grad_w_ih = rows.t() @ x.reshape(steps * batch, features)  # (D*G*H, H_in)
+    bias = weights[0].b_ih is not None
+    sums = rows.sum(0) if bias else None
+    last_sums = None
+    if bias and last_gate_hidden is not None:
+        last_sums = last_gate_hidden.reshape(steps * batch, -1).sum(0)
     grads: list[Tensor | None] = []
     for d in range(directions):
         own = slice(d * gated, (d + 1) * gated)
-        blocks = hidden_columns[d]
-        prev = out[:, :, d * width : (d + 1) * width]
-        grad_w_hh = torch.cat(
-            [_grad_w_hh(dpre[:, :, cols], prev, h0[d], lengths, reverse=d == 1) for cols in blocks]
-        ) if len(blocks) > 1 else _grad_w_hh(dpre[:, :, blocks[0]], prev, h0[d], lengths, reverse=d == 1)
+        prev, first_h = out[:, :, d * width : (d + 1) * width], h0[d]
+        if last_gate_hidden is None:
+            grad_w_hh = _grad_w_hh(d_input[:, :, own], prev, first_h, lengths, reverse=d == 1)
+        else:
+            hidden = last_gate_hidden.shape[2] // directions
+            shared = slice(d * gated, (d + 1) * gated - hidden)
+            last = slice(d * hidden, (d + 1) * hidden)
+            grad_w_hh = torch.cat([
+                _grad_w_hh(d_input[:, :, shared], prev, first_h, lengths, reverse=d == 1),
+                _grad_w_hh(last_gate_hidden[:, :, last], prev, first_h, lengths, reverse=d == 1),
+            ])
         grad_b_ih = grad_b_hh = None
         if sums is not None:
             grad_b_ih = sums[own]
-            grad_b_hh = torch.cat([sums[cols] for cols in blocks])  # a tensor of its own
+            grad_b_hh = sums[own].clone() if last_sums is None else torch.cat([sums[shared], last_sums[last]])
         grads += [grad_w_ih[own], grad_w_hh, grad_b_ih, grad_b_hh]
     return grad_x, grads
+
+
+def reference_backward(
+    mode: str,
+    lengths: Tensor | None,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    flat: list[Tensor | None],
+    grad_outputs: tuple[Tensor, ...],
+) -> list[Tensor | None]:
+    """The gradients with respect to ``x``, every ``state`` tensor and every
+    tensor of ``flat`` (``None`` where there is none or none is wanted), by
+    the reference recurrence, recorded by autograd: what a fused layer's
+    backward returns when ``create_graph=True`` asks for a differentiable one
+    (a gradient penalty, say), which the loops are not.
+
+    ``flat`` holds each direction's weights, ``len(flat) // D`` tensors each,
+    in :class:`DirectionWeights` order; ``grad_outputs`` are the gradients of
+    the output and of each final state.
+    """
+    fields = len(flat) // state[0].shape[0]
+    weights = [DirectionWeights(*flat[k : k + fields]) for k in range(0, len(flat), fields)]
+    with torch.enable_grad():
+        output, final = reference.run_layer(mode, x, state, weights, lengths)
+    inputs = [x, *state, *flat]
+    wanted = [t for t in inputs if t is not None and t.requires_grad]
+    found = iter(torch.autograd.grad(
+        (output, *final), wanted, grad_outputs, create_graph=True, allow_unused=True
+    ))
+    return [next(found) if t is not None and t.requires_grad else None for t in inputs]
 
 
 def _grad_w_hh(dz: Tensor, out: Tensor, h0: Tensor, lengths: np.ndarray, reverse: bool) -> Tensor:

@@ -7,28 +7,32 @@ size ``H``:
    directions, ``W_ih x_t + b_ih``, into a gates buffer ``(T, N, D*3H)``;
 2. :func:`~rnnkit.kernels.gru_loops.gru_forward` runs the recurrence,
    turning the gates buffer into the gates' activations in place and, when
-   a backward pass will follow, keeping ``W_hn h_{t-1} + b_hn`` of every step
+   a backward pass may follow, keeping ``W_hn h_{t-1} + b_hn`` of every step
    in ``(T, N, D*H)``.
 
 Backward, from ``dL/d output`` and ``dL/d h_n``:
 
 1. :func:`~rnnkit.kernels.gru_loops.gru_backward` walks the steps back and
-   leaves, in one ``(T, N, D*4H)`` buffer, the gradients of the input-side
-   pre-activations (``D*3H`` columns, the directions side by side) and of the
-   hidden side's new-gate part (``D*H`` columns), and ``dL/dh_0``;
+   turns, in place, the activations into the gradients of the input-side
+   pre-activations, and ``W_hn h + b_hn`` into its own gradient (the one part
+   of the hidden side whose gradient differs); it leaves ``dL/dh_0``;
 2. :func:`~rnnkit.kernels.fused_common.weight_grads` does the products over
    all steps: ``dL/dx``, ``dL/dW_ih``, ``dL/dW_hh`` and the biases.
 
 What is kept for the backward pass: the gates' activations and ``W_hn h +
-b_hn`` per step (the output, ``h_t``, exists anyway). Nothing is kept when no
-gradient is wanted.
+b_hn`` per step, and the outputs ``h_t`` (a copy of their own, so that the
+caller may change the output in place). Nothing is kept when no backward
+pass can follow. A second backward pass through the same graph
+(``retain_graph=True``) runs the forward loop again, since the first
+overwrote the activations; one that must itself be differentiable
+(``create_graph=True``) goes through the reference recurrence.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
@@ -36,80 +40,91 @@ from rnnkit.kernels.gru_loops import gru_backward, gru_forward
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
+def _directions(flat: tuple) -> list[DirectionWeights]:
+    return [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
+
+
+def _forward(
+    x: Tensor, h0: Tensor, weights: list[DirectionWeights], lengths: np.ndarray, keep: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The forward pass: ``(gates, hns, out, h_n)``, ``gates`` holding the
+    activations and ``hns`` every ``W_hn h_{t-1} + b_hn`` when ``keep`` (else
+    one step's worth of scratch)."""
+    steps, batch, _ = x.shape
+    directions, _, hidden = h0.shape
+    gates = common.project_inputs(x, weights)  # (T, N, D*3H)
+    out = x.new_empty(steps, batch, directions * hidden)
+    hns = x.new_empty(steps if keep else 1, batch, directions * hidden)
+    h_n = h0.detach().clone(memory_format=torch.contiguous_format)
+    w_hh = [common.as_array(w.w_hh) for w in weights]
+    b_hh = common.as_arrays([w.b_hh for w in weights], (3 * hidden,), x.dtype)
+    gates_a, out_a, hns_a, h_a = (common.as_array(t) for t in (gates, out, hns, h_n))
+
+    def work(piece: parallel.Piece) -> None:
+        d = piece.d
+        gru_forward(
+            gates_a, d * 3 * hidden, w_hh[d], b_hh[d], out_a, d * hidden, hns_a, h_a[d],
+            lengths, d == 1, piece.n0, piece.n1,
+        )
+
+    common.run_pieces(work, directions, batch, steps * 3 * hidden * hidden)
+    return gates, hns, out, h_n
+
+
 class GRUFunction(torch.autograd.Function):
     """``(keep, lengths, x, h0, *flat_weights) -> (output, h_n)``.
 
-    ``keep`` says whether a backward pass may follow (then the activations
-    are kept for it). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
+    ``keep`` says whether a backward pass may follow (then what it needs is
+    kept). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
     ``x (T, N, H_in)``, ``h0 (D, N, H)``; ``flat_weights`` is ``w_ih, w_hh,
     b_ih, b_hh`` per direction (biases ``None`` without bias). Returns
-    ``output (T, N, D*H)`` and ``h_n (D, N, H)``. Differentiable once.
+    ``output (T, N, D*H)`` and ``h_n (D, N, H)``.
     """
 
     @staticmethod
     def forward(ctx, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, *flat: Tensor | None):
-        weights = [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
-        steps, batch, _ = x.shape
-        directions, _, hidden = h0.shape
-        gates = common.project_inputs(x, weights)  # (T, N, D*3H)
-        out = x.new_empty(steps, batch, directions * hidden)
-        hns = x.new_empty(steps if keep else 1, batch, directions * hidden)
-        h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        lengths_a = common.lengths_array(lengths, batch, steps)
-        w_hh = [common.as_array(w.w_hh) for w in weights]
-        b_hh = common.as_arrays([w.b_hh for w in weights], (3 * hidden,), x.dtype)
-        gates_a, out_a, hns_a, h_a = (common.as_array(t) for t in (gates, out, hns, h_n))
-
-        def work(piece: parallel.Piece) -> None:
-            d = piece.d
-            gru_forward(
-                gates_a, d * 3 * hidden, w_hh[d], b_hh[d], out_a, d * hidden, hns_a, h_a[d],
-                lengths_a, d == 1, piece.n0, piece.n1,
-            )
-
-        common.run_pieces(work, directions, batch, steps * 3 * hidden * hidden)
+        lengths_a = common.lengths_array(lengths, x.shape[1], x.shape[0])
+        gates, hns, out, h_n = _forward(x, h0, _directions(flat), lengths_a, keep)
         if keep:
             ctx.save_for_backward(x, h0, gates, hns, out, *flat)
-            ctx.lengths = lengths_a
+            ctx.lengths, ctx.lengths_a, ctx.spent = lengths, lengths_a, False
+            out = out.clone()  # the caller's: changing it in place leaves ours as it was
         return out, h_n
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor, grad_h_n: Tensor):
         x, h0, gates, hns, out, *flat = ctx.saved_tensors
-        lengths_a = ctx.lengths
-        weights = [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
+        if torch.is_grad_enabled():  # create_graph=True
+            grads = common.reference_backward("gru", ctx.lengths, x, (h0,), flat, (grad_out, grad_h_n))
+            return None, None, *grads
+        weights = _directions(flat)
+        lengths_a = ctx.lengths_a
+        if ctx.spent:  # a second backward pass: the first one overwrote the activations
+            gates, hns, _, _ = _forward(x, h0, weights, lengths_a, keep=True)
+        ctx.spent = True
         steps, batch, _ = x.shape
         directions, _, hidden = h0.shape
-        gated = 3 * hidden
 
-        # (T, N, D*4H): the input side's gradients for all directions, then the
-        # hidden side's new-gate part for each direction
-        dpre = x.new_empty(steps, batch, directions * (gated + hidden))
         grad_h0 = grad_h_n.clone(memory_format=torch.contiguous_format)
         w_hh_t = [common.as_array(w.w_hh.t()) for w in weights]
         h0_a = common.as_array(h0)
-        arrays = [common.as_array(t) for t in (gates, hns, out, grad_out, dpre, grad_h0)]
-        gates_a, hns_a, out_a, grad_out_a, dpre_a, dh_a = arrays
+        gates_a, hns_a, out_a, grad_out_a, dh_a = (
+            common.as_array(t) for t in (gates, hns, out, grad_out, grad_h0)
+        )
 
         def work(piece: parallel.Piece) -> None:
             d = piece.d
             gru_backward(
-                gates_a, d * gated, hns_a, out_a, d * hidden, h0_a[d], w_hh_t[d], grad_out_a,
-                dpre_a, d * gated, directions * gated + d * hidden, dh_a[d],
-                lengths_a, d == 1, piece.n0, piece.n1,
+                gates_a, d * 3 * hidden, hns_a, out_a, d * hidden, h0_a[d], w_hh_t[d], grad_out_a,
+                dh_a[d], lengths_a, d == 1, piece.n0, piece.n1,
             )
 
-        common.run_pieces(work, directions, batch, steps * gated * hidden)
+        common.run_pieces(work, directions, batch, steps * 3 * hidden * hidden)
         needs = ctx.needs_input_grad
-        hidden_columns = [
-            [
-                slice(d * gated, d * gated + 2 * hidden),  # r and z: as on the input side
-                slice(directions * gated + d * hidden, directions * gated + (d + 1) * hidden),
-            ]
-            for d in range(directions)
-        ]
-        grad_x, grads = common.weight_grads(dpre, hidden_columns, x, h0, out, weights, lengths_a, needs[2])
+        # gates now holds the input side's gradients, hns the new gate's hidden side's
+        grad_x, grads = common.weight_grads(
+            gates, x, h0, out, weights, lengths_a, needs[2], last_gate_hidden=hns
+        )
         return None, None, grad_x, grad_h0 if needs[3] else None, *grads
 
 

@@ -7,27 +7,31 @@ Forward, for a layer with ``D`` directions over ``(T, N, H_in)``, hidden size
    directions, ``W_ih x_t + b_ih``, into a gates buffer ``(T, N, D*4H)``;
 2. :func:`~rnnkit.kernels.lstm_loops.lstm_forward` runs the recurrence,
    turning the gates buffer into the gates' activations in place and, when
-   a backward pass will follow, keeping every ``c_t`` in ``(T, N, D*H)``.
+   a backward pass may follow, keeping every ``c_t`` in ``(T, N, D*H)``.
 
 Backward, from ``dL/d output``, ``dL/d h_n`` and ``dL/d c_n``:
 
 1. :func:`~rnnkit.kernels.lstm_loops.lstm_backward` walks the steps back and
-   leaves the gradient of every gate pre-activation in ``(T, N, D*4H)``, and
-   ``dL/dh_0``, ``dL/dc_0``;
+   turns the activations into the gradients of the gate pre-activations, in
+   place, and leaves ``dL/dh_0``, ``dL/dc_0``;
 2. :func:`~rnnkit.kernels.fused_common.weight_grads` does the products over
    all steps: ``dL/dx``, ``dL/dW_ih``, ``dL/dW_hh`` and the biases; with a
    projection, ``dL/dW_hr`` is one more.
 
 What is kept for the backward pass is what torch's own fused kernels keep:
-the gates' activations and ``c_t`` per step (the output, ``h_t``, exists
-anyway). Nothing is kept when no gradient is wanted.
+the gates' activations and ``c_t`` per step, and the outputs ``h_t`` (a copy
+of their own, so that the caller may change the output in place). Nothing is
+kept when no backward pass can follow. A second backward pass through the
+same graph (``retain_graph=True``) runs the forward loop again, since the
+first overwrote the activations; one that must itself be differentiable
+(``create_graph=True``) goes through the reference recurrence.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
@@ -42,93 +46,105 @@ def _directions(flat: tuple) -> list[DirectionWeights]:
     return [DirectionWeights(*flat[k : k + FIELDS]) for k in range(0, len(flat), FIELDS)]
 
 
+def _forward(
+    x: Tensor, h0: Tensor, c0: Tensor, weights: list[DirectionWeights], lengths: np.ndarray, keep: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The forward pass: ``(gates, cells, out, h_n, c_n)``, ``gates`` holding
+    the activations and ``cells`` every ``c_t`` when ``keep`` (else one
+    step's worth of scratch)."""
+    steps, batch, _ = x.shape
+    directions, _, width = h0.shape
+    hidden = c0.shape[2]
+    gates = common.project_inputs(x, weights)  # (T, N, D*4H)
+    out = x.new_empty(steps, batch, directions * width)
+    cells = x.new_empty(steps if keep else 1, batch, directions * hidden)
+    h_n = h0.detach().clone(memory_format=torch.contiguous_format)
+    c_n = c0.detach().clone(memory_format=torch.contiguous_format)
+    w_hh = [common.as_array(w.w_hh) for w in weights]
+    b_hh = common.as_arrays([w.b_hh for w in weights], (4 * hidden,), x.dtype)
+    w_hr = common.as_arrays([w.w_hr for w in weights], (0, hidden), x.dtype)
+    gates_a, out_a, cells_a, h_a, c_a = (common.as_array(t) for t in (gates, out, cells, h_n, c_n))
+
+    def work(piece: parallel.Piece) -> None:
+        d = piece.d
+        lstm_forward(
+            gates_a, d * 4 * hidden, w_hh[d], b_hh[d], w_hr[d], out_a, d * width,
+            cells_a, d * hidden, h_a[d], c_a[d], lengths, d == 1, piece.n0, piece.n1,
+        )
+
+    common.run_pieces(work, directions, batch, _work_per_row(steps, hidden, width, weights))
+    return gates, cells, out, h_n, c_n
+
+
 class LSTMFunction(torch.autograd.Function):
     """``(keep, lengths, x, h0, c0, *flat_weights) -> (output, h_n, c_n)``.
 
-    ``keep`` says whether a backward pass may follow (then the activations
-    are kept for it). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
+    ``keep`` says whether a backward pass may follow (then what it needs is
+    kept). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
     ``x (T, N, H_in)``, ``h0 (D, N, P)``, ``c0 (D, N, H)``; ``flat_weights`` is
     ``w_ih, w_hh, b_ih, b_hh, w_hr`` per direction (biases ``None`` without
     bias, ``w_hr`` ``None`` without projection). Returns ``output (T, N, D*P)``,
-    ``h_n (D, N, P)`` and ``c_n (D, N, H)``. Differentiable once.
+    ``h_n (D, N, P)`` and ``c_n (D, N, H)``.
     """
 
     @staticmethod
     def forward(
         ctx, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor, *flat: Tensor | None
     ):
-        weights = _directions(flat)
-        steps, batch, _ = x.shape
-        directions, _, width = h0.shape
-        hidden = c0.shape[2]
-        gates = common.project_inputs(x, weights)  # (T, N, D*4H)
-        out = x.new_empty(steps, batch, directions * width)
-        cells = x.new_empty(steps if keep else 1, batch, directions * hidden)
-        h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        c_n = c0.detach().clone(memory_format=torch.contiguous_format)
-        lengths_a = common.lengths_array(lengths, batch, steps)
-        w_hh = [common.as_array(w.w_hh) for w in weights]
-        b_hh = common.as_arrays([w.b_hh for w in weights], (4 * hidden,), x.dtype)
-        w_hr = common.as_arrays([w.w_hr for w in weights], (0, hidden), x.dtype)
-        arrays = [common.as_array(t) for t in (gates, out, cells, h_n, c_n)]
-        gates_a, out_a, cells_a, h_a, c_a = arrays
-
-        def work(piece: parallel.Piece) -> None:
-            d = piece.d
-            lstm_forward(
-                gates_a, d * 4 * hidden, w_hh[d], b_hh[d], w_hr[d], out_a, d * width,
-                cells_a, d * hidden, h_a[d], c_a[d], lengths_a, d == 1, piece.n0, piece.n1,
-            )
-
-        common.run_pieces(work, directions, batch, _work_per_row(steps, hidden, width, weights))
+        lengths_a = common.lengths_array(lengths, x.shape[1], x.shape[0])
+        gates, cells, out, h_n, c_n = _forward(x, h0, c0, _directions(flat), lengths_a, keep)
         if keep:
             ctx.save_for_backward(x, h0, c0, gates, cells, out, *flat)
-            ctx.lengths = lengths_a
+            ctx.lengths, ctx.lengths_a, ctx.spent = lengths, lengths_a, False
+            out = out.clone()  # the caller's: changing it in place leaves ours as it was
         return out, h_n, c_n
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor, grad_h_n: Tensor, grad_c_n: Tensor):
         x, h0, c0, gates, cells, out, *flat = ctx.saved_tensors
-        lengths_a = ctx.lengths
+        if torch.is_grad_enabled():  # create_graph=True
+            grads = common.reference_backward(
+                "lstm", ctx.lengths, x, (h0, c0), flat, (grad_out, grad_h_n, grad_c_n)
+            )
+            return None, None, *grads
         weights = _directions(flat)
+        lengths_a = ctx.lengths_a
+        if ctx.spent:  # a second backward pass: the first one overwrote the activations
+            gates, cells, _, _, _ = _forward(x, h0, c0, weights, lengths_a, keep=True)
+        ctx.spent = True
         steps, batch, _ = x.shape
         directions, _, width = h0.shape
         hidden = c0.shape[2]
         project = weights[0].w_hr is not None
 
-        dgates = torch.empty_like(gates)  # (T, N, D*4H): dL/d pre-activation of every gate
         grad_h0 = grad_h_n.clone(memory_format=torch.contiguous_format)
         grad_c0 = grad_c_n.clone(memory_format=torch.contiguous_format)
-        # with a projection: dL/dh_t and o * tanh(c_t), whose product is dL/dW_hr
-        dhs = x.new_empty(steps if project else 0, batch, directions * width)
-        ms = x.new_empty(steps if project else 0, batch, directions * hidden)
+        dhs = x.new_empty(steps if project else 0, batch, directions * width)  # dL/dh_t
         w_hh_t = [common.as_array(w.w_hh.t()) for w in weights]
         w_hr_t = common.as_arrays(
             [None if w.w_hr is None else w.w_hr.t() for w in weights], (0, width), x.dtype
         )
         c0_a = common.as_array(c0)
-        arrays = [common.as_array(t) for t in (gates, cells, grad_out, dgates, grad_h0, grad_c0, dhs, ms)]
-        gates_a, cells_a, grad_out_a, dgates_a, dh_a, dc_a, dhs_a, ms_a = arrays
+        arrays = [common.as_array(t) for t in (gates, cells, grad_out, grad_h0, grad_c0, dhs)]
+        gates_a, cells_a, grad_out_a, dh_a, dc_a, dhs_a = arrays
 
         def work(piece: parallel.Piece) -> None:
             d = piece.d
             lstm_backward(
                 gates_a, d * 4 * hidden, cells_a, d * hidden, c0_a[d], w_hh_t[d], w_hr_t[d],
-                grad_out_a, d * width, dgates_a, dh_a[d], dc_a[d], dhs_a, ms_a,
-                lengths_a, d == 1, piece.n0, piece.n1,
+                grad_out_a, d * width, dh_a[d], dc_a[d], dhs_a, lengths_a, d == 1, piece.n0, piece.n1,
             )
 
         common.run_pieces(work, directions, batch, _work_per_row(steps, hidden, width, weights))
         needs = ctx.needs_input_grad
-        same_columns = [[slice(d * 4 * hidden, (d + 1) * 4 * hidden)] for d in range(directions)]
-        grad_x, grads = common.weight_grads(dgates, same_columns, x, h0, out, weights, lengths_a, needs[2])
+        # gates now holds dL/d(gate pre-activations); with a projection, cells o * tanh(c_t)
+        grad_x, grads = common.weight_grads(gates, x, h0, out, weights, lengths_a, needs[2])
         flat_grads: list[Tensor | None] = []
         for d in range(directions):
             grad_w_hr = None
             if project:
                 dh_d = dhs[:, :, d * width : (d + 1) * width].reshape(-1, width)
-                grad_w_hr = dh_d.t() @ ms[:, :, d * hidden : (d + 1) * hidden].reshape(-1, hidden)
+                grad_w_hr = dh_d.t() @ cells[:, :, d * hidden : (d + 1) * hidden].reshape(-1, hidden)
             flat_grads += [*grads[4 * d : 4 * d + 4], grad_w_hr]
         return (
             None, None, grad_x, grad_h0 if needs[3] else None, grad_c0 if needs[4] else None,

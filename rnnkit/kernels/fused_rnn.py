@@ -18,15 +18,17 @@ Backward, from ``dL/d output`` and ``dL/d h_n``:
    ``dL/dx = dz W_ih``, ``dL/dW_ih = dz^T x``, ``dL/dW_hh = sum_t dz_t^T h_{t-1}``,
    and ``dL/db_ih = dL/db_hh = sum_t dz_t``.
 
-Only ``x``, ``h_0``, the weights and the output are kept for the backward
-pass, against torch.nn's several tensors per step.
+Only ``x``, ``h_0``, the weights and the outputs (a copy of their own, so
+that the caller may change the output in place) are kept for the backward
+pass, against torch.nn's several tensors per step, and nothing when no
+backward pass can follow. A backward pass that must itself be
+differentiable (``create_graph=True``) goes through the reference recurrence.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
@@ -35,16 +37,19 @@ from rnnkit.kernels.reference import DirectionWeights, State
 
 
 class ElmanFunction(torch.autograd.Function):
-    """``(relu, lengths, x, h0, *flat_weights) -> (output, h_n)``.
+    """``(relu, keep, lengths, x, h0, *flat_weights) -> (output, h_n)``.
 
-    Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``), ``x (T, N, H_in)``,
-    ``h0 (D, N, H)``; ``flat_weights`` is ``w_ih, w_hh, b_ih, b_hh`` per
-    direction (biases ``None`` without bias). Returns ``output (T, N, D*H)``
-    and ``h_n (D, N, H)``. Differentiable once.
+    ``keep`` says whether a backward pass may follow (then the outputs are
+    kept for it). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all
+    ``T``), ``x (T, N, H_in)``, ``h0 (D, N, H)``; ``flat_weights`` is ``w_ih,
+    w_hh, b_ih, b_hh`` per direction (biases ``None`` without bias). Returns
+    ``output (T, N, D*H)`` and ``h_n (D, N, H)``.
     """
 
     @staticmethod
-    def forward(ctx, relu: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, *flat: Tensor | None):
+    def forward(
+        ctx, relu: bool, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, *flat: Tensor | None
+    ):
         weights = [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
         steps, batch, _ = x.shape
         hidden = h0.shape[2]
@@ -63,15 +68,20 @@ class ElmanFunction(torch.autograd.Function):
             )
 
         common.run_pieces(work, len(weights), batch, steps * hidden * hidden)
-        ctx.save_for_backward(x, h0, out, *flat)
-        ctx.relu, ctx.lengths = relu, lengths_a
+        if keep:
+            ctx.save_for_backward(x, h0, out, *flat)
+            ctx.relu, ctx.lengths, ctx.lengths_a = relu, lengths, lengths_a
+            out = out.clone()  # the caller's: changing it in place leaves ours as it was
         return out, h_n
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor, grad_h_n: Tensor):
         x, h0, out, *flat = ctx.saved_tensors
-        lengths_a = ctx.lengths
+        if torch.is_grad_enabled():  # create_graph=True
+            mode = "rnn_relu" if ctx.relu else "rnn_tanh"
+            grads = common.reference_backward(mode, ctx.lengths, x, (h0,), flat, (grad_out, grad_h_n))
+            return None, None, None, *grads
+        lengths_a = ctx.lengths_a
         weights = [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
         steps, batch, _ = x.shape
         directions, _, hidden = h0.shape
@@ -91,9 +101,8 @@ class ElmanFunction(torch.autograd.Function):
 
         common.run_pieces(work, directions, batch, steps * hidden * hidden)
         needs = ctx.needs_input_grad
-        same_columns = [[slice(d * hidden, (d + 1) * hidden)] for d in range(directions)]
-        grad_x, grads = common.weight_grads(dz, same_columns, x, h0, out, weights, lengths_a, needs[2])
-        return None, None, grad_x, grad_h0 if needs[3] else None, *grads
+        grad_x, grads = common.weight_grads(dz, x, h0, out, weights, lengths_a, needs[3])
+        return None, None, None, grad_x, grad_h0 if needs[4] else None, *grads
 
 
 def run_layer(
@@ -106,6 +115,7 @@ def run_layer(
     """One Elman layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
     flat = [tensor for w in weights for tensor in (w.w_ih, w.w_hh, w.b_ih, w.b_hh)]
     output, h_n = ElmanFunction.apply(
-        mode == "rnn_relu", common.clean_lengths(lengths, x.shape[0]), x, state[0], *flat
+        mode == "rnn_relu", common.backward_may_follow(x, *state, *flat),
+        common.clean_lengths(lengths, x.shape[0]), x, state[0], *flat,
     )
     return output, (h_n,)

@@ -20,7 +20,10 @@ with hidden size ``H``:
 Unlike the Elman and LSTM cells, the GRU's hidden-side and input-side
 pre-activations get different gradients: ``b_hn`` sits inside the reset
 product, so ``dL/d(W_hn h + b_hn) = r * dL/d(W_in x + b_in)``. The backward loop
-leaves both (see :func:`gru_backward`).
+leaves both (see :func:`gru_backward`), in place of the activations it reads:
+what it reads of a step is dead once the step is done, and the gradients need
+that much room. A second backward pass through the same forward pass must
+therefore run the forward loop again first.
 
 Each direction of a step is a step function (:func:`gru_forward_step`,
 :func:`gru_backward_step`: everything but the product with ``W_hh``); the
@@ -91,23 +94,21 @@ def gru_forward_step(gates, gcol, z, b_hh, out, ocol, hns, h, lengths, t, n0, n1
 
 
 @jit
-def gru_backward(
-    gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dpre, dcol, dncol, dh, lengths, reverse, n0, n1
-):
-    """Back-propagate through the steps of :func:`gru_forward`, last step first.
+def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dh, lengths, reverse, n0, n1):
+    """Back-propagate through the steps of :func:`gru_forward`, last step first,
+    turning the saved activations into gradients in place.
 
     Args:
-        gates: ``(T, N, D*3H)``, the activations ``r, z, n`` the forward loop left.
-        hns: ``(T, N, D*H)``, ``W_hn h_{t-1} + b_hn`` of every step.
+        gates: ``(T, N, D*3H)``: the activations ``r, z, n`` the forward loop
+            left on entry; on return, the gradients of the input-side
+            pre-activations ``W_ih x_t + b_ih`` (zero past each length).
+        hns: ``(T, N, D*H)``: ``W_hn h_{t-1} + b_hn`` of every step on entry;
+            on return, its gradient. The hidden side's ``r`` and ``z`` parts
+            have the input side's gradients.
         out: ``(T, N, D*H)``, the forward output ``h_t``; ``h0``: ``(N, H)``,
             this direction's ``h_0`` (the ``h_{t-1}`` of each row's first step).
         w_hh_t: ``(H, 3H)``, ``W_hh`` transposed, C-contiguous.
         grad_out: ``(T, N, D*H)``, the loss's gradient with respect to the output.
-        dpre: ``(T, N, C)``; columns ``dcol:dcol+3H`` receive the gradients of
-            the input-side pre-activations ``W_ih x_t + b_ih`` (gates ``r, z, n``),
-            columns ``dncol:dncol+H`` that of ``W_hn h_{t-1} + b_hn``; the
-            hidden-side ``r`` and ``z`` parts equal the input-side ones. Zero
-            past each length.
         dh: ``(N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
     """
     steps = gates.shape[0]
@@ -116,10 +117,7 @@ def gru_backward(
     back = np.empty((rows, hidden), dtype=dh.dtype)  # W_hh^T of it
     for s in range(steps):
         t = s if reverse else steps - 1 - s
-        gru_backward_step(
-            gates, gcol, hns, out, ocol, h0, grad_out, dpre, dcol, dncol, dh, hid,
-            lengths, t, reverse, n0, n1,
-        )
+        gru_backward_step(gates, gcol, hns, out, ocol, h0, grad_out, dh, hid, lengths, t, reverse, n0, n1)
         matmul_rows(hid, 0, w_hh_t, back, 0, rows)
         for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
             d, b = dh[n], back[n - n0]
@@ -128,9 +126,7 @@ def gru_backward(
 
 
 @jit(inline="always")
-def gru_backward_step(
-    gates, gcol, hns, out, ocol, h0, grad_out, dpre, dcol, dncol, dh, hid, lengths, t, reverse, n0, n1
-):
+def gru_backward_step(gates, gcol, hns, out, ocol, h0, grad_out, dh, hid, lengths, t, reverse, n0, n1):
     """Step ``t`` of :func:`gru_backward` for rows ``n0 <= n < n1``, all but
     the product with ``W_hh``: it leaves the direct path's share of
     ``dL/dh_{t-1}`` in ``dh`` and the hidden side's gradient in ``hid``
@@ -139,26 +135,23 @@ def gru_backward_step(
     hidden = dh.shape[1]
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     for n in range(n0, n1):
-        dx, dxn = dpre[t, n, dcol : dcol + 3 * hidden], dpre[t, n, dncol : dncol + hidden]
-        hd = hid[n - n0]
+        a, hn, hd = gates[t, n, gcol : gcol + 3 * hidden], hns[t, n, ocol : ocol + hidden], hid[n - n0]
         if t >= lengths[n]:
-            dx[:] = zero
-            dxn[:] = zero
+            a[:] = zero
+            hn[:] = zero
             hd[:] = zero
             continue
         first = t == lengths[n] - 1 if reverse else t == 0
         h_prev = h0[n] if first else out[t + 1 if reverse else t - 1, n, ocol : ocol + hidden]
-        a = gates[t, n, gcol : gcol + 3 * hidden]
         ar, az, an = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden :]
-        dr, dz, dn = dx[:hidden], dx[hidden : 2 * hidden], dx[2 * hidden :]
         hr, hz, hh = hd[:hidden], hd[hidden : 2 * hidden], hd[2 * hidden :]
-        hn, gy, d = hns[t, n, ocol : ocol + hidden], grad_out[t, n, ocol : ocol + hidden], dh[n]
+        gy, d = grad_out[t, n, ocol : ocol + hidden], dh[n]
         for k in range(hidden):
             r, u, new = ar[k], az[k], an[k]
             g = d[k] + gy[k]  # dL/dh_t, all paths
             dnew = g * (one - u) * (one - new * new)
-            hr[k] = dr[k] = dnew * hn[k] * (r * (one - r))
-            hz[k] = dz[k] = g * (h_prev[k] - new) * (u * (one - u))
-            dn[k] = dnew
-            hh[k] = dxn[k] = dnew * r
+            hr[k] = ar[k] = dnew * hn[k] * (r * (one - r))
+            hz[k] = az[k] = g * (h_prev[k] - new) * (u * (one - u))
+            an[k] = dnew
+            hh[k] = hn[k] = dnew * r
             d[k] = g * u  # the direct path to h_{t-1}; W_hh^T hid is added to it

@@ -19,6 +19,11 @@ with hidden size ``H`` and output size ``P`` (``P = H`` without a projection):
 * ``w_hr (P, H)``: the projection ``h_t = W_hr (o * tanh(c_t))``; an array
   with no rows means none.
 
+The backward loop overwrites ``gates`` (and, with a projection, ``cells``)
+with gradients as it goes: what it reads of a step is dead once the step is
+done, and the gradients need that much room. A second backward pass through
+the same forward pass must therefore run the forward loop again first.
+
 Each direction of a step is a step function (:func:`lstm_forward_step`,
 :func:`lstm_backward_step`: everything but the product with ``W_hh``); the
 sequence loops (:func:`lstm_forward`, :func:`lstm_backward`) alternate it with
@@ -106,24 +111,26 @@ def lstm_forward_step(gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, 
 
 @jit
 def lstm_backward(
-    gates, gcol, cells, ccol, c0, w_hh_t, w_hr_t, grad_out, ocol, dgates, dh, dc, dhs, ms,
-    lengths, reverse, n0, n1,
+    gates, gcol, cells, ccol, c0, w_hh_t, w_hr_t, grad_out, ocol, dh, dc, dhs, lengths, reverse, n0, n1
 ):
-    """Back-propagate through the steps of :func:`lstm_forward`, last step first.
+    """Back-propagate through the steps of :func:`lstm_forward`, last step first,
+    turning the saved activations into gradients in place.
 
     Args:
-        gates: ``(T, N, D*4H)``, the activations the forward loop left.
-        cells: ``(T, N, D*H)``, ``c_t``; ``c0``: ``(N, H)``, this direction's ``c_0``.
+        gates: ``(T, N, D*4H)``: the activations the forward loop left on
+            entry; on return, the gradient of each step's gate pre-activations
+            (zero past each length).
+        cells: ``(T, N, D*H)``, ``c_t``; ``c0``: ``(N, H)``, this direction's
+            ``c_0``. With a projection, each step's ``o * tanh(c_t)`` replaces
+            its ``c_t`` once no later step needs it (zeros past each length).
         w_hh_t: ``(P, 4H)``, ``W_hh`` transposed, C-contiguous.
         w_hr_t: ``(H, P)``, ``W_hr`` transposed, or no rows without a projection.
         grad_out: ``(T, N, D*P)``, the loss's gradient with respect to the output.
-        dgates: ``(T, N, D*4H)``; columns ``gcol:gcol+4H`` receive the gradient
-            of each step's gate pre-activations (zero past each length).
         dh: ``(N, P)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
         dc: ``(N, H)``: ``dL/dc_n`` on entry, ``dL/dc_0`` on return.
-        dhs, ms: ``(T, N, D*P)`` and ``(T, N, D*H)``; with a projection they
-            receive ``dL/dh_t`` and ``o * tanh(c_t)`` (zeros past each
-            length), whose product over all steps is ``dL/dW_hr``.
+        dhs: ``(T, N, D*P)``; with a projection it receives ``dL/dh_t`` (zeros
+            past each length), whose product with ``o * tanh(c_t)`` over all
+            steps is ``dL/dW_hr``; unused without one.
     """
     steps = gates.shape[0]
     rows, width = n1 - n0, dh.shape[1]
@@ -132,10 +139,10 @@ def lstm_backward(
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         lstm_backward_step(
-            gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dgates, dh, dc, dhs, ms,
-            gh, dm, m, lengths, t, reverse, n0, n1,
+            gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dh, dc, dhs, gh, dm, m,
+            lengths, t, reverse, n0, n1,
         )
-        matmul_rows(dgates[t], gcol, w_hh_t, back, n0, n1)
+        matmul_rows(gates[t], gcol, w_hh_t, back, n0, n1)
         for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
             d, b = dh[n], back[n - n0]
             for k in range(width):
@@ -155,14 +162,14 @@ def backward_scratch(rows, hidden, width, dtype):
 
 @jit(inline="always")
 def lstm_backward_step(
-    gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dgates, dh, dc, dhs, ms, gh, dm, m,
+    gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dh, dc, dhs, gh, dm, m,
     lengths, t, reverse, n0, n1,
 ):
     """Step ``t`` of :func:`lstm_backward` for rows ``n0 <= n < n1``, all but
     the product with ``W_hh``: it consumes ``dh`` (rows still running are set
-    to zero) and leaves ``dgates[t]``, so that adding ``W_hh^T dgates[t]`` of
-    the rows to ``dh`` completes the step. ``gh``, ``dm`` and ``m`` are
-    :func:`backward_scratch`'s."""
+    to zero) and leaves the gate gradients in ``gates[t]``, so that adding
+    ``W_hh^T gates[t]`` of the rows to ``dh`` completes the step. ``gh``,
+    ``dm`` and ``m`` are :func:`backward_scratch`'s."""
     hidden, width = dc.shape[1], dh.shape[1]
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
     project = w_hr_t.shape[0] > 0
@@ -181,28 +188,25 @@ def lstm_backward_step(
         matmul_rows(gh, 0, w_hr_t, dm, 0, n1 - n0)
     dm_all = dm if project else gh
     for n in range(n0, n1):
-        d = dgates[t, n, gcol : gcol + 4 * hidden]
+        a, c_t = gates[t, n, gcol : gcol + 4 * hidden], cells[t, n, ccol : ccol + hidden]
         if t >= lengths[n]:
-            d[:] = zero
+            a[:] = zero
             if project:
-                ms[t, n, ccol : ccol + hidden] = zero
+                c_t[:] = zero
             continue
         first = t == lengths[n] - 1 if reverse else t == 0
         c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, ccol : ccol + hidden]
-        c_t = cells[t, n, ccol : ccol + hidden]
-        a = gates[t, n, gcol : gcol + 4 * hidden]
         ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
-        di, df, dg, do = d[:hidden], d[hidden : 2 * hidden], d[2 * hidden : 3 * hidden], d[3 * hidden :]
         dmn, dcn = dm_all[n - n0], dc[n]
         for k in range(hidden):
             i, f, g, o = ai[k], af[k], ag[k], ao[k]
             tc = tanh(c_t[k])
             dct = dcn[k] + dmn[k] * o * (one - tc * tc)  # dL/dc_t, all paths
-            di[k] = dct * g * (i * (one - i))
-            df[k] = dct * c_prev[k] * (f * (one - f))
-            dg[k] = dct * i * (one - g * g)
-            do[k] = dmn[k] * tc * (o * (one - o))
+            ai[k] = dct * g * (i * (one - i))
+            af[k] = dct * c_prev[k] * (f * (one - f))
+            ag[k] = dct * i * (one - g * g)
+            ao[k] = dmn[k] * tc * (o * (one - o))
             dcn[k] = dct * f
             m[k] = o * tc
         if project:
-            ms[t, n, ccol : ccol + hidden] = m
+            c_t[:] = m  # no step still to come reads this c_t
