@@ -15,6 +15,7 @@ import contextlib
 import os
 from typing import Callable, Iterator, NamedTuple
 
+import torch
 from torch import Tensor
 
 from rnnkit.kernels import fused, reference
@@ -79,6 +80,7 @@ def use_backend(name: str) -> Iterator[None]:
         _forced = previous
 
 
+@torch.compiler.disable
 def run_layer(
     mode: str,
     x: Tensor,
@@ -86,5 +88,10 @@ def run_layer(
     weights: list[DirectionWeights],
     lengths: Tensor | None,
 ) -> tuple[Tensor, State]:
-    """Run one layer with the selected backend; see :func:`reference.run_layer`."""
+    """Run one layer with the selected backend; see :func:`reference.run_layer`.
+
+    torch.compile does not trace into it: the fused loops are compiled
+    already, and the reference's loop over time steps would unroll into a
+    graph as long as the sequence. It runs as it is, between the compiled
+    graphs around it."""
     return select_backend(mode, x, weights).run_layer(mode, x, state, weights, lengths)

@@ -35,10 +35,30 @@ DTYPES = (torch.float32, torch.float64)
 
 def supports(mode: str, x: Tensor, weights: list[DirectionWeights]) -> bool:
     """Whether the fused loops can run this call: a known cell type, CPU,
-    float32 or float64, every weight with the input's dtype and device."""
+    float32 or float64, every weight with the input's dtype and device; and
+    none of torch's machinery that the loops, reading raw memory, would
+    escape: autocast (whose products would change the dtype under them) and
+    torch.func's transforms (whose tensors are wrappers). The reference,
+    plain tensor ops, serves those."""
     if mode not in LAYERS or x.device.type != "cpu" or x.dtype not in DTYPES:
         return False
+    if _autocast_enabled("cpu") or _transforms_active():
+        return False
     return all(t is None or (t.device == x.device and t.dtype == x.dtype) for w in weights for t in w)
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _transforms_active() -> bool:
+    """Whether a torch.func transform (grad, vmap, ...) is running: its
+    tensors, the state's included, are wrappers, not plain memory."""
+    check = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(check and check())
 
 
 def run_layer(
