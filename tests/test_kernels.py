@@ -187,6 +187,53 @@ def test_inference_gives_what_training_gives(case):
         assert torch.equal(a, b.detach())
 
 
+AUTOGRAD_CASES = [
+    Case("rnn_tanh", directions=2, lengths=VARIABLE),
+    Case("lstm", directions=2, lengths=VARIABLE, proj=4),
+    Case("gru", directions=2, lengths=VARIABLE),
+]
+
+
+@pytest.mark.parametrize("case", AUTOGRAD_CASES, ids=str)
+def test_a_second_backward_through_the_same_graph_gives_the_same_gradients(case):
+    """The LSTM and GRU backward loops overwrite the saved activations with
+    gradients; retain_graph=True must still work (the forward loop reruns)."""
+    x, state, weights, lengths = inputs = make_inputs(case)
+    output, final = fused.run_layer(case.mode, *inputs)
+    loss = output.square().sum() + sum(s.square().sum() for s in final)
+    first = torch.autograd.grad(loss, leaves(x, state, weights), retain_graph=True)
+    second = torch.autograd.grad(loss, leaves(x, state, weights))
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("case", AUTOGRAD_CASES, ids=str)
+def test_changing_the_output_in_place_leaves_backward_right(case):
+    inputs = make_inputs(case)
+    results = []
+    for run_layer in (fused.run_layer, reference.run_layer):
+        output, _ = run_layer(case.mode, *inputs)
+        output.mul_(2)
+        results.append(torch.autograd.grad(output.square().sum(), leaves(*inputs[:3])))
+    for a, b in zip(*results):
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize("case", AUTOGRAD_CASES, ids=str)
+def test_a_differentiable_backward_matches_the_reference(case):
+    """create_graph=True (a gradient penalty): the fused layer's backward
+    then goes through the reference, so its gradient can be differentiated."""
+    x, state, weights, lengths = inputs = make_inputs(case)
+    results = []
+    for run_layer in (fused.run_layer, reference.run_layer):
+        output, _ = run_layer(case.mode, *inputs)
+        (grad_x,) = torch.autograd.grad(output.sum(), x, create_graph=True)
+        penalty = output.square().sum() + grad_x.square().sum()
+        results.append(torch.autograd.grad(penalty, leaves(x, state, weights)))
+    for a, b in zip(*results):
+        assert_close(a, b)
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -390,6 +437,23 @@ def test_auto_picks_fused_where_it_serves_and_the_reference_elsewhere(
     x = torch.zeros(2, 2, 4, dtype=dtype, device=device)
     hr = torch.zeros(2, 3, dtype=dtype, device=device) if projection else None
     assert kernels.select_backend(mode, x, weights_like(x, w_hr=hr)).name == expected
+
+
+def test_autocast_and_torch_func_transforms_go_to_the_reference():
+    """The loops read raw memory: under autocast the input projection would
+    change dtype beneath them, and torch.func's tensors are wrappers."""
+    x = torch.zeros(2, 2, 4)
+    assert kernels.select_backend("gru", x, weights_like(x)).name == "fused"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.select_backend("gru", x, weights_like(x)).name == "reference"
+    chosen = []
+
+    def loss(x):
+        chosen.append(kernels.select_backend("gru", x, weights_like(x)).name)
+        return x.sum()
+
+    torch.func.grad(loss)(x)
+    assert chosen == ["reference"]
 
 
 def test_the_environment_variable_forces_the_reference(monkeypatch):
