@@ -27,7 +27,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.kernels import parallel, reference
@@ -62,6 +61,21 @@ def backward_may_follow(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def keep_output(ctx, out: Tensor) -> None:
+    """Keep a Function's output for its backward pass without copying it: a
+    detached alias (no reference cycle through the output's ``grad_fn``) and
+    its version, so that :func:`kept_output` can tell whether the caller has
+    changed it in place since."""
+    ctx.out, ctx.out_version = out.detach(), out._version
+
+
+def kept_output(ctx) -> Tensor | None:
+    """The output as the forward pass left it, or ``None`` when the caller has
+    changed it in place (then the backward pass runs the forward loop again,
+    as torch.nn's layers, which keep copies, would not need to)."""
+    return ctx.out if ctx.out._version == ctx.out_version else None
+
+
 def lengths_array(lengths: Tensor | None, batch: int, steps: int) -> np.ndarray:
     """``(N,)`` int64 for the loops; every sequence has ``T`` steps when ``None``."""
     return np.full(batch, steps, np.int64) if lengths is None else as_array(lengths)
@@ -77,10 +91,20 @@ def stack(tensors: list[Tensor | None]) -> Tensor | None:
 
 def project_inputs(x: Tensor, weights: list[DirectionWeights]) -> Tensor:
     """``W_ih x_t + b_ih`` of every step and direction: ``(T, N, H_in) ->
-    (T, N, D*G*H)``, contiguous, since the loops write into it."""
+    (T, N, D*G*H)``, contiguous, since the loops write into it, and a tensor
+    of its own rather than a view (the Elman layer returns it, and autograd
+    forbids changing a Function's view outputs in place). Call it with
+    autograd off, as inside a Function's forward."""
     w_ih = stack([w.w_ih for w in weights])
     b_ih = stack([w.b_ih for w in weights])
-    return F.linear(x, w_ih, b_ih).contiguous()
+    steps, batch, features = x.shape
+    out = x.new_empty(steps, batch, w_ih.shape[0])
+    rows, x_rows = out.view(steps * batch, -1), x.reshape(steps * batch, features)
+    if b_ih is None:
+        torch.mm(x_rows, w_ih.t(), out=rows)
+    else:
+        torch.addmm(b_ih, x_rows, w_ih.t(), out=rows)
+    return out
 
 
 def run_pieces(work: Callable[[parallel.Piece], None], directions: int, batch: int, work_per_row: int) -> None:

@@ -20,12 +20,12 @@ Backward, from ``dL/d output`` and ``dL/d h_n``:
    all steps: ``dL/dx``, ``dL/dW_ih``, ``dL/dW_hh`` and the biases.
 
 What is kept for the backward pass: the gates' activations and ``W_hn h +
-b_hn`` per step, and the outputs ``h_t`` (a copy of their own, so that the
-caller may change the output in place). Nothing is kept when no backward
-pass can follow. A second backward pass through the same graph
-(``retain_graph=True``) runs the forward loop again, since the first
-overwrote the activations; one that must itself be differentiable
-(``create_graph=True``) goes through the reference recurrence.
+b_hn`` per step, and the output ``h_t`` itself. Nothing is kept when no
+backward pass can follow. A second backward pass through the same graph
+(``retain_graph=True``), since the first overwrote the activations, or one
+after the caller changed the output in place runs the forward loop again;
+one that must itself be differentiable (``create_graph=True``) goes through
+the reference recurrence.
 """
 
 from __future__ import annotations
@@ -86,21 +86,23 @@ class GRUFunction(torch.autograd.Function):
         lengths_a = common.lengths_array(lengths, x.shape[1], x.shape[0])
         gates, hns, out, h_n = _forward(x, h0, _directions(flat), lengths_a, keep)
         if keep:
-            ctx.save_for_backward(x, h0, gates, hns, out, *flat)
+            ctx.save_for_backward(x, h0, gates, hns, *flat)
             ctx.lengths, ctx.lengths_a, ctx.spent = lengths, lengths_a, False
-            out = out.clone()  # the caller's: changing it in place leaves ours as it was
+            common.keep_output(ctx, out)
         return out, h_n
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, grad_h_n: Tensor):
-        x, h0, gates, hns, out, *flat = ctx.saved_tensors
+        x, h0, gates, hns, *flat = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
             grads = common.reference_backward("gru", ctx.lengths, x, (h0,), flat, (grad_out, grad_h_n))
             return None, None, *grads
         weights = _directions(flat)
         lengths_a = ctx.lengths_a
-        if ctx.spent:  # a second backward pass: the first one overwrote the activations
-            gates, hns, _, _ = _forward(x, h0, weights, lengths_a, keep=True)
+        out = common.kept_output(ctx)
+        if ctx.spent or out is None:  # a second backward pass (the first one overwrote
+            # the activations), or the output changed in place: run the forward loop again
+            gates, hns, out, _ = _forward(x, h0, weights, lengths_a, keep=True)
         ctx.spent = True
         steps, batch, _ = x.shape
         directions, _, hidden = h0.shape

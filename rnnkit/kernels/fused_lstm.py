@@ -19,11 +19,11 @@ Backward, from ``dL/d output``, ``dL/d h_n`` and ``dL/d c_n``:
    projection, ``dL/dW_hr`` is one more.
 
 What is kept for the backward pass is what torch's own fused kernels keep:
-the gates' activations and ``c_t`` per step, and the outputs ``h_t`` (a copy
-of their own, so that the caller may change the output in place). Nothing is
-kept when no backward pass can follow. A second backward pass through the
-same graph (``retain_graph=True``) runs the forward loop again, since the
-first overwrote the activations; one that must itself be differentiable
+the gates' activations and ``c_t`` per step, and the output ``h_t`` itself.
+Nothing is kept when no backward pass can follow. A second backward pass
+through the same graph (``retain_graph=True``), since the first overwrote
+the activations, or one after the caller changed the output in place runs
+the forward loop again; one that must itself be differentiable
 (``create_graph=True``) goes through the reference recurrence.
 """
 
@@ -94,14 +94,14 @@ class LSTMFunction(torch.autograd.Function):
         lengths_a = common.lengths_array(lengths, x.shape[1], x.shape[0])
         gates, cells, out, h_n, c_n = _forward(x, h0, c0, _directions(flat), lengths_a, keep)
         if keep:
-            ctx.save_for_backward(x, h0, c0, gates, cells, out, *flat)
+            ctx.save_for_backward(x, h0, c0, gates, cells, *flat)
             ctx.lengths, ctx.lengths_a, ctx.spent = lengths, lengths_a, False
-            out = out.clone()  # the caller's: changing it in place leaves ours as it was
+            common.keep_output(ctx, out)
         return out, h_n, c_n
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, grad_h_n: Tensor, grad_c_n: Tensor):
-        x, h0, c0, gates, cells, out, *flat = ctx.saved_tensors
+        x, h0, c0, gates, cells, *flat = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
             grads = common.reference_backward(
                 "lstm", ctx.lengths, x, (h0, c0), flat, (grad_out, grad_h_n, grad_c_n)
@@ -109,8 +109,10 @@ class LSTMFunction(torch.autograd.Function):
             return None, None, *grads
         weights = _directions(flat)
         lengths_a = ctx.lengths_a
-        if ctx.spent:  # a second backward pass: the first one overwrote the activations
-            gates, cells, _, _, _ = _forward(x, h0, c0, weights, lengths_a, keep=True)
+        out = common.kept_output(ctx)
+        if ctx.spent or out is None:  # a second backward pass (the first one overwrote
+            # the activations), or the output changed in place: run the forward loop again
+            gates, cells, out, _, _ = _forward(x, h0, c0, weights, lengths_a, keep=True)
         ctx.spent = True
         steps, batch, _ = x.shape
         directions, _, width = h0.shape

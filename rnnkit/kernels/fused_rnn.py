@@ -18,15 +18,17 @@ Backward, from ``dL/d output`` and ``dL/d h_n``:
    ``dL/dx = dz W_ih``, ``dL/dW_ih = dz^T x``, ``dL/dW_hh = sum_t dz_t^T h_{t-1}``,
    and ``dL/db_ih = dL/db_hh = sum_t dz_t``.
 
-Only ``x``, ``h_0``, the weights and the outputs (a copy of their own, so
-that the caller may change the output in place) are kept for the backward
+Only ``x``, ``h_0``, the weights and the output are kept for the backward
 pass, against torch.nn's several tensors per step, and nothing when no
-backward pass can follow. A backward pass that must itself be
-differentiable (``create_graph=True``) goes through the reference recurrence.
+backward pass can follow. If the caller changes the output in place before
+the backward pass, that pass runs the forward loop again; one that must
+itself be differentiable (``create_graph=True``) goes through the reference
+recurrence.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,13 +38,39 @@ from rnnkit.kernels.elman_loops import elman_backward, elman_forward
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
+def _directions(flat: tuple) -> list[DirectionWeights]:
+    return [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
+
+
+def _forward(
+    x: Tensor, h0: Tensor, weights: list[DirectionWeights], lengths: np.ndarray, relu: bool
+) -> tuple[Tensor, Tensor]:
+    """The forward pass: ``(out, h_n)``."""
+    steps, batch, _ = x.shape
+    hidden = h0.shape[2]
+    out = common.project_inputs(x, weights)  # (T, N, D*H): W_ih x_t + b_ih, then, in place, h_t
+    h_n = h0.detach().clone(memory_format=torch.contiguous_format)
+    w_hh = [common.as_array(w.w_hh) for w in weights]
+    b_hh = common.as_arrays([w.b_hh for w in weights], (hidden,), x.dtype)
+    out_a, h_a = common.as_array(out), common.as_array(h_n)
+
+    def work(piece: parallel.Piece) -> None:
+        d = piece.d
+        elman_forward(
+            out_a, d * hidden, w_hh[d], b_hh[d], h_a[d], lengths, d == 1, relu, piece.n0, piece.n1
+        )
+
+    common.run_pieces(work, len(weights), batch, steps * hidden * hidden)
+    return out, h_n
+
+
 class ElmanFunction(torch.autograd.Function):
     """``(relu, keep, lengths, x, h0, *flat_weights) -> (output, h_n)``.
 
-    ``keep`` says whether a backward pass may follow (then the outputs are
-    kept for it). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all
-    ``T``), ``x (T, N, H_in)``, ``h0 (D, N, H)``; ``flat_weights`` is ``w_ih,
-    w_hh, b_ih, b_hh`` per direction (biases ``None`` without bias). Returns
+    ``keep`` says whether a backward pass may follow (then what it needs is
+    kept). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
+    ``x (T, N, H_in)``, ``h0 (D, N, H)``; ``flat_weights`` is ``w_ih, w_hh,
+    b_ih, b_hh`` per direction (biases ``None`` without bias). Returns
     ``output (T, N, D*H)`` and ``h_n (D, N, H)``.
     """
 
@@ -50,39 +78,26 @@ class ElmanFunction(torch.autograd.Function):
     def forward(
         ctx, relu: bool, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, *flat: Tensor | None
     ):
-        weights = [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
-        steps, batch, _ = x.shape
-        hidden = h0.shape[2]
-        out = common.project_inputs(x, weights)  # (T, N, D*H): W_ih x_t + b_ih, then, in place, h_t
-        h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        lengths_a = common.lengths_array(lengths, batch, steps)
-        w_hh = [common.as_array(w.w_hh) for w in weights]
-        b_hh = common.as_arrays([w.b_hh for w in weights], (hidden,), x.dtype)
-        out_a, h_a = common.as_array(out), common.as_array(h_n)
-
-        def work(piece: parallel.Piece) -> None:
-            d = piece.d
-            elman_forward(
-                out_a, d * hidden, w_hh[d], b_hh[d], h_a[d], lengths_a, d == 1, relu,
-                piece.n0, piece.n1,
-            )
-
-        common.run_pieces(work, len(weights), batch, steps * hidden * hidden)
+        lengths_a = common.lengths_array(lengths, x.shape[1], x.shape[0])
+        out, h_n = _forward(x, h0, _directions(flat), lengths_a, relu)
         if keep:
-            ctx.save_for_backward(x, h0, out, *flat)
+            ctx.save_for_backward(x, h0, *flat)
             ctx.relu, ctx.lengths, ctx.lengths_a = relu, lengths, lengths_a
-            out = out.clone()  # the caller's: changing it in place leaves ours as it was
+            common.keep_output(ctx, out)
         return out, h_n
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, grad_h_n: Tensor):
-        x, h0, out, *flat = ctx.saved_tensors
+        x, h0, *flat = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
             mode = "rnn_relu" if ctx.relu else "rnn_tanh"
             grads = common.reference_backward(mode, ctx.lengths, x, (h0,), flat, (grad_out, grad_h_n))
             return None, None, None, *grads
         lengths_a = ctx.lengths_a
-        weights = [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
+        weights = _directions(flat)
+        out = common.kept_output(ctx)
+        if out is None:  # the caller changed the output in place: run the forward loop again
+            out, _ = _forward(x, h0, weights, lengths_a, ctx.relu)
         steps, batch, _ = x.shape
         directions, _, hidden = h0.shape
 
