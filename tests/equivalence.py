@@ -8,6 +8,27 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+import rnnkit
+
+INPUT, HIDDEN, STEPS, BATCH = 4, 5, 6, 3
+"""Sizes of the equivalence tests: small, so that every configuration is cheap."""
+
+KIND_OPTIONS = {
+    "RNN": [dict(nonlinearity="tanh"), dict(nonlinearity="relu")],
+    "LSTM": [dict(), dict(proj_size=2)],
+    "GRU": [dict()],
+}
+"""Each sequence layer and the options only it has."""
+
+
+def build(config: dict, dtype=torch.float64, **more):
+    """The torch.nn layer for ``config`` (``kind`` and constructor arguments)
+    and its rnnkit twin with the same weights: ``(ours, theirs)``."""
+    config = dict(config, **more)
+    kind = config.pop("kind")
+    theirs = getattr(nn, kind)(INPUT, HIDDEN, dtype=dtype, **config)
+    return getattr(rnnkit, kind).from_torch(theirs), theirs
+
 
 def flat(value) -> Tensor:
     """A tensor, a PackedSequence or a tuple of tensors as one flat tensor."""

@@ -11,16 +11,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
-from equivalence import assert_same, run
+from equivalence import BATCH, HIDDEN, INPUT, KIND_OPTIONS, STEPS, assert_same, build, run
 
-INPUT, HIDDEN, STEPS, BATCH = 4, 5, 6, 3
-
-KIND_OPTIONS = {
-    "RNN": [dict(nonlinearity="tanh"), dict(nonlinearity="relu")],
-    "LSTM": [dict(), dict(proj_size=2)],
-    "GRU": [dict()],
-}
-"""Each sequence layer and the options only it has."""
 
 LAYER_CONFIGS = [
     dict(kind=kind, num_layers=layers, bias=bias, bidirectional=bidirectional, **options)
@@ -32,14 +24,6 @@ LAYER_CONFIGS = [
 
 def config_id(config: dict) -> str:
     return "-".join(str(v) if k == "kind" else f"{k}={v}" for k, v in config.items())
-
-
-def build(config: dict, dtype=torch.float64, **more):
-    """The torch.nn layer for ``config`` and its rnnkit twin with the same weights."""
-    config = dict(config, **more)
-    kind = config.pop("kind")
-    theirs = getattr(nn, kind)(INPUT, HIDDEN, dtype=dtype, **config)
-    return getattr(rnnkit, kind).from_torch(theirs), theirs
 
 
 def random_state(config: dict, batch: int | None, dtype):

@@ -1,0 +1,78 @@
+"""rnnkit's layers inside the rest of PyTorch's machinery: autocast, in-place ops
+on outputs, double backward, torch.func and torch.compile, on every backend."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+from equivalence import BATCH, HIDDEN, INPUT, KIND_OPTIONS, STEPS, build
+
+
+@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
+def test_autocast_runs_like_torch(kind):
+    ours, theirs = build(dict(kind=kind, num_layers=2), dtype=torch.float32)
+    x = torch.randn(STEPS, BATCH, INPUT)
+    if kind == "LSTM":  # torch.nn.LSTM's oneDNN path fails under bfloat16 autocast on CPU
+        expected, _ = theirs(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual, _ = ours(x)
+        if kind != "LSTM":
+            expected, _ = theirs(x)
+            assert actual.dtype == expected.dtype
+    torch.testing.assert_close(actual.float(), expected.float(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
+def test_in_place_changes_to_the_output_keep_backward_working(backend, kind):
+    ours, theirs = build(dict(kind=kind, num_layers=2, bidirectional=True))
+    x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
+    grads = []
+    for module in (ours, theirs):
+        output, _ = module(x)
+        output.relu_()
+        output.sum().backward()
+        grads.append([p.grad for p in module.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
+def test_double_backward_matches_torch(backend, kind):
+    """A gradient penalty differentiates the gradient itself (create_graph=True)."""
+    ours, theirs = build(dict(kind=kind, num_layers=2))
+    x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for module in (ours, theirs):
+        output, _ = module(x)
+        (g,) = torch.autograd.grad(output.sum(), x, create_graph=True)
+        (output.pow(2).sum() + 10 * g.pow(2).sum()).backward()
+        grads.append([p.grad for p in module.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
+def test_torch_func_grad_matches_autograd(backend, kind):
+    layer = getattr(rnnkit, kind)(INPUT, HIDDEN, dtype=torch.float64)
+    x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
+    params = dict(layer.named_parameters())
+
+    def loss(params):
+        return torch.func.functional_call(layer, params, (x,))[0].pow(2).sum()
+
+    grads = torch.func.grad(loss)(params)
+    loss(params).backward()
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad)
+
+
+# Dynamo probes .grad of a non-leaf tensor at the graph break around the recurrence
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
+def test_torch_compile_runs_the_layer(kind):
+    layer = getattr(rnnkit, kind)(INPUT, HIDDEN, num_layers=2)
+    x = torch.randn(STEPS, BATCH, INPUT)
+    compiled = torch.compile(layer, backend="eager")
+    torch.testing.assert_close(compiled(x)[0], layer(x)[0])
