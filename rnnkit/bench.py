@@ -272,7 +272,7 @@ def measure(
     theirs, ours, x = build(config, dtype)
     with torch.no_grad():
         max_abs_diff = (ours(x)[0] - theirs(x)[0]).abs().max().item()
-    backend = kernels.select_backend(ours.mode, x, ours._direction_weights()[0]).name
+    backend = kernels.select_backend(ours.cell_type, x, ours._direction_weights()[0]).name
 
     def inference(module: nn.Module) -> Callable[[], object]:
         def run() -> object:

@@ -101,10 +101,34 @@ def test_bad_cell_input(name, inputs, error, message):
         rnnkit.RNNCell(**CELL)(*inputs())
 
 
-def test_empty_batch_is_allowed_like_torch():
-    output, h_n = rnnkit.RNN(5, 8, 2)(torch.randn(4, 0, 5))
-    assert output.shape == (4, 0, 8) and h_n.shape == (2, 0, 8)
-    assert rnnkit.RNNCell(5, 8)(torch.randn(0, 5)).shape == (0, 8)
+@pytest.mark.parametrize(
+    "name, options",
+    [("RNN", {}), ("RNN", dict(nonlinearity="relu")), ("LSTM", {}), ("LSTM", dict(proj_size=3)), ("GRU", {})],
+)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_empty_batch_is_allowed_like_torch(backend, name, options, bidirectional):
+    ours = getattr(rnnkit, name)(5, 8, 2, bidirectional=bidirectional, **options)
+    theirs = getattr(nn, name)(5, 8, 2, bidirectional=bidirectional, **options)
+    x = torch.randn(4, 0, 5, requires_grad=True)
+    output, state = ours(x)
+    expected_output, expected_state = theirs(x)
+    assert output.shape == expected_output.shape
+    assert _shapes(state) == _shapes(expected_state)
+    output.sum().backward()
+    assert x.grad.shape == x.shape
+    assert all(p.grad is not None and not p.grad.any() for p in ours.parameters())
+
+
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_empty_batch_cell_is_allowed_like_torch(name):
+    ours, theirs = getattr(rnnkit, name)(5, 8), getattr(nn, name)(5, 8)
+    got, expected = ours(torch.randn(0, 5)), theirs(torch.randn(0, 5))
+    assert _shapes(got) == _shapes(expected)
+
+
+def _shapes(state):
+    """The shapes of a state: one tensor, or LSTM's ``(h, c)``."""
+    return [t.shape for t in (state if isinstance(state, tuple) else (state,))]
 
 
 # -- LSTM and GRU ------------------------------------------------------------------------

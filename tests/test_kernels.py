@@ -465,7 +465,7 @@ def test_the_environment_variable_forces_the_reference(monkeypatch):
 def test_forcing_a_backend_that_cannot_serve_the_call_raises():
     layer = rnnkit.RNN(4, 3).to(torch.bfloat16)
     with kernels.use_backend("fused"):
-        with pytest.raises(kernels.UnsupportedCall, match=r"'fused' does not support .*bfloat16"):
+        with pytest.raises(kernels.UnsupportedCall, match=r"'fused' cannot run this rnn_tanh call: .*bfloat16"):
             layer(torch.zeros(2, 1, 4, dtype=torch.bfloat16))
     with kernels.use_backend("reference"):  # the reference serves it
         assert layer(torch.zeros(2, 1, 4, dtype=torch.bfloat16))[0].shape == (2, 1, 3)

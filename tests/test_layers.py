@@ -313,7 +313,7 @@ def test_from_torch_and_to_torch_keep_configuration_and_weights(config):
     assert isinstance(ours, getattr(rnnkit, kind)) and not ours.training
     back = ours.to_torch()
     assert type(back) is getattr(nn, kind) and not back.training
-    for name in ours.config_names:
+    for name in (*ours.config_names, "mode"):
         assert getattr(ours, name) == getattr(theirs, name) == getattr(back, name), name
     for p, q, r in zip(ours.parameters(), theirs.parameters(), back.parameters()):
         assert p.dtype == torch.float64 and torch.equal(p, q) and torch.equal(q, r)

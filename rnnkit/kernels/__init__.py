@@ -23,17 +23,18 @@ from rnnkit.kernels.reference import DirectionWeights, State
 
 
 class Backend(NamedTuple):
-    """A way to run a layer: ``supports(mode, x, weights)`` says whether it can
-    take the call, ``run_layer`` does it (same interface as the reference)."""
+    """A way to run a layer: ``refusal(mode, x, weights)`` says why it cannot
+    take the call (``None`` when it can), ``run_layer`` does it (same
+    interface as the reference)."""
 
     name: str
-    supports: Callable[[str, Tensor, list[DirectionWeights]], bool]
+    refusal: Callable[[str, Tensor, list[DirectionWeights]], str | None]
     run_layer: Callable[..., tuple[Tensor, State]]
 
 
 BACKENDS: dict[str, Backend] = {
-    "fused": Backend("fused", fused.supports, fused.run_layer),
-    "reference": Backend("reference", lambda mode, x, weights: True, reference.run_layer),
+    "fused": Backend("fused", fused.refusal, fused.run_layer),
+    "reference": Backend("reference", lambda mode, x, weights: None, reference.run_layer),
 }
 """Every backend, in order of preference for ``auto``: the last is the fallback."""
 
@@ -58,19 +59,20 @@ def select_backend(mode: str, x: Tensor, weights: list[DirectionWeights]) -> Bac
     name = _requested()
     if name != "auto":
         backend = BACKENDS[name]
-        if not backend.supports(mode, x, weights):
+        reason = backend.refusal(mode, x, weights)
+        if reason is not None:
             raise UnsupportedCall(
-                f"rnnkit backend {name!r} does not support this call "
-                f"(mode={mode}, dtype={x.dtype}, device={x.device}); "
-                f"'auto' picks the first backend that does"
+                f"rnnkit backend {name!r} cannot run this {mode} call: {reason}; "
+                f"'auto' picks the first backend that can"
             )
         return backend
-    return next(b for b in BACKENDS.values() if b.supports(mode, x, weights))
+    return next(b for b in BACKENDS.values() if b.refusal(mode, x, weights) is None)
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Force a backend (``'reference'``, ``'auto'``, ...) inside a ``with`` block."""
+    """Force a backend (``'reference'``, ``'auto'``, ...) inside a ``with`` block,
+    for the whole process (like ``torch.backends`` flags), not one thread."""
     global _forced
     previous, _forced = _forced, name
     try:

@@ -2,7 +2,7 @@
 
 It serves float32 and float64 CPU tensors for every cell type in
 :data:`LAYERS` (Elman with tanh or ReLU, LSTM with or without a projection,
-GRU); :func:`supports` says no to anything else (another device or dtype),
+GRU); :func:`refusal` says why not for anything else (another device or dtype),
 and ``auto`` then falls back to the reference. A new cell type joins by
 adding its ``run_layer`` to :data:`LAYERS`; the driver does not change.
 
@@ -33,18 +33,28 @@ LAYERS: dict[str, Callable[..., tuple[Tensor, State]]] = {
 DTYPES = (torch.float32, torch.float64)
 
 
-def supports(mode: str, x: Tensor, weights: list[DirectionWeights]) -> bool:
-    """Whether the fused loops can run this call: a known cell type, CPU,
-    float32 or float64, every weight with the input's dtype and device; and
-    none of torch's machinery that the loops, reading raw memory, would
-    escape: autocast (whose products would change the dtype under them) and
-    torch.func's transforms (whose tensors are wrappers). The reference,
-    plain tensor ops, serves those."""
-    if mode not in LAYERS or x.device.type != "cpu" or x.dtype not in DTYPES:
-        return False
-    if _autocast_enabled("cpu") or _transforms_active():
-        return False
-    return all(t is None or (t.device == x.device and t.dtype == x.dtype) for w in weights for t in w)
+def refusal(mode: str, x: Tensor, weights: list[DirectionWeights]) -> str | None:
+    """Why the fused loops cannot run this call, or ``None`` when they can.
+
+    They run a known cell type on CPU float32 or float64 tensors, every
+    weight with the input's dtype and device; and not under torch machinery
+    that the loops, reading raw memory, would escape: autocast (whose
+    products would change the dtype under them) and torch.func's transforms
+    (whose tensors are wrappers). The reference, plain tensor ops, serves
+    all of those."""
+    if mode not in LAYERS:
+        return f"no fused loops for cell type {mode!r}"
+    if x.device.type != "cpu" or x.dtype not in DTYPES:
+        return f"it runs float32 and float64 on the CPU, got {x.dtype} on {x.device}"
+    if _autocast_enabled("cpu"):
+        return "autocast is on"
+    if _transforms_active():
+        return "a torch.func transform (grad, vmap, ...) is running"
+    for w in weights:
+        for t in w:
+            if t is not None and (t.device != x.device or t.dtype != x.dtype):
+                return f"a weight is {t.dtype} on {t.device}, the input {x.dtype} on {x.device}"
+    return None
 
 
 def _autocast_enabled(device_type: str) -> bool:

@@ -99,7 +99,7 @@ def project_inputs(x: Tensor, weights: list[DirectionWeights]) -> Tensor:
     b_ih = stack([w.b_ih for w in weights])
     steps, batch, features = x.shape
     out = x.new_empty(steps, batch, w_ih.shape[0])
-    rows, x_rows = out.view(steps * batch, -1), x.reshape(steps * batch, features)
+    rows, x_rows = out.view(steps * batch, out.shape[2]), x.reshape(steps * batch, features)
     if b_ih is None:
         torch.mm(x_rows, w_ih.t(), out=rows)
     else:
@@ -157,7 +157,7 @@ def weight_grads(
     sums = rows.sum(0) if bias else None
     last_sums = None
     if bias and last_gate_hidden is not None:
-        last_sums = last_gate_hidden.reshape(steps * batch, -1).sum(0)
+        last_sums = last_gate_hidden.reshape(steps * batch, last_gate_hidden.shape[2]).sum(0)
     grads: list[Tensor | None] = []
     for d in range(directions):
         own = slice(d * gated, (d + 1) * gated)
@@ -227,5 +227,6 @@ def _grad_w_hh(dz: Tensor, out: Tensor, h0: Tensor, lengths: np.ndarray, reverse
     else:
         shifted_dz, previous = dz[1:], out[:-1]
         first = dz[0]
-    grad = shifted_dz.reshape(-1, rows).t() @ previous.reshape(-1, width)
+    pairs = shifted_dz.shape[0] * shifted_dz.shape[1]
+    grad = shifted_dz.reshape(pairs, rows).t() @ previous.reshape(pairs, width)
     return grad.addmm_(first.t(), h0)

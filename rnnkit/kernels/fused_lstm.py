@@ -145,8 +145,9 @@ class LSTMFunction(torch.autograd.Function):
         for d in range(directions):
             grad_w_hr = None
             if project:
-                dh_d = dhs[:, :, d * width : (d + 1) * width].reshape(-1, width)
-                grad_w_hr = dh_d.t() @ cells[:, :, d * hidden : (d + 1) * hidden].reshape(-1, hidden)
+                pairs = dhs.shape[0] * dhs.shape[1]
+                dh_d = dhs[:, :, d * width : (d + 1) * width].reshape(pairs, width)
+                grad_w_hr = dh_d.t() @ cells[:, :, d * hidden : (d + 1) * hidden].reshape(pairs, hidden)
             flat_grads += [*grads[4 * d : 4 * d + 4], grad_w_hr]
         return (
             None, None, grad_x, grad_h0 if needs[3] else None, grad_c0 if needs[4] else None,

@@ -117,14 +117,16 @@ class RecurrentLayer(_TorchTwin):
     """A stack of recurrent layers run over whole sequences (see ``rnnkit.RNN``).
 
     Subclasses set ``state_names`` (``('h',)``, or ``('h', 'c')`` for a
-    two-part state) and pass their cell type as ``mode``.
+    two-part state) and pass their cell type (``'rnn_tanh'``, ``'rnn_relu'``,
+    ``'lstm'``, ``'gru'``: a key of the kernels' tables) as ``cell_type``;
+    ``mode`` is torch's name for it (``'RNN_TANH'``, ..., ``'GRU'``).
     """
 
     state_names: ClassVar[tuple[str, ...]] = ("h",)
 
     def __init__(
         self,
-        mode: str,
+        cell_type: str,
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
@@ -137,7 +139,8 @@ class RecurrentLayer(_TorchTwin):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.mode = mode
+        self.cell_type = cell_type
+        self.mode = cell_type.upper()
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.num_layers = check_size("num_layers", num_layers)
@@ -148,7 +151,7 @@ class RecurrentLayer(_TorchTwin):
         self.proj_size = check_proj_size(proj_size, hidden_size)
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = GATES[mode] * hidden_size
+        gate_size = GATES[cell_type] * hidden_size
         output_size = self.output_size
         # Per layer and direction, DirectionWeights field -> parameter name, in torch's order.
         self._weight_names: list[dict[str, str]] = []
@@ -246,7 +249,7 @@ class RecurrentLayer(_TorchTwin):
         state = self._initial_state(hx, x, batched)
 
         output, state_n = run_stack(
-            self.mode, x, state, self._direction_weights(), lengths, self.dropout, self.training
+            self.cell_type, x, state, self._direction_weights(), lengths, self.dropout, self.training
         )
 
         if packed is not None:
@@ -328,7 +331,7 @@ class RecurrentCell(_TorchTwin):
 
     def __init__(
         self,
-        mode: str,
+        cell_type: str,
         input_size: int,
         hidden_size: int,
         bias: bool = True,
@@ -336,12 +339,12 @@ class RecurrentCell(_TorchTwin):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.mode = mode
+        self.cell_type = cell_type
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.bias = check_flag("bias", bias)
         factory = {"device": device, "dtype": dtype}
-        gate_size = GATES[mode] * hidden_size
+        gate_size = GATES[cell_type] * hidden_size
         self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory))
         self.weight_hh = nn.Parameter(torch.empty((gate_size, hidden_size), **factory))
         if bias:
@@ -372,7 +375,7 @@ class RecurrentCell(_TorchTwin):
             )
         state = self._initial_state(hx, x, batched)
         weights = DirectionWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        new_state = STEPS[self.mode](F.linear(x, weights.w_ih, weights.b_ih), state, weights)
+        new_state = STEPS[self.cell_type](F.linear(x, weights.w_ih, weights.b_ih), state, weights)
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
         return new_state[0] if len(new_state) == 1 else new_state
