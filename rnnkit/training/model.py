@@ -16,13 +16,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import rnnkit
 from rnnkit.errors import UserError
 
-CELLS: dict[str, type[nn.Module]] = {
-    name: getattr(rnnkit, name.upper())
-    for name in ("rnn", "lstm", "gru")
-    if hasattr(rnnkit, name.upper())
-}
-"""The recurrent layer class of each ``--cell`` name; LSTM and GRU join as
-soon as rnnkit provides them."""
+CELLS: dict[str, type[nn.Module]] = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
+"""The recurrent layer class of each ``--cell`` name."""
 
 READOUTS = ("last", "mean", "max")
 """How the per-step outputs become one feature vector per sequence."""
