@@ -68,6 +68,11 @@ class BenchConfig:
             raise ValueError(f"nonlinearity={self.nonlinearity!r} is for RNN only, not {self.cell}")
         if self.proj_size and self.cell != "lstm":
             raise ValueError(f"a projection (P=) is for LSTM only, not {self.cell}")
+        if self.proj_size >= self.hidden:
+            raise ValueError(
+                f"a projection (P=) must be smaller than the hidden size H={self.hidden}, "
+                f"got P={self.proj_size}"
+            )
 
     @property
     def label(self) -> str:

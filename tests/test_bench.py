@@ -57,11 +57,17 @@ def test_config_syntax(spec, expected):
 @pytest.mark.parametrize(
     "spec",
     ["T=200,N=32", "T=0,N=1,H=4", "T=1,N=1,H=4,bidir", "T=x,N=1,H=2", "T=5,N=1,H=4,gru,relu",
-     "T=5,N=1,H=4,P=2"],
+     "T=5,N=1,H=4,P=2", "T=5,N=1,H=4,lstm,P=4"],
 )
 def test_bad_config_is_a_one_line_error(spec, capsys):
     assert main(["bench", "--config", spec]) == 1
     assert capsys.readouterr().err.startswith("rnnkit bench: error: ")
+
+
+@pytest.mark.parametrize("seconds", ["-1", "nan"])
+def test_bad_min_time_is_a_one_line_error(seconds, capsys):
+    assert main(["bench", "--quick", "--min-time", seconds]) == 1
+    assert capsys.readouterr().err.startswith("rnnkit bench: error: --min-time must be at least 0")
 
 
 def test_peak_memory_is_measured_in_a_child_process():

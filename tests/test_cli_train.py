@@ -386,3 +386,20 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path, capsys):
     assert done >= 1
     assert main(["train", "--resume", str(run), "--epochs", str(done + 1)]) == 0
     assert json.loads((run / "results.json").read_text())["epochs_completed"] == done + 1
+
+
+def test_interruption_message_says_what_last_pt_holds(tmp_path):
+    from types import SimpleNamespace
+
+    from rnnkit.cli.train import _interruption
+
+    run = tmp_path / "run"
+    assert _interruption(None, None, None) == "interrupted before training started; nothing was written"
+    assert "nothing was written" in _interruption(run, None, SimpleNamespace(last_epoch=None))
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"")
+    resumed_at_3 = SimpleNamespace(progress={"epoch": 3})
+    not_started, started = SimpleNamespace(last_epoch=None), SimpleNamespace(last_epoch=5)
+    assert f"{run / 'last.pt'} holds the initial weights" in _interruption(run, None, not_started)
+    assert f"holds epoch 3: continue with  rnnkit train --resume {run}" in _interruption(run, resumed_at_3, not_started)
+    assert "holds epoch 5" in _interruption(run, resumed_at_3, started)

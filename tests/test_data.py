@@ -161,6 +161,7 @@ BAD_ARRAYS = [
     (dict(x=np.zeros((4, 3)), y=np.array([0, 1, 1.5, 0])), "must be integers, got 1.5"),
     (dict(x=np.zeros((4, 3)), y=np.array([0, 1, -1, 0])), "integers 0..C-1, got -1"),
     (dict(x=np.zeros((4, 3)), y=np.array([0, 1, np.nan, 0])), "must be integers, got nan"),
+    (dict(x=np.zeros((4, 3)), y=np.array([0, 1, 2**63, 0], dtype=np.uint64)), "64-bit integers, got 9223372036854775808"),
     (dict(x=np.array([[0.0, np.nan, 1]] * 4), y=np.zeros(4)), r"NaN/inf .* sequence 0, step 1"),
     (dict(x=np.array([[0.0, 1, np.inf]] * 4), y=np.zeros(4)), "NaN/inf"),
     (dict(x=np.zeros((4, 3)), y=np.zeros(4), lengths=np.array([1, 2, 4, 1])), r"lengths .* must be in 1..3 .*got 4"),
@@ -318,6 +319,15 @@ def test_split_is_stratified_disjoint_and_seeded(tmp_path):
     other = prepare(DataConfig(data=str(path), split_seed=1, test_fraction=0.2, val_fraction=0.25))
     assert set(other.test.x[:, 0, 0].tolist()) != ids[2]
     assert prepare(DataConfig(data=str(path), val_fraction=0)).val is None
+
+
+def test_a_split_that_would_leave_a_class_without_training_examples_is_refused(tmp_path):
+    x, y = toy(n=20, classes=10)
+    path = npz(tmp_path / "d.npz", x=x, y=y)
+    with pytest.raises(UserError, match="cannot hold out a validation set .* each of its 10 classes"):
+        prepare(DataConfig(data=str(path), test_fraction=0.5))
+    with pytest.raises(UserError, match="cannot hold out a test set of 0.999 of 1797 examples from digits"):
+        prepare(DataConfig(test_fraction=0.999))
 
 
 def test_limit_and_separate_test_file(tmp_path):

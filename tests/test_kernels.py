@@ -480,3 +480,19 @@ def test_warm_up_compiles_every_dtype_ahead():
         lstm_loops.lstm_backward, gru_loops.gru_forward, gru_loops.gru_backward,
     ):
         assert {sig[0].dtype.name for sig in loop.signatures} >= {"float32", "float64"}
+
+
+def test_concurrent_callers_growing_the_pool_all_finish():
+    """Python threads running layers at once, each with its own thread count,
+    while the shared pool grows under them."""
+    import concurrent.futures
+
+    def call(threads: int) -> list[parallel.Piece]:
+        seen: list[parallel.Piece] = []
+        pieces = [parallel.Piece(0, n, n + 1) for n in range(8)]
+        parallel.run(seen.append, pieces, threads)
+        return sorted(seen)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as callers:
+        results = list(callers.map(call, [2, 3, 4, 5, 6, 7, 8, 9] * 8))
+    assert all(r == [parallel.Piece(0, n, n + 1) for n in range(8)] for r in results)

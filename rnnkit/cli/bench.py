@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UserError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.min_time is not None and not args.min_time >= 0:
+        raise UserError(f"--min-time must be at least 0 seconds, got {args.min_time:g}")
     min_time = args.min_time if args.min_time is not None else 0.1 if args.quick else 2.0
     dtype = getattr(torch, args.dtype)
 

@@ -28,7 +28,7 @@ class TrainDisplay(Callbacks):
     def __init__(self, config: RunConfig, run: RunDir, console: Console) -> None:
         self.config, self.run, self.console = config, run, console
         self.bar: Progress | None = None
-        self.last_epoch = 0
+        self.last_epoch: int | None = None  # the last epoch in last.pt, once training started
 
     def on_start(self, splits: Splits, parameters: int, progress: RunProgress) -> None:
         data, model = self.config.data, self.config.model

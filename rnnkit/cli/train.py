@@ -12,6 +12,7 @@ from rnnkit.training.config import OptimConfig
 from rnnkit.training.model import ModelConfig
 
 if TYPE_CHECKING:
+    from rnnkit.cli.display import TrainDisplay
     from rnnkit.training.checkpoint import Checkpoint
     from rnnkit.training.config import RunConfig
     from rnnkit.training.rundir import RunDir
@@ -126,17 +127,25 @@ def run(args: argparse.Namespace) -> int:
         distributed.teardown(world)
 
     if interrupted:
-        if display is not None:
-            saved = f"epoch {display.last_epoch}" if display.last_epoch else "the initial weights"
-            print(
-                f"rnnkit train: interrupted; {run_dir / 'last.pt'} holds {saved}: "
-                f"continue with  rnnkit train --resume {run_dir}",
-                file=sys.stderr,
-            )
+        if world.is_main:
+            print(f"rnnkit train: {_interruption(run_dir, resume, display)}", file=sys.stderr)
         return 130
     if world.is_main:
         console.print(summary_table(config, outcome, run_dir, time.perf_counter() - started))
     return 0
+
+
+def _interruption(run_dir: RunDir | None, resume: Checkpoint | None, display: TrainDisplay | None) -> str:
+    """What an interruption (Ctrl-C) left behind, and how to go on."""
+    last = run_dir / "last.pt" if run_dir is not None else None
+    if last is None or not last.exists():
+        return "interrupted before training started; nothing was written"
+    if display is not None and display.last_epoch is not None:
+        epoch = display.last_epoch
+    else:  # stopped before training started: last.pt is as it was (a resumed run's) or fresh
+        epoch = resume.progress["epoch"] if resume is not None else 0
+    saved = f"epoch {epoch}" if epoch else "the initial weights"
+    return f"interrupted; {last} holds {saved}: continue with  rnnkit train --resume {run_dir}"
 
 
 def _resumed(args: argparse.Namespace, given: dict[type, dict[str, Any]]) -> tuple[RunConfig, RunDir, Checkpoint]:

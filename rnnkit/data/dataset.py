@@ -213,6 +213,14 @@ def _integers(values: object, name: str, source: str, n: int) -> np.ndarray:
             raise UserError(
                 f"{name} in {source} must be integers, got {array[bad[0]]} (sequence {bad[0]})"
             )
+    if array.size and array.dtype != bool:
+        limit = np.iinfo(np.int64)
+        outside = np.flatnonzero((array < limit.min) | (array > limit.max))
+        if outside.size:
+            raise UserError(
+                f"{name} in {source} should be 64-bit integers, got {array[outside[0]]} "
+                f"(sequence {outside[0]})"
+            )
     return array.astype(np.int64)
 
 

@@ -136,6 +136,11 @@ def stratified_split(
         if take[index] < counts[index] - 1:
             take[index] += 1
             short -= 1
+    if short > 0:
+        raise UserError(
+            f"cannot hold out a {role} set of {fraction:g} of {n} examples from {data.source} "
+            f"and keep an example of each of its {len(classes)} classes for training; {advice}"
+        )
     held: list[np.ndarray] = []
     for label, count in zip(classes, take):
         members = np.flatnonzero(data.y == label)

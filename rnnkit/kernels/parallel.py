@@ -62,15 +62,19 @@ _pool_size = 0
 _pool_lock = threading.Lock()
 
 
-def _get_pool(size: int) -> ThreadPoolExecutor:
-    """The pool of helper threads, grown to ``size`` if it is smaller."""
+def _submit(task: Callable[[], None], copies: int) -> None:
+    """Hand ``copies`` calls of ``task`` to the helper threads, first growing
+    the pool to ``copies`` threads if it is smaller. Under the lock, so that
+    no other thread can retire the pool between growing and submitting (a
+    retired pool still finishes what it was given)."""
     global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool_size < size:
+        if _pool is None or _pool_size < copies:
             if _pool is not None:
                 _pool.shutdown(wait=False)
-            _pool, _pool_size = ThreadPoolExecutor(size, thread_name_prefix="rnnkit"), size
-        return _pool
+            _pool, _pool_size = ThreadPoolExecutor(copies, thread_name_prefix="rnnkit"), copies
+        for _ in range(copies):
+            _pool.submit(task)
 
 
 def run(work: Callable[[Piece], None], pieces: list[Piece], threads: int) -> None:
@@ -106,9 +110,7 @@ def run(work: Callable[[Piece], None], pieces: list[Piece], threads: int) -> Non
             finally:
                 done[index].set()
 
-    pool = _get_pool(threads - 1)
-    for _ in range(threads - 1):
-        pool.submit(take_and_run)
+    _submit(take_and_run, threads - 1)
     mine: list[int] = []
     take_and_run(mine)
     for index in set(range(len(pieces))) - set(mine):
