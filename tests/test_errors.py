@@ -3,6 +3,8 @@ names what was expected and what was given."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -33,24 +35,49 @@ def test_bad_construction(kwargs, error, message):
         rnnkit.RNN(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, error, message", BAD_CONSTRUCTIONS[:4])
+@pytest.mark.parametrize("kwargs, error, message", BAD_CONSTRUCTIONS)
 def test_bad_construction_raises_what_torch_raises(kwargs, error, message):
-    with pytest.raises(error):
-        nn.RNN(**kwargs)
+    """torch raises the same exception type: at construction, or for a
+    non-bool ``bidirectional``, which it stores unchecked, at the first forward
+    (rnnkit says so at once)."""
+    with pytest.raises(error) as theirs, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's dropout warning comes before some of its errors
+        layer = nn.RNN(**kwargs)
+        layer(torch.randn(3, 2, kwargs["input_size"]))
+    assert theirs.type is error
 
 
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(input_size=5, hidden_size=0), ValueError, "hidden_size must be greater than zero"),
-        (dict(input_size=5, hidden_size=-1), ValueError, "hidden_size must be greater than zero"),
+        (dict(input_size=5, hidden_size=-1), ValueError, "hidden_size must be zero or greater, got -1"),
+        (dict(input_size=-2, hidden_size=8), ValueError, "input_size must be zero or greater, got -2"),
+        (dict(input_size=5, hidden_size=8.0), TypeError, "hidden_size should be of type int, got: float"),
         (dict(input_size=5, hidden_size=8, nonlinearity="sigmoid"), ValueError, "Unknown nonlinearity"),
-        (dict(input_size=5, hidden_size=8, bias="no"), TypeError, "bias should be of type bool"),
     ],
 )
 def test_bad_cell_construction(kwargs, error, message):
     with pytest.raises(error, match=message):
         rnnkit.RNNCell(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(input_size=0, hidden_size=8), dict(input_size=5, hidden_size=0), dict(input_size=5, hidden_size=8, bias=1),
+     dict(input_size=5, hidden_size=8, bias=0)],
+    ids=["no input features", "no hidden features", "bias=1", "bias=0"],
+)
+def test_cells_accept_what_torch_cells_accept(name, kwargs):
+    torch.manual_seed(0)
+    ours = getattr(rnnkit, name)(**kwargs)
+    torch.manual_seed(0)
+    theirs = getattr(nn, name)(**kwargs)
+    assert repr(ours) == repr(theirs)
+    assert [(n, p.shape) for n, p in ours.named_parameters()] == [(n, p.shape) for n, p in theirs.named_parameters()]
+    x = torch.randn(3, kwargs["input_size"])
+    for got, expected in zip(_states(ours(x)), _states(theirs(x))):
+        torch.testing.assert_close(got, expected)
 
 
 RNN = dict(input_size=5, hidden_size=8, num_layers=2)
@@ -126,9 +153,13 @@ def test_empty_batch_cell_is_allowed_like_torch(name):
     assert _shapes(got) == _shapes(expected)
 
 
+def _states(state):
+    """A state as a tuple: one tensor, or LSTM's ``(h, c)``."""
+    return state if isinstance(state, tuple) else (state,)
+
+
 def _shapes(state):
-    """The shapes of a state: one tensor, or LSTM's ``(h, c)``."""
-    return [t.shape for t in (state if isinstance(state, tuple) else (state,))]
+    return [t.shape for t in _states(state)]
 
 
 # -- LSTM and GRU ------------------------------------------------------------------------

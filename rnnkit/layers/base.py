@@ -83,7 +83,7 @@ class _TorchTwin(nn.Module):
     def reset_parameters(self) -> None:
         """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
         in ``torch.nn``'s order, so that equal seeds give equal weights."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
@@ -340,9 +340,10 @@ class RecurrentCell(_TorchTwin):
     ) -> None:
         super().__init__()
         self.cell_type = cell_type
-        self.input_size = check_size("input_size", input_size)
-        self.hidden_size = check_size("hidden_size", hidden_size)
-        self.bias = check_flag("bias", bias)
+        # As torch's cells: sizes of zero and a ``bias`` of any type, read as true or false.
+        self.input_size = check_size("input_size", input_size, zero_allowed=True)
+        self.hidden_size = check_size("hidden_size", hidden_size, zero_allowed=True)
+        self.bias = bias
         factory = {"device": device, "dtype": dtype}
         gate_size = GATES[cell_type] * hidden_size
         self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory))

@@ -11,12 +11,15 @@ import numbers
 import warnings
 
 
-def check_size(name: str, value: object) -> int:
-    """A positive integer size such as ``input_size``, ``hidden_size`` or ``num_layers``."""
+def check_size(name: str, value: object, zero_allowed: bool = False) -> int:
+    """An integer size such as ``input_size``, ``hidden_size`` or ``num_layers``:
+    positive, or not negative with ``zero_allowed`` (torch's cells accept a
+    size of zero)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be greater than zero, got {value}")
+    if value < 0 or (value == 0 and not zero_allowed):
+        least = "zero or greater" if zero_allowed else "greater than zero"
+        raise ValueError(f"{name} must be {least}, got {value}")
     return value
 
 
