@@ -10,23 +10,10 @@ from rnnkit import kernels
 
 @pytest.fixture(params=list(kernels.BACKENDS))
 def backend(request):
-    """Run the test once per backend (reference, fused, ...), forced.
-
-    A call the forced backend does not serve (say an LSTM before the fused
-    LSTM exists) skips the test for that backend: see the hook below.
-    """
+    """Run the test once per backend (reference, fused, ...), forced: a call
+    the forced backend cannot serve fails with ``kernels.UnsupportedCall``."""
     with kernels.use_backend(request.param):
         yield request.param
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_pyfunc_call(pyfuncitem):
-    try:
-        return (yield)
-    except kernels.UnsupportedCall as error:
-        if "backend" not in pyfuncitem.fixturenames:
-            raise
-        pytest.skip(str(error))
 
 
 @pytest.fixture(autouse=True)

@@ -140,10 +140,12 @@ def table(results: list, environment: dict):
     from rnnkit.bench import REGIMES
 
     def speedup(value: float, target: float | None) -> str:
-        text = f"{value:.1f}x"
+        text = f"{value:.2f}x"
         if target is None:
             return text
-        return f"[{'green' if value >= target else 'red'}]{text}[/] (>={target:g})"
+        if value >= target:
+            return f"[green]{text}[/] (>={target:g})"
+        return f"[red]{text}[/] (>={target:g}, missed)"  # said in words too: a pipe has no colour
 
     def pair(a: float | None, b: float | None, digits: int) -> str:
         return "-" if a is None or b is None else f"{a:.{digits}f} / {b:.{digits}f}"

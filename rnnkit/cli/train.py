@@ -27,7 +27,7 @@ With no options: an RNN reads scikit-learn's 8x8 digit images row by row
 digit -- the classic PyTorch MNIST tutorial in miniature, on data that ships
 with scikit-learn (no download).
 
-Every run writes a run directory (default runs/<data>-<cell>-<time>):
+Every run writes a run directory (default runs/<data>-<cell>-<date>-<time>):
 config.json, metrics.csv/.json (one row per epoch), best.pt and last.pt
 checkpoints, results.json (test scores), and the plots curves.png,
 confusion.png and samples.png.

@@ -25,10 +25,12 @@ def run_stack(
     through dropout when ``training`` and ``dropout > 0``.
 
     Args:
-        mode: the cell type, e.g. ``'rnn_tanh'``.
+        mode: the cell type (a layer's ``cell_type``), e.g. ``'rnn_tanh'``.
         x: input ``(T, N, H_in)``, time first.
-        state: initial state, a tuple of ``(L*D, N, H_out)`` tensors ordered
-            layer by layer, forward direction before backward.
+        state: initial state, ordered layer by layer, forward direction
+            before backward: ``(h,)`` with ``h (L*D, N, H_out)``, or an LSTM's
+            ``(h, c)`` with ``c (L*D, N, H)`` (``H_out`` is ``proj_size`` when
+            there is a projection, else ``H``).
         layers: ``L`` lists of ``D`` :class:`DirectionWeights`.
         lengths: ``(N,)`` int64 valid lengths, or ``None`` for full sequences.
 
