@@ -82,6 +82,25 @@ def prepare(config: DataConfig) -> Splits:
             labels that are not ``0..C-1``, a single class, too few examples
             to split, or a test set that does not match the training data.
     """
+    train, test, num_classes, advice = _train_and_test(config)
+    val = None
+    if config.val_fraction > 0:
+        train, val = stratified_split(
+            train, config.val_fraction, _rng(config, "val"), "validation", advice
+        )
+    return Splits(train, val, test, num_classes, Scaler.fit(train, config.normalize))
+
+
+def prepare_test(config: DataConfig) -> Sequences:
+    """The test set :func:`prepare` would give, without the validation split
+    and the scaler it also makes (unscaled)."""
+    return _train_and_test(config)[1]
+
+
+def _train_and_test(config: DataConfig) -> tuple[Sequences, Sequences, int, str]:
+    """``(train, test, num_classes, advice)``: the data named by ``config``,
+    limited, with the test set split off unless the source has its own;
+    ``advice`` ends the message of a split that is impossible."""
     source = load_source(config)
     num_classes = check_classes(source.train)
     train, test = source.train, source.test
@@ -95,16 +114,9 @@ def prepare(config: DataConfig) -> Splits:
         train, test = stratified_split(
             train, config.test_fraction, _rng(config, "test"), "test", advice
         )
-    val = None
-    if config.val_fraction > 0:
-        train, val = stratified_split(
-            train, config.val_fraction, _rng(config, "val"), "validation", advice
-        )
-    for data, role in ((test, "test set"), (val, "validation set")):
-        if data is not None:
-            check_compatible(data, train.features, num_classes, role)
-
-    return Splits(train, val, test, num_classes, Scaler.fit(train, config.normalize))
+    else:  # a split of the training data needs no check
+        check_compatible(test, train.features, num_classes, "test set")
+    return train, test, num_classes, advice
 
 
 def stratified_split(

@@ -12,7 +12,7 @@ import torch
 
 from rnnkit.data.dataset import Sequences, check_compatible
 from rnnkit.data.sources import BUILTIN, read_file
-from rnnkit.data.splits import prepare
+from rnnkit.data.splits import prepare_test
 from rnnkit.errors import UserError
 from rnnkit.training.checkpoint import Checkpoint
 from rnnkit.training.distributed import World
@@ -45,19 +45,25 @@ def evaluation_set(checkpoint: Checkpoint, **data_options: Any) -> Sequences:
         return read_file(file, labelled=True, csv_features=config.csv_features)
     if "data" in data_options:
         config = replace(config, test_data=None)  # the run's own test file goes with its data
-    return prepare(config).test
+    return prepare_test(config)
 
 
 def score(checkpoint: Checkpoint, data: Sequences, device: torch.device) -> Evaluation:
     """Loss, accuracy and confusion matrix of the checkpoint's model on ``data``."""
-    check_compatible(data, checkpoint.input_size, checkpoint.num_classes, "evaluation data")
-    model = checkpoint.build_model(device)
-    return evaluate(model, TensorSet.of(checkpoint.scaler(data), device), checkpoint.num_classes, World())
+    model, tensors = _model_and_data(checkpoint, data, device, "evaluation data")
+    return evaluate(model, tensors, checkpoint.num_classes, World())
 
 
 def predict_proba(checkpoint: Checkpoint, data: Sequences, device: torch.device) -> np.ndarray:
     """Class probabilities ``(N, C)`` of the checkpoint's model for ``data``."""
-    check_compatible(data, checkpoint.input_size, checkpoint.num_classes, "input")
-    model = checkpoint.build_model(device)
-    logits = predict_logits(model, TensorSet.of(checkpoint.scaler(data), device))
-    return torch.softmax(logits, dim=1).cpu().numpy()
+    model, tensors = _model_and_data(checkpoint, data, device, "input")
+    return torch.softmax(predict_logits(model, tensors), dim=1).cpu().numpy()
+
+
+def _model_and_data(
+    checkpoint: Checkpoint, data: Sequences, device: torch.device, role: str
+) -> tuple[torch.nn.Module, TensorSet]:
+    """The checkpoint's model and ``data``, checked against it (``role`` names
+    the data in messages) and scaled with its scaler, both on ``device``."""
+    check_compatible(data, checkpoint.input_size, checkpoint.num_classes, role)
+    return checkpoint.build_model(device), TensorSet.of(checkpoint.scaler(data), device)
