@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from rnnkit.cli.options import add_execution_options, add_options, given_options
+from rnnkit.cli.trained_run import add_run_arguments, open_run
 from rnnkit.data.config import DataConfig
-from rnnkit.training.config import OptimConfig
 
 DESCRIPTION = """\
 Score a run's checkpoint: accuracy, loss and per-class accuracy.
@@ -41,11 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by rnnkit train")
-    parser.add_argument(
-        "--checkpoint", choices=("best", "last"), default="best",
-        help="best.pt (the epoch of best validation accuracy) or last.pt (default: best)",
-    )
+    add_run_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     add_options(parser, DataConfig, only=DATA_OPTIONS, title="Data", helps=DATA_HELPS)
     add_execution_options(parser)
@@ -58,15 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rnnkit.cli.display import evaluation_table
-    from rnnkit.training import distributed
-    from rnnkit.training.checkpoint import load_checkpoint
     from rnnkit.training.inference import evaluation_set, score
-    from rnnkit.training.rundir import RunDir
 
-    run_dir = RunDir.existing(args.run_dir)
-    checkpoint = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
-    execution = OptimConfig(**given_options(args, OptimConfig))
-    _, device = distributed.setup(execution.device, execution.threads)
+    run_dir, checkpoint, device = open_run(args)
     data = evaluation_set(checkpoint, **given_options(args, DataConfig))
     evaluation = score(checkpoint, data, device)
     if args.json:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from rnnkit.cli.options import add_execution_options, add_options, given_options
+from rnnkit.cli.trained_run import add_run_arguments, open_run
 from rnnkit.data.config import DataConfig
 from rnnkit.errors import UserError
-from rnnkit.training.config import OptimConfig
 
 DESCRIPTION = """\
 Predict the class of every sequence in INPUT with a trained run.
@@ -32,12 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by rnnkit train")
+    add_run_arguments(parser)
     parser.add_argument("input", metavar="INPUT", help="the sequences: a .npz or .csv file")
-    parser.add_argument(
-        "--checkpoint", choices=("best", "last"), default="best",
-        help="best.pt (the epoch of best validation accuracy) or last.pt (default: best)",
-    )
     parser.add_argument(
         "--output", "-o", metavar="FILE",
         help="write the predictions to FILE (.csv or .json) instead of standard output",
@@ -62,16 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rnnkit.data.sources import read_file
-    from rnnkit.training import distributed
-    from rnnkit.training.checkpoint import load_checkpoint
     from rnnkit.training.inference import predict_proba
-    from rnnkit.training.rundir import RunDir
 
     output_format = args.format or _format_of(args.output)
-    run_dir = RunDir.existing(args.run_dir)
-    checkpoint = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
-    execution = OptimConfig(**given_options(args, OptimConfig))
-    _, device = distributed.setup(execution.device, execution.threads)
+    _, checkpoint, device = open_run(args)
     reading = replace(checkpoint.config.data, **given_options(args, DataConfig))  # checks them
     data = read_file(args.input, labelled=False, csv_features=reading.csv_features)
     probabilities = predict_proba(checkpoint, data, device)  # (N, C)

@@ -65,20 +65,27 @@ def setup(device_choice: str, threads: int = 0) -> tuple[World, torch.device]:
         ``(world, device)``; each process of a GPU run takes the GPU of its
         ``LOCAL_RANK``.
     """
+    device = pick_device(device_choice, threads)
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    world = World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")), device)
+    if size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return world, device
+
+
+def pick_device(device_choice: str, threads: int = 0) -> torch.device:
+    """The device of this process, made current, and its CPU thread count,
+    without joining any process group (see :func:`setup` for the arguments):
+    a GPU process takes the GPU of its ``LOCAL_RANK``."""
     if threads > 0:
         torch.set_num_threads(threads)
     if device_choice == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is available to this process")
-    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    world = World(int(os.environ.get("RANK", "0")), size, local_rank, device)
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return world, device
+    if device_choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.cuda.set_device(device)
+    return device
 
 
 def teardown(world: World) -> None:
