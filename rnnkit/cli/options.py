@@ -15,6 +15,8 @@ import typing
 from dataclasses import MISSING, Field, fields
 from typing import Any, Iterable
 
+from rnnkit.errors import flag
+
 
 METAVARS = {int: "N", float: "X"}
 """The placeholder of a number flag in ``--help``, unless its field names one."""
@@ -29,11 +31,6 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
-
-
-def flag(name: str) -> str:
-    """The flag of a field: ``hidden_size`` -> ``--hidden-size``."""
-    return "--" + name.replace("_", "-")
 
 
 def add_options(
@@ -103,7 +100,7 @@ def format_options(options: dict[str, Any]) -> list[str]:
     words: list[str] = []
     for name, value in options.items():
         if isinstance(value, bool):
-            words.append(flag(name) if value else f"--no-{name.replace('_', '-')}")
+            words.append(flag(name, negated=not value))
         elif value is not None:
             words += [flag(name), str(value)]
     return words
@@ -118,5 +115,5 @@ def _base_type(hint: Any) -> type:
 def _default_text(field: Field) -> str:
     default = field.default if field.default is not MISSING else None
     if isinstance(default, bool):
-        return f"{flag(field.name)}" if default else f"--no-{field.name.replace('_', '-')}"
+        return flag(field.name, negated=not default)
     return "none" if default is None else str(default)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from rnnkit.cli.options import add_options, flag, format_options, given_options
+from rnnkit.cli.options import add_options, format_options, given_options
 from rnnkit.data.config import DataConfig
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, flag
 from rnnkit.training.config import OptimConfig
 from rnnkit.training.model import ModelConfig
 

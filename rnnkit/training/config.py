@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rnnkit.data.config import DataConfig
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, flag
 from rnnkit.training.model import ModelConfig
 
 
@@ -63,12 +63,12 @@ class OptimConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise UserError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
         for name in ("weight_decay", "clip_grad", "patience", "threads"):
             if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+                raise UserError(f"{flag(name)} must not be negative, got {getattr(self, name)}")
 
 
 @dataclass

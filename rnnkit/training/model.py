@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from rnnkit.errors import UserError
+from rnnkit.errors import UserError, flag
 
 CELLS: dict[str, type[nn.Module]] = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
 """The recurrent layer class of each ``--cell`` name."""
@@ -64,7 +64,7 @@ class ModelConfig:
             raise UserError(f"--cell should be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name in ("hidden_size", "num_layers"):
             if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise UserError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         if self.cell != "rnn" and self.nonlinearity != "tanh":
             raise UserError(f"--nonlinearity is an option of --cell rnn, not of {self.cell}")
         if not 0 <= self.dropout < 1:
