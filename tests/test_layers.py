@@ -383,6 +383,25 @@ def test_optimizer_steps_train_the_layer(backend, kind):
     assert losses[-1] < 0.7 * losses[0]
 
 
+@pytest.mark.parametrize("kind, options", [(k, o) for k, opts in KIND_OPTIONS.items() for o in opts])
+@pytest.mark.parametrize("frozen", ["all", "first layer"])
+def test_frozen_weights_get_no_gradient_and_the_rest_match_torch(backend, kind, options, frozen):
+    ours, theirs = build(dict(kind=kind, num_layers=2, bidirectional=True, **options))
+    for module in (ours, theirs):
+        for name, parameter in module.named_parameters():
+            parameter.requires_grad_(frozen == "first layer" and "_l0" not in name)
+    x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
+    grads = []
+    for module in (ours, theirs):
+        given = x.clone().requires_grad_()
+        module(given)[0].pow(2).sum().backward()
+        grads.append([given.grad] + [p.grad for p in module.parameters()])
+    for got, expected in zip(*grads):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            torch.testing.assert_close(got, expected)
+
+
 # -- the recurrence is ours ------------------------------------------------------------
 
 RECURRENT_OPS = [

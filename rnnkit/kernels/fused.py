@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import fused_gru, fused_lstm, fused_rnn
 from rnnkit.kernels.reference import GATES, DirectionWeights, State
 
@@ -79,7 +80,7 @@ def run_layer(
     lengths: Tensor | None,
 ) -> tuple[Tensor, State]:
     """Run one layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
-    return LAYERS[mode](mode, x, state, weights, lengths)
+    return LAYERS[mode](mode, x, state, weights, common.clean_lengths(lengths, x.shape[0]))
 
 
 def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:

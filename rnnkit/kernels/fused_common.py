@@ -23,7 +23,7 @@ autograd records the call (:func:`backward_may_follow`).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -107,10 +107,27 @@ def project_inputs(x: Tensor, weights: list[DirectionWeights]) -> Tensor:
     return out
 
 
-def run_pieces(work: Callable[[parallel.Piece], None], directions: int, batch: int, work_per_row: int) -> None:
+def run_pieces(
+    work: Callable[[parallel.Piece], None], weights: list[DirectionWeights], batch: int, steps: int
+) -> None:
     """``work(piece)`` for every direction and batch chunk, on as many
-    threads as the work is worth (see :func:`parallel.plan`)."""
-    parallel.run(work, *parallel.plan(directions, batch, work_per_row))
+    threads as the work is worth (see :func:`parallel.plan`): the
+    recurrence's multiply-adds per row and direction are those of its
+    per-step products, with ``W_hh`` and, if any, ``W_hr``."""
+    w = weights[0]
+    per_step = w.w_hh.numel() + (0 if w.w_hr is None else w.w_hr.numel())
+    parallel.run(work, *parallel.plan(len(weights), batch, steps * per_step))
+
+
+def flatten(weights: list[DirectionWeights], fields: int) -> list[Tensor | None]:
+    """The first ``fields`` tensors of each direction's weights, one list: the
+    form an autograd Function takes them in."""
+    return [tensor for w in weights for tensor in w[:fields]]
+
+
+def unflatten(flat: Sequence[Tensor | None], fields: int) -> list[DirectionWeights]:
+    """:func:`flatten` undone."""
+    return [DirectionWeights(*flat[k : k + fields]) for k in range(0, len(flat), fields)]
 
 
 def weight_grads(
@@ -121,6 +138,7 @@ def weight_grads(
     weights: list[DirectionWeights],
     lengths: np.ndarray,
     need_x: bool,
+    need_weights: bool,
     last_gate_hidden: Tensor | None = None,
 ) -> tuple[Tensor | None, list[Tensor | None]]:
     """The gradients that are products over all steps, from the pre-activation
@@ -135,6 +153,8 @@ def weight_grads(
             ``h_t`` of every step.
         lengths: ``(N,)`` int64, as the loops had it.
         need_x: whether to compute ``dL/dx``.
+        need_weights: whether to compute the weights' gradients (none are
+            wanted when every weight is frozen).
         last_gate_hidden: ``(T, N, D*H)`` or ``None``: the hidden side's
             gradient for the last gate of each direction where it differs
             from the input side's (the GRU's new gate, whose ``b_hn`` sits
@@ -143,7 +163,7 @@ def weight_grads(
     Returns:
         ``(grad_x, grads)``: ``grad_x`` ``(T, N, H_in)`` or ``None``, and
         ``grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh`` for each direction
-        (the bias ones ``None`` without bias).
+        (``None`` without ``need_weights``; the bias ones ``None`` without bias).
     """
     steps, batch, features = x.shape
     directions, _, width = h0.shape
@@ -152,6 +172,8 @@ def weight_grads(
     grad_x = None
     if need_x:
         grad_x = (rows @ stack([w.w_ih for w in weights])).view(steps, batch, features)
+    if not need_weights:
+        return grad_x, [None] * (4 * directions)
     grad_w_ih = rows.t() @ x.reshape(steps * batch, features)  # (D*G*H, H_in)
     bias = weights[0].b_ih is not None
     sums = rows.sum(0) if bias else None
@@ -198,8 +220,7 @@ def reference_backward(
     in :class:`DirectionWeights` order; ``grad_outputs`` are the gradients of
     the output and of each final state.
     """
-    fields = len(flat) // state[0].shape[0]
-    weights = [DirectionWeights(*flat[k : k + fields]) for k in range(0, len(flat), fields)]
+    weights = unflatten(flat, len(flat) // state[0].shape[0])
     with torch.enable_grad():
         output, final = reference.run_layer(mode, x, state, weights, lengths)
     inputs = [x, *state, *flat]

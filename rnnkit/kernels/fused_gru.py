@@ -40,8 +40,8 @@ from rnnkit.kernels.gru_loops import gru_backward, gru_forward
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
-def _directions(flat: tuple) -> list[DirectionWeights]:
-    return [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
+FIELDS = 4
+"""Tensors per direction in the flat argument list: ``w_ih, w_hh, b_ih, b_hh``."""
 
 
 def _forward(
@@ -67,7 +67,7 @@ def _forward(
             lengths, d == 1, piece.n0, piece.n1,
         )
 
-    common.run_pieces(work, directions, batch, steps * 3 * hidden * hidden)
+    common.run_pieces(work, weights, batch, steps)
     return gates, hns, out, h_n
 
 
@@ -84,7 +84,7 @@ class GRUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, *flat: Tensor | None):
         lengths_a = common.lengths_array(lengths, x.shape[1], x.shape[0])
-        gates, hns, out, h_n = _forward(x, h0, _directions(flat), lengths_a, keep)
+        gates, hns, out, h_n = _forward(x, h0, common.unflatten(flat, FIELDS), lengths_a, keep)
         if keep:
             ctx.save_for_backward(x, h0, gates, hns, *flat)
             ctx.lengths, ctx.lengths_a, ctx.spent = lengths, lengths_a, False
@@ -97,7 +97,7 @@ class GRUFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True
             grads = common.reference_backward("gru", ctx.lengths, x, (h0,), flat, (grad_out, grad_h_n))
             return None, None, *grads
-        weights = _directions(flat)
+        weights = common.unflatten(flat, FIELDS)
         lengths_a = ctx.lengths_a
         out = common.kept_output(ctx)
         if ctx.spent or out is None:  # a second backward pass (the first one overwrote
@@ -121,11 +121,11 @@ class GRUFunction(torch.autograd.Function):
                 dh_a[d], lengths_a, d == 1, piece.n0, piece.n1,
             )
 
-        common.run_pieces(work, directions, batch, steps * 3 * hidden * hidden)
+        common.run_pieces(work, weights, batch, steps)
         needs = ctx.needs_input_grad
         # gates now holds the input side's gradients, hns the new gate's hidden side's
         grad_x, grads = common.weight_grads(
-            gates, x, h0, out, weights, lengths_a, needs[2], last_gate_hidden=hns
+            gates, x, h0, out, weights, lengths_a, needs[2], any(needs[4:]), last_gate_hidden=hns
         )
         return None, None, grad_x, grad_h0 if needs[3] else None, *grads
 
@@ -138,9 +138,9 @@ def run_layer(
     lengths: Tensor | None,
 ) -> tuple[Tensor, State]:
     """One GRU layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
-    flat = [tensor for w in weights for tensor in w[:4]]
+    flat = common.flatten(weights, FIELDS)
     output, h_n = GRUFunction.apply(
-        common.backward_may_follow(x, *state, *flat), common.clean_lengths(lengths, x.shape[0]),
+        common.backward_may_follow(x, *state, *flat), lengths,
         x, state[0], *flat,
     )
     return output, (h_n,)

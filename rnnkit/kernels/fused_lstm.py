@@ -42,10 +42,6 @@ FIELDS = 5
 """Tensors per direction in the flat argument list: ``w_ih, w_hh, b_ih, b_hh, w_hr``."""
 
 
-def _directions(flat: tuple) -> list[DirectionWeights]:
-    return [DirectionWeights(*flat[k : k + FIELDS]) for k in range(0, len(flat), FIELDS)]
-
-
 def _forward(
     x: Tensor, h0: Tensor, c0: Tensor, weights: list[DirectionWeights], lengths: np.ndarray, keep: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -72,7 +68,7 @@ def _forward(
             cells_a, d * hidden, h_a[d], c_a[d], lengths, d == 1, piece.n0, piece.n1,
         )
 
-    common.run_pieces(work, directions, batch, _work_per_row(steps, hidden, width, weights))
+    common.run_pieces(work, weights, batch, steps)
     return gates, cells, out, h_n, c_n
 
 
@@ -92,7 +88,7 @@ class LSTMFunction(torch.autograd.Function):
         ctx, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor, *flat: Tensor | None
     ):
         lengths_a = common.lengths_array(lengths, x.shape[1], x.shape[0])
-        gates, cells, out, h_n, c_n = _forward(x, h0, c0, _directions(flat), lengths_a, keep)
+        gates, cells, out, h_n, c_n = _forward(x, h0, c0, common.unflatten(flat, FIELDS), lengths_a, keep)
         if keep:
             ctx.save_for_backward(x, h0, c0, gates, cells, *flat)
             ctx.lengths, ctx.lengths_a, ctx.spent = lengths, lengths_a, False
@@ -107,7 +103,7 @@ class LSTMFunction(torch.autograd.Function):
                 "lstm", ctx.lengths, x, (h0, c0), flat, (grad_out, grad_h_n, grad_c_n)
             )
             return None, None, *grads
-        weights = _directions(flat)
+        weights = common.unflatten(flat, FIELDS)
         lengths_a = ctx.lengths_a
         out = common.kept_output(ctx)
         if ctx.spent or out is None:  # a second backward pass (the first one overwrote
@@ -137,14 +133,15 @@ class LSTMFunction(torch.autograd.Function):
                 grad_out_a, d * width, dh_a[d], dc_a[d], dhs_a, lengths_a, d == 1, piece.n0, piece.n1,
             )
 
-        common.run_pieces(work, directions, batch, _work_per_row(steps, hidden, width, weights))
+        common.run_pieces(work, weights, batch, steps)
         needs = ctx.needs_input_grad
         # gates now holds dL/d(gate pre-activations); with a projection, cells o * tanh(c_t)
-        grad_x, grads = common.weight_grads(gates, x, h0, out, weights, lengths_a, needs[2])
+        need_weights = any(needs[5:])
+        grad_x, grads = common.weight_grads(gates, x, h0, out, weights, lengths_a, needs[2], need_weights)
         flat_grads: list[Tensor | None] = []
         for d in range(directions):
             grad_w_hr = None
-            if project:
+            if project and need_weights:
                 pairs = dhs.shape[0] * dhs.shape[1]
                 dh_d = dhs[:, :, d * width : (d + 1) * width].reshape(pairs, width)
                 grad_w_hr = dh_d.t() @ cells[:, :, d * hidden : (d + 1) * hidden].reshape(pairs, hidden)
@@ -155,11 +152,6 @@ class LSTMFunction(torch.autograd.Function):
         )
 
 
-def _work_per_row(steps: int, hidden: int, width: int, weights: list[DirectionWeights]) -> int:
-    """Multiply-adds of the recurrence for one batch row and direction."""
-    return steps * (4 * hidden * width + (0 if weights[0].w_hr is None else hidden * width))
-
-
 def run_layer(
     mode: str,
     x: Tensor,
@@ -168,10 +160,10 @@ def run_layer(
     lengths: Tensor | None,
 ) -> tuple[Tensor, State]:
     """One LSTM layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
-    flat = [tensor for w in weights for tensor in w]
+    flat = common.flatten(weights, FIELDS)
     h0, c0 = state
     output, h_n, c_n = LSTMFunction.apply(
-        common.backward_may_follow(x, *state, *flat), common.clean_lengths(lengths, x.shape[0]),
+        common.backward_may_follow(x, *state, *flat), lengths,
         x, h0, c0, *flat,
     )
     return output, (h_n, c_n)

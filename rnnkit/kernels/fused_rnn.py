@@ -38,8 +38,8 @@ from rnnkit.kernels.elman_loops import elman_backward, elman_forward
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
-def _directions(flat: tuple) -> list[DirectionWeights]:
-    return [DirectionWeights(*flat[k : k + 4]) for k in range(0, len(flat), 4)]
+FIELDS = 4
+"""Tensors per direction in the flat argument list: ``w_ih, w_hh, b_ih, b_hh``."""
 
 
 def _forward(
@@ -60,7 +60,7 @@ def _forward(
             out_a, d * hidden, w_hh[d], b_hh[d], h_a[d], lengths, d == 1, relu, piece.n0, piece.n1
         )
 
-    common.run_pieces(work, len(weights), batch, steps * hidden * hidden)
+    common.run_pieces(work, weights, batch, steps)
     return out, h_n
 
 
@@ -79,7 +79,7 @@ class ElmanFunction(torch.autograd.Function):
         ctx, relu: bool, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, *flat: Tensor | None
     ):
         lengths_a = common.lengths_array(lengths, x.shape[1], x.shape[0])
-        out, h_n = _forward(x, h0, _directions(flat), lengths_a, relu)
+        out, h_n = _forward(x, h0, common.unflatten(flat, FIELDS), lengths_a, relu)
         if keep:
             ctx.save_for_backward(x, h0, *flat)
             ctx.relu, ctx.lengths, ctx.lengths_a = relu, lengths, lengths_a
@@ -94,7 +94,7 @@ class ElmanFunction(torch.autograd.Function):
             grads = common.reference_backward(mode, ctx.lengths, x, (h0,), flat, (grad_out, grad_h_n))
             return None, None, None, *grads
         lengths_a = ctx.lengths_a
-        weights = _directions(flat)
+        weights = common.unflatten(flat, FIELDS)
         out = common.kept_output(ctx)
         if out is None:  # the caller changed the output in place: run the forward loop again
             out, _ = _forward(x, h0, weights, lengths_a, ctx.relu)
@@ -114,9 +114,9 @@ class ElmanFunction(torch.autograd.Function):
                 d == 1, ctx.relu, piece.n0, piece.n1,
             )
 
-        common.run_pieces(work, directions, batch, steps * hidden * hidden)
+        common.run_pieces(work, weights, batch, steps)
         needs = ctx.needs_input_grad
-        grad_x, grads = common.weight_grads(dz, x, h0, out, weights, lengths_a, needs[3])
+        grad_x, grads = common.weight_grads(dz, x, h0, out, weights, lengths_a, needs[3], any(needs[5:]))
         return None, None, None, grad_x, grad_h0 if needs[4] else None, *grads
 
 
@@ -128,9 +128,9 @@ def run_layer(
     lengths: Tensor | None,
 ) -> tuple[Tensor, State]:
     """One Elman layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
-    flat = [tensor for w in weights for tensor in (w.w_ih, w.w_hh, w.b_ih, w.b_hh)]
+    flat = common.flatten(weights, FIELDS)
     output, h_n = ElmanFunction.apply(
         mode == "rnn_relu", common.backward_may_follow(x, *state, *flat),
-        common.clean_lengths(lengths, x.shape[0]), x, state[0], *flat,
+        lengths, x, state[0], *flat,
     )
     return output, (h_n,)
