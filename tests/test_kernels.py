@@ -15,7 +15,7 @@ import rnnkit
 from rnnkit import kernels
 from rnnkit.kernels import fused, fused_common, parallel, reference
 from rnnkit.kernels.numba_ops import ROW_BLOCK
-from rnnkit.kernels.reference import DirectionWeights
+from rnnkit.kernels.reference import GATES, DirectionWeights
 
 
 TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=2e-5), torch.float64: dict(rtol=1e-9, atol=1e-10)}
@@ -23,9 +23,6 @@ TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=2e-5), torch.float64: dict(rtol
 
 def assert_close(actual, expected, name=""):
     torch.testing.assert_close(actual, expected, **TOLERANCE[expected.dtype], msg=f"{name} differs")
-
-
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
 
 @dataclass(frozen=True)

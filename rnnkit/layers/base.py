@@ -14,11 +14,10 @@ import math
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.kernels.reference import GATES, STEPS, DirectionWeights, State
+from rnnkit.kernels.reference import GATES, STEPS, DirectionWeights, State, input_projection
 from rnnkit.layers.checks import check_dropout, check_flag, check_proj_size, check_size
 from rnnkit.layers.driver import run_stack
 
@@ -277,11 +276,9 @@ class RecurrentLayer(_TorchTwin):
         owner = type(self).__name__
         batch = x.shape[1]
         stacked = self.num_layers * self.num_directions
-        if hx is None:
-            return tuple(
-                x.new_zeros(stacked, batch, size) for size in self._state_sizes()
-            )
         sizes = self._state_sizes()
+        if hx is None:
+            return tuple(x.new_zeros(stacked, batch, size) for size in sizes)
         expected = [(stacked, batch, n) if batched else (stacked, n) for n in sizes]
         state = _check_state(owner, hx, self.state_names, expected, x)
         return state if batched else tuple(part.unsqueeze(1) for part in state)
@@ -295,8 +292,7 @@ class RecurrentLayer(_TorchTwin):
                 f"PackedSequence data should be 2D (sum of lengths, H_in), "
                 f"got shape {_shape(packed.data)}"
             )
-        x, lengths = pad_packed_sequence(packed)
-        return x, lengths
+        return pad_packed_sequence(packed)
 
     @staticmethod
     def _repack(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
@@ -376,7 +372,7 @@ class RecurrentCell(_TorchTwin):
             )
         state = self._initial_state(hx, x, batched)
         weights = DirectionWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        new_state = STEPS[self.cell_type](F.linear(x, weights.w_ih, weights.b_ih), state, weights)
+        new_state = STEPS[self.cell_type](input_projection(x, weights), state, weights)
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
         return new_state[0] if len(new_state) == 1 else new_state
