@@ -5,10 +5,32 @@
 >>> output, h_n = rnn(torch.randn(3, 2, 5))
 >>> output.shape, h_n.shape
 (torch.Size([3, 2, 8]), torch.Size([2, 2, 8]))
+
+The layers load torch on first use, not on ``import rnnkit``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from rnnkit.explain import explain
-from rnnkit.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+
+if TYPE_CHECKING:
+    from rnnkit.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
 __all__ = ["RNN", "RNNCell", "LSTM", "LSTMCell", "GRU", "GRUCell", "explain", "__version__"]
+
+_LAYERS = ("RNN", "RNNCell", "LSTM", "LSTMCell", "GRU", "GRUCell")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAYERS:
+        from rnnkit import layers
+
+        return getattr(layers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAYERS))

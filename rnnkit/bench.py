@@ -39,9 +39,10 @@ from torch import nn
 
 import rnnkit
 from rnnkit import kernels
+from rnnkit.layers import SEQUENCE_LAYERS
 
 
-CELLS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+CELLS = SEQUENCE_LAYERS
 """The cell types ``rnnkit bench`` knows, and their layer classes' names."""
 
 

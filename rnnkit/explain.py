@@ -27,7 +27,9 @@ import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
-CELLS = ("rnn", "lstm", "gru")
+from rnnkit.layers import SEQUENCE_LAYERS, checks
+
+CELLS = tuple(SEQUENCE_LAYERS)
 LANGS = ("en", "zh")
 
 _CLASS_NAMES = {
@@ -431,9 +433,6 @@ def _argument_problems(config: LayerConfig, text: dict[str, Any]) -> list[Proble
     (:mod:`rnnkit.layers.checks`, which raise what ``torch.nn`` raises): the
     exception each raises picks the explanation, in the explanation's language.
     """
-    # the layers package imports torch: load it to explain, not to import this module
-    from rnnkit.layers import checks
-
     problems: list[Problem] = []
 
     def problem(subject: str, key: str, **values: Any) -> None:

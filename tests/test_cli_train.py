@@ -403,3 +403,19 @@ def test_interruption_message_says_what_last_pt_holds(tmp_path):
     assert f"{run / 'last.pt'} holds the initial weights" in _interruption(run, None, not_started)
     assert f"holds epoch 3: continue with  rnnkit train --resume {run}" in _interruption(run, resumed_at_3, not_started)
     assert "holds epoch 5" in _interruption(run, resumed_at_3, started)
+
+
+def test_the_command_line_and_explain_start_without_torch():
+    """torch loads when a layer is built, not for parsing options or explaining one."""
+    code = (
+        "import sys\n"
+        "from rnnkit.cli.main import build_parser\n"
+        "build_parser().parse_args(['train', '--cell', 'gru'])\n"
+        "import rnnkit\n"
+        "rnnkit.explain(input_size=5, hidden_size=8, num_layers=2, input_shape=(3, 2, 5))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "rnnkit.RNN\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rnnkit.cli.options import add_options, format_options, given_options
 from rnnkit.data.config import DataConfig
 from rnnkit.errors import UserError, flag
-from rnnkit.training.config import OptimConfig
-from rnnkit.training.model import ModelConfig
+from rnnkit.training.config import ModelConfig, OptimConfig
 
 if TYPE_CHECKING:
     from rnnkit.cli.display import TrainDisplay

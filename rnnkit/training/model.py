@@ -7,75 +7,16 @@ to any cell type, readout and variable-length sequences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from rnnkit.errors import UserError, flag
+from rnnkit.layers import SEQUENCE_LAYERS
+from rnnkit.training.config import ModelConfig
 
-CELLS: dict[str, type[nn.Module]] = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
+CELLS: dict[str, type[nn.Module]] = {cell: getattr(rnnkit, name) for cell, name in SEQUENCE_LAYERS.items()}
 """The recurrent layer class of each ``--cell`` name."""
-
-READOUTS = ("last", "mean", "max")
-"""How the per-step outputs become one feature vector per sequence."""
-
-
-@dataclass
-class ModelConfig:
-    """Model: a recurrent layer reads each sequence, a linear layer picks its class."""
-
-    cell: str = field(default="rnn", metadata={
-        "choices": tuple(CELLS),
-        "help": "recurrent cell type",
-    })
-    hidden_size: int = field(default=128, metadata={
-        "help": "features in the hidden state h, H_out",
-    })
-    num_layers: int = field(default=1, metadata={
-        "help": "stacked recurrent layers; layer k+1 reads layer k's outputs",
-    })
-    nonlinearity: str = field(default="tanh", metadata={
-        "choices": ("tanh", "relu"),
-        "help": "the RNN cell's activation (--cell rnn only)",
-    })
-    bias: bool = field(default=True, metadata={
-        "help": "give the recurrent layers the biases b_ih and b_hh",
-    })
-    dropout: float = field(default=0.0, metadata={
-        "help": "dropout on the outputs of every recurrent layer but the last, "
-                "during training (needs --num-layers 2 or more)",
-    })
-    bidirectional: bool = field(default=False, metadata={
-        "help": "also read each sequence backwards and join both directions' features",
-    })
-    readout: str = field(default="last", metadata={
-        "choices": READOUTS,
-        "help": "what the linear layer sees: last (the state after each sequence's true "
-                "last step, as in the tutorial; with --bidirectional, joined with the "
-                "backward state after the first step), mean or max (over the valid steps "
-                "of the last layer's output)",
-    })
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise UserError(f"--cell should be one of {', '.join(CELLS)}, got {self.cell!r}")
-        for name in ("hidden_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
-        if self.cell != "rnn" and self.nonlinearity != "tanh":
-            raise UserError(f"--nonlinearity is an option of --cell rnn, not of {self.cell}")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.dropout > 0 and self.num_layers == 1:
-            raise UserError(
-                "--dropout acts between recurrent layers, so it needs --num-layers 2 or more"
-            )
-        if self.readout not in READOUTS:
-            raise UserError(f"--readout should be one of {', '.join(READOUTS)}, got {self.readout!r}")
-
 
 class SequenceClassifier(nn.Module):
     """Class scores for sequences of feature vectors.
