@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from rnnkit.layers import SEQUENCE_LAYERS, checks
+from rnnkit.layers.shapes import parameter_shapes, suffix
 
 CELLS = tuple(SEQUENCE_LAYERS)
 LANGS = ("en", "zh")
@@ -574,9 +575,6 @@ def _axis_meaning(symbol: str, config: LayerConfig, text: dict[str, Any]) -> str
 def _parameters(config: LayerConfig, text: dict[str, Any]) -> list[ParameterShape]:
     """Every parameter in ``torch.nn``'s order, with the matrices it stacks."""
     gates = _GATES[config.cell]
-    rows = len(gates) * config.hidden_size
-    h_out = config.proj_size or config.hidden_size
-    directions = 2 if config.bidirectional else 1
 
     def stacked(kind: str, part: str) -> str:
         """``W_ih`` for an RNN; ``W_ii|W_if|W_ig|W_io`` for an LSTM's gate blocks."""
@@ -584,29 +582,25 @@ def _parameters(config: LayerConfig, text: dict[str, Any]) -> list[ParameterShap
             return f"{kind}_{part}h"
         return "|".join(f"{kind}_{part}{gate}" for gate in gates)
 
-    blocks: list[tuple[str, int, str]] = []
-    if config.cell_only:
-        blocks.append(("", config.input_size, ""))
+    symbols = {
+        "weight_ih": stacked("W", "i"), "weight_hh": stacked("W", "h"),
+        "bias_ih": stacked("b", "i"), "bias_hh": stacked("b", "h"), "weight_hr": text["projection"],
+    }
+    if config.cell_only:  # one step: the first layer's forward parameters, without a suffix
+        blocks = parameter_shapes(len(gates), config.input_size, config.hidden_size, bias=config.bias)
     else:
-        for k in range(config.num_layers):
-            for d in range(directions):
-                where = text["where.layer"].format(k=k) + (text["where.reverse"] if d else "")
-                inputs = config.input_size if k == 0 else directions * h_out
-                blocks.append((f"_l{k}" + ("_reverse" if d else ""), inputs, where))
-
+        blocks = parameter_shapes(
+            len(gates), config.input_size, config.hidden_size, config.num_layers, config.bias,
+            config.bidirectional, config.proj_size,
+        )
     parameters = []
-    for suffix, inputs, where in blocks:
-        shapes = {
-            "weight_ih": ((rows, inputs), stacked("W", "i")),
-            "weight_hh": ((rows, h_out), stacked("W", "h")),
-        }
-        if config.bias:
-            shapes |= {"bias_ih": ((rows,), stacked("b", "i")),
-                       "bias_hh": ((rows,), stacked("b", "h"))}
-        if config.proj_size:
-            shapes["weight_hr"] = ((config.proj_size, config.hidden_size), text["projection"])
-        for name, (shape, symbols) in shapes.items():
-            parameters.append(ParameterShape(name + suffix, shape, symbols + where))
+    for k, d, shapes in blocks:
+        name_suffix = where = ""
+        if not config.cell_only:
+            name_suffix = suffix(k, d)
+            where = text["where.layer"].format(k=k) + (text["where.reverse"] if d else "")
+        for name, shape in shapes.items():
+            parameters.append(ParameterShape(name + name_suffix, shape, symbols[name] + where))
     return parameters
 
 

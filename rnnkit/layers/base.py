@@ -20,6 +20,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnkit.kernels.reference import GATES, STEPS, DirectionWeights, State, input_projection
 from rnnkit.layers.checks import check_dropout, check_flag, check_proj_size, check_size
 from rnnkit.layers.driver import run_stack
+from rnnkit.layers.shapes import parameter_shapes, suffix
 
 
 _WEIGHT_FIELDS = {
@@ -150,31 +151,19 @@ class RecurrentLayer(_TorchTwin):
         self.proj_size = check_proj_size(proj_size, hidden_size)
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = GATES[cell_type] * hidden_size
-        output_size = self.output_size
         # Per layer and direction, DirectionWeights field -> parameter name, in torch's order.
         self._weight_names: list[dict[str, str]] = []
         self._weight_shapes: dict[str, tuple[int, ...]] = {}
-        for layer in range(num_layers):
-            layer_input_size = input_size if layer == 0 else output_size * self.num_directions
-            for direction in range(self.num_directions):
-                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                shapes = {
-                    "weight_ih": (gate_size, layer_input_size),
-                    "weight_hh": (gate_size, output_size),
-                }
-                if bias:
-                    shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
-                if proj_size:
-                    shapes["weight_hr"] = (proj_size, hidden_size)
-                names = {}
-                for base_name, shape in shapes.items():
-                    self.register_parameter(
-                        base_name + suffix, nn.Parameter(torch.empty(shape, **factory))
-                    )
-                    names[_WEIGHT_FIELDS[base_name]] = base_name + suffix
-                    self._weight_shapes[base_name + suffix] = shape
-                self._weight_names.append(names)
+        for layer, direction, shapes in parameter_shapes(
+            GATES[cell_type], input_size, hidden_size, num_layers, bias, bidirectional, proj_size
+        ):
+            names = {}
+            for base_name, shape in shapes.items():
+                name = base_name + suffix(layer, direction)
+                self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+                names[_WEIGHT_FIELDS[base_name]] = name
+                self._weight_shapes[name] = shape
+            self._weight_names.append(names)
         self.reset_parameters()
 
     @property
