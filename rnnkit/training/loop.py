@@ -49,14 +49,12 @@ class TensorSet(NamedTuple):
     def batch(self, index: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``(x, y, lengths)`` of the sequences at ``index``, with ``x`` cut to
         the longest of them."""
+        on_device = index.to(self.x.device)  # x and y live together, lengths on the CPU
+        y = None if self.y is None else self.y[on_device]
         if self.lengths is None:
-            return self.x[index.to(self.x.device)], self._labels(index), None
+            return self.x[on_device], y, None
         lengths = self.lengths[index]
-        x = self.x[index.to(self.x.device), : int(lengths.max())]
-        return x, self._labels(index), lengths
-
-    def _labels(self, index: Tensor) -> Tensor | None:
-        return None if self.y is None else self.y[index.to(self.y.device)]
+        return self.x[on_device, : int(lengths.max())], y, lengths
 
 
 def derived_seed(*parts: int) -> int:
