@@ -61,19 +61,24 @@ def backward_may_follow(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def keep_output(ctx, out: Tensor) -> None:
+def keep_output(ctx, out: Tensor, single_use: bool) -> None:
     """Keep a Function's output for its backward pass without copying it: a
     detached alias (no reference cycle through the output's ``grad_fn``) and
     its version, so that :func:`kept_output` can tell whether the caller has
-    changed it in place since."""
-    ctx.out, ctx.out_version = out.detach(), out._version
+    changed it in place since. ``single_use``: the backward loop overwrites
+    what the forward pass kept (the LSTM's and GRU's activations), so a
+    second backward pass through it needs the forward loop again too."""
+    ctx.out, ctx.out_version, ctx.single_use, ctx.spent = out.detach(), out._version, single_use, False
 
 
 def kept_output(ctx) -> Tensor | None:
-    """The output as the forward pass left it, or ``None`` when the caller has
-    changed it in place (then the backward pass runs the forward loop again,
-    as torch.nn's layers, which keep copies, would not need to)."""
-    return ctx.out if ctx.out._version == ctx.out_version else None
+    """The output as the forward pass left it, or ``None`` when the backward
+    pass must run the forward loop again first: the caller changed the output
+    in place (torch.nn's layers, which keep copies, would not need to), or a
+    single-use forward pass was spent by an earlier backward pass."""
+    out = None if ctx.spent or ctx.out._version != ctx.out_version else ctx.out
+    ctx.spent = ctx.single_use
+    return out
 
 
 def lengths_array(lengths: Tensor | None, batch: int, steps: int) -> np.ndarray:

@@ -87,8 +87,8 @@ class GRUFunction(torch.autograd.Function):
         gates, hns, out, h_n = _forward(x, h0, common.unflatten(flat, FIELDS), lengths_a, keep)
         if keep:
             ctx.save_for_backward(x, h0, gates, hns, *flat)
-            ctx.lengths, ctx.lengths_a, ctx.spent = lengths, lengths_a, False
-            common.keep_output(ctx, out)
+            ctx.lengths, ctx.lengths_a = lengths, lengths_a
+            common.keep_output(ctx, out, single_use=True)
         return out, h_n
 
     @staticmethod
@@ -100,10 +100,8 @@ class GRUFunction(torch.autograd.Function):
         weights = common.unflatten(flat, FIELDS)
         lengths_a = ctx.lengths_a
         out = common.kept_output(ctx)
-        if ctx.spent or out is None:  # a second backward pass (the first one overwrote
-            # the activations), or the output changed in place: run the forward loop again
+        if out is None:
             gates, hns, out, _ = _forward(x, h0, weights, lengths_a, keep=True)
-        ctx.spent = True
         steps, batch, _ = x.shape
         directions, _, hidden = h0.shape
 

@@ -91,8 +91,8 @@ class LSTMFunction(torch.autograd.Function):
         gates, cells, out, h_n, c_n = _forward(x, h0, c0, common.unflatten(flat, FIELDS), lengths_a, keep)
         if keep:
             ctx.save_for_backward(x, h0, c0, gates, cells, *flat)
-            ctx.lengths, ctx.lengths_a, ctx.spent = lengths, lengths_a, False
-            common.keep_output(ctx, out)
+            ctx.lengths, ctx.lengths_a = lengths, lengths_a
+            common.keep_output(ctx, out, single_use=True)
         return out, h_n, c_n
 
     @staticmethod
@@ -106,10 +106,8 @@ class LSTMFunction(torch.autograd.Function):
         weights = common.unflatten(flat, FIELDS)
         lengths_a = ctx.lengths_a
         out = common.kept_output(ctx)
-        if ctx.spent or out is None:  # a second backward pass (the first one overwrote
-            # the activations), or the output changed in place: run the forward loop again
+        if out is None:
             gates, cells, out, _, _ = _forward(x, h0, c0, weights, lengths_a, keep=True)
-        ctx.spent = True
         steps, batch, _ = x.shape
         directions, _, width = h0.shape
         hidden = c0.shape[2]

@@ -83,7 +83,7 @@ class ElmanFunction(torch.autograd.Function):
         if keep:
             ctx.save_for_backward(x, h0, *flat)
             ctx.relu, ctx.lengths, ctx.lengths_a = relu, lengths, lengths_a
-            common.keep_output(ctx, out)
+            common.keep_output(ctx, out, single_use=False)
         return out, h_n
 
     @staticmethod
@@ -96,7 +96,7 @@ class ElmanFunction(torch.autograd.Function):
         lengths_a = ctx.lengths_a
         weights = common.unflatten(flat, FIELDS)
         out = common.kept_output(ctx)
-        if out is None:  # the caller changed the output in place: run the forward loop again
+        if out is None:
             out, _ = _forward(x, h0, weights, lengths_a, ctx.relu)
         steps, batch, _ = x.shape
         directions, _, hidden = h0.shape
