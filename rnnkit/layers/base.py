@@ -46,10 +46,13 @@ def _check_input_tensor(owner: str, x: Tensor, weight: Tensor) -> None:
 
 
 def _check_state(
-    owner: str, hx: Any, names: tuple[str, ...], expected: list[tuple[int, ...]], x: Tensor
+    owner: str, hx: Any, names: tuple[str, ...], expected: list[tuple[int, ...]], x: Tensor,
+    dims: tuple[int, ...] | None = None,
 ) -> State:
     """A user's ``hx`` (one tensor, or a tuple with one tensor per state part)
-    checked against the expected shapes and the input's dtype and device."""
+    checked against the expected shapes and the input's dtype and device.
+    A part with a number of dimensions outside ``dims`` (when given) is a
+    ``ValueError``, as torch's cells raise; any other wrong shape a ``RuntimeError``."""
     if len(names) > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != len(names)):
         raise TypeError(
             f"{owner}: hx should be a tuple ({', '.join(names)}) of {len(names)} tensors, "
@@ -60,6 +63,11 @@ def _check_state(
         what = "hx" if len(names) == 1 else f"hx[{index}] ({names[index]})"
         if not isinstance(part, Tensor):
             raise TypeError(f"{owner}: {what} should be a Tensor, got {type(part).__name__}")
+        if dims is not None and part.dim() not in dims:
+            raise ValueError(
+                f"{owner}: Expected {what} to be {' or '.join(f'{d}D' for d in dims)}, "
+                f"got {part.dim()}D tensor of shape {_shape(part)} instead"
+            )
         if tuple(part.shape) != shape:
             raise RuntimeError(f"{owner}: Expected {what} size {shape}, got {_shape(part)}")
         if part.dtype != x.dtype:
@@ -373,7 +381,7 @@ class RecurrentCell(_TorchTwin):
             return (zeros,) * len(self.state_names)
         size = self.hidden_size
         expected = [(x.shape[0], size) if batched else (size,)] * len(self.state_names)
-        state = _check_state(owner, hx, self.state_names, expected, x)
+        state = _check_state(owner, hx, self.state_names, expected, x, dims=(1, 2))
         return state if batched else tuple(part.unsqueeze(0) for part in state)
 
     def extra_repr(self) -> str:
