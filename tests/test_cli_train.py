@@ -86,6 +86,17 @@ def test_existing_run_directory_needs_overwrite(trained, capsys, tmp_path):
     assert (copy / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
 
 
+def test_a_directory_of_other_files_is_not_called_a_run(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert train("--out", str(tmp_path)) == 1
+    line = error_line(capsys)
+    assert f"{tmp_path} is not empty and holds no rnnkit run" in line
+    assert "another --out" in line and "--overwrite" in line
+    assert "run directory" not in line and "--resume" not in line
+    assert train("--out", str(tmp_path), "--overwrite", "--epochs", "1") == 0
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_own_npz_data_with_every_model_option(sequences, tmp_path, capsys):
     args = ["--data", str(sequences), "--normalize", "feature", "--num-layers", "2",
             "--dropout", "0.1", "--bidirectional", "--readout", "max", "--no-bias",
@@ -116,11 +127,17 @@ def test_resume_continues_and_refuses_what_it_cannot_do(trained, tmp_path, capsy
     assert ("has already trained 2 epochs, so --epochs 1 cannot be its length; give --epochs "
             "above 2") in error_line(capsys)
     assert main(["train", "--resume", str(run), "--hidden-size", "5"]) == 1
-    assert "--hidden-size cannot be given with it" in error_line(capsys)
+    line = error_line(capsys)
+    assert "--hidden-size cannot be given with it" in line
+    assert line.endswith("(only --epochs, --device, --threads, --plots)")
+    assert main(["train", "--resume", str(run), "--out", str(tmp_path / "elsewhere")]) == 1
+    assert "--out cannot be given with it" in error_line(capsys)
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 1
     assert "no run directory" in error_line(capsys)
     assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0
-    assert "resuming after epoch 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resuming after epoch 2" in out
+    assert "s this session (" in out and "over all 3 epochs" in out
     rows = json.loads((run / "metrics.json").read_text())
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     description = json.loads((run / "config.json").read_text())
@@ -218,15 +235,38 @@ def test_predict_csv_and_json(trained, tmp_path, capsys):
     with open(tmp_path / "in.csv", "w", newline="") as handle:
         csv.writer(handle).writerows(images.reshape(7, 64).tolist())
     out = tmp_path / "predictions.json"
-    assert main(["predict", str(trained), str(tmp_path / "in.csv"), "--csv-features", "8",
-                 "-o", str(out)]) == 0
+    assert main(["predict", str(trained), str(tmp_path / "in.csv"), "-o", str(out)]) == 0
     predictions = json.loads(out.read_text())
     assert [p["predicted"] for p in predictions] == [int(r["predicted"]) for r in rows]
+    # the run's own features per step are the default, so the same value may be given
+    assert main(["predict", str(trained), str(tmp_path / "in.csv"), "--csv-features", "8"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 8
+
+
+def test_evaluate_csv_rows_as_the_model_reads_them(trained, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    with open(tmp_path / "test.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(np.column_stack([digits.target[:50], digits.data[:50]]).tolist())
+    assert main(["evaluate", str(trained), "--test-data", str(tmp_path / "test.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 50
+    assert main(["evaluate", str(trained), "--test-data", str(tmp_path / "test.csv"),
+                 "--csv-features", "4"]) == 1
+    assert error_line(capsys, "evaluate").endswith(
+        "--csv-features 4 does not fit the run: its model reads 8 features per step "
+        "(leave --csv-features out to read CSV rows that way)"
+    )
+    assert main(["evaluate", str(trained), "--csv-features", "2"]) == 1  # the run's own test set
+    assert "--csv-features 2 does not fit the run" in error_line(capsys, "evaluate")
 
 
 @pytest.mark.parametrize("make, args, message", [
     (lambda d: None, ["missing.npz"], "no such file"),
     (lambda d: np.savez(d / "x.npz", x=np.zeros((3, 8, 5))), ["x.npz"], "has 5 features per step, but the model reads 8"),
+    (lambda d: np.savez(d / "x.npz", x=np.zeros((3, 8))), ["x.npz"], "has 1 feature per step, but the model reads 8"),
+    (lambda d: (d / "x.csv").write_text("1,2,3,4\n"), ["x.csv", "--csv-features", "4"],
+     "--csv-features 4 does not fit the run: its model reads 8 features per step"),
     (lambda d: np.savez(d / "x.npz", x=np.full((3, 8, 8), np.nan)), ["x.npz"], "NaN/inf"),
     (lambda d: np.savez(d / "x.npz", x=np.zeros((3, 8, 8))), ["x.npz", "-o", "out.txt"], "give a .csv or .json"),
     (lambda d: None, ["x.csv", "--csv-features", "0"], "--csv-features must be at least 1, got 0"),
@@ -297,6 +337,80 @@ def test_bad_option_values_exit_with_usage(capsys):
         main(["train", "--lr", "nan"])
     assert exit_info.value.code == 2
     assert "expected a finite number" in capsys.readouterr().err
+
+
+REQUIRED = {"explain": ["--input-size", "5", "--hidden-size", "8"], "evaluate": ["RUN"],
+            "predict": ["RUN", "IN.npz"], "train": [], "bench": []}
+"""What each subcommand needs before an unknown option is the only mistake left."""
+
+
+@pytest.mark.parametrize("command", sorted(REQUIRED))
+def test_an_unknown_option_is_reported_by_its_command(command, capsys):
+    from rnnkit.cli.main import SUBCOMMANDS
+
+    assert set(REQUIRED) == set(SUBCOMMANDS)
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *REQUIRED[command], "--frobnicate"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: rnnkit {command} ")
+    assert err.strip().endswith(f"rnnkit {command}: error: unrecognized arguments: --frobnicate")
+
+
+def test_one_feature_and_one_step_are_singular(tmp_path, capsys):
+    np.savez(tmp_path / "one.npz", x=np.random.default_rng(0).normal(size=(60, 1)), y=np.arange(60) % 2)
+    assert train("--data", str(tmp_path / "one.npz"), "--out", str(tmp_path / "run"),
+                 "--patience", "1", "--epochs", "1") == 0
+    out = capsys.readouterr().out
+    assert "sequences of 1 step x 1 feature, 2 classes" in out
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 1
+    assert "(1 of 1 epoch)" in error_line(capsys)
+
+
+def _damaged_checkpoints(good: bytes) -> dict[str, bytes]:
+    """Files that ``last.pt`` or ``best.pt`` can become, none of them readable."""
+    import pickle
+    from types import SimpleNamespace
+
+    import torch
+
+    def saved(value, **options) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(value, buffer, **options)
+        return buffer.getvalue()
+
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF
+    payload = torch.load(io.BytesIO(good), weights_only=True)
+    return {
+        "empty": b"",
+        "garbage": b"garbage\n",
+        "cut before the directory": good[:600],
+        "cut in the middle": good[: len(good) // 2],
+        "cut by one byte": good[:-1],
+        "one byte flipped": bytes(flipped),
+        "a plain pickle": pickle.dumps({"format": "rnnkit.SequenceClassifier"}),
+        "an object": saved(SimpleNamespace(epochs=3)),
+        "other tensors": saved({"weights": torch.zeros(2)}),
+        "a list": saved([1, 2]),
+        "no version": saved({key: value for key, value in payload.items() if key != "version"}),
+        "no model": saved({key: value for key, value in payload.items() if key != "model"}),
+    }
+
+
+def test_damaged_checkpoints_are_named_in_one_line(trained, tmp_path, capsys):
+    """evaluate (best.pt) and train --resume (last.pt) alike: one line that calls
+    the file damaged, status 1, and never torch's advice to load it unsafely."""
+    for name, content in _damaged_checkpoints((trained / "last.pt").read_bytes()).items():
+        for command, checkpoint in (["evaluate", "best.pt"], ["train", "last.pt"]):
+            run = tmp_path / f"{command}-{name}".replace(" ", "-")
+            shutil.copytree(trained, run)
+            (run / checkpoint).write_bytes(content)
+            argv = ["evaluate", str(run)] if command == "evaluate" else ["train", "--resume", str(run), "--epochs", "3"]
+            assert main(argv) == 1, name
+            line = error_line(capsys, command)
+            assert f"cannot read checkpoint {run / checkpoint}: it is damaged or not an rnnkit checkpoint (" in line, name
+            assert "weights_only" not in line and "Errno" not in line, line
 
 
 def test_cuda_without_gpu(capsys, tmp_path):
@@ -401,7 +515,7 @@ def test_interruption_message_says_what_last_pt_holds(tmp_path):
     resumed_at_3 = SimpleNamespace(progress={"epoch": 3})
     not_started, started = SimpleNamespace(last_epoch=None), SimpleNamespace(last_epoch=5)
     assert f"{run / 'last.pt'} holds the initial weights" in _interruption(run, None, not_started)
-    assert f"holds epoch 3: continue with  rnnkit train --resume {run}" in _interruption(run, resumed_at_3, not_started)
+    assert f"holds epoch 3: continue with rnnkit train --resume {run}" in _interruption(run, resumed_at_3, not_started)
     assert "holds epoch 5" in _interruption(run, resumed_at_3, started)
 
 

@@ -273,5 +273,35 @@ def test_bad_checkpoints(tmp_path):
     with pytest.raises(UserError, match="cannot read checkpoint"):
         load_checkpoint(tmp_path / "cut.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(UserError, match="not an rnnkit classifier checkpoint"):
+    with pytest.raises(UserError, match="damaged or not an rnnkit checkpoint .it holds a dictionary without"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_curves_tick_whole_epochs(tmp_path):
+    from rnnkit.training.plots import plot_curves
+
+    history = [
+        {"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 0.5, "val_loss": None,
+         "val_accuracy": None}
+        for e in (1, 2)
+    ]
+    figure = plot_curves(history, 2, tmp_path / "curves.png")
+    figure.canvas.draw()
+    for axes in figure.axes:
+        left, right = axes.get_xlim()
+        shown = [tick for tick in axes.get_xticks() if left <= tick <= right]
+        assert shown and all(float(tick).is_integer() for tick in shown), shown
+
+
+@pytest.mark.parametrize("shape, labels", [
+    ((4, 40), ("step", "value")),        # one feature per step (MNIST-1D): a line
+    ((4, 8, 8), ("feature", "step")),    # several (the digits): an image, a row per step
+])
+def test_samples_label_both_axes(tmp_path, shape, labels):
+    from rnnkit.data.dataset import make_sequences
+    from rnnkit.training.plots import plot_samples
+
+    data = make_sequences(np.random.default_rng(0).normal(size=shape), np.arange(4) % 2, source="t")
+    figure = plot_samples(data, np.zeros(4, dtype=int), tmp_path / "samples.png")
+    for axes in figure.axes:
+        assert (axes.get_xlabel(), axes.get_ylabel()) == labels

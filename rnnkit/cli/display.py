@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rnnkit.data.dataset import plural
 from rnnkit.data.splits import Splits
 from rnnkit.training.config import RunConfig
 from rnnkit.training.loop import Evaluation
@@ -34,8 +35,8 @@ class TrainDisplay(Callbacks):
         data, model = self.config.data, self.config.model
         sizes = f"{len(splits.train)} train / {0 if splits.val is None else len(splits.val)} val / {len(splits.test)} test"
         self.console.print(
-            f"[bold]{data.data}[/]: {sizes} sequences of {splits.train.steps} steps x "
-            f"{splits.train.features} features, {splits.num_classes} classes",
+            f"[bold]{data.data}[/]: {sizes} sequences of {plural(splits.train.steps, 'step')} x "
+            f"{plural(splits.train.features, 'feature')}, {splits.num_classes} classes",
             soft_wrap=True,
         )
         self.console.print(
@@ -89,7 +90,7 @@ class TrainDisplay(Callbacks):
 
 def _model_text(config: RunConfig) -> str:
     model = config.model
-    parts = [f"hidden {model.hidden_size}", f"{model.num_layers} layer{'s' * (model.num_layers > 1)}"]
+    parts = [f"hidden {model.hidden_size}", plural(model.num_layers, "layer")]
     if model.cell == "rnn":
         parts.append(model.nonlinearity)
     if model.bidirectional:
@@ -102,8 +103,11 @@ def _model_text(config: RunConfig) -> str:
     return ", ".join(parts)
 
 
-def summary_table(config: RunConfig, outcome: Outcome, run: RunDir, seconds: float) -> Table:
-    """The end-of-run summary."""
+def summary_table(
+    config: RunConfig, outcome: Outcome, run: RunDir, seconds: float, resumed_after: int = 0
+) -> Table:
+    """The end-of-run summary; ``seconds`` is this command's time, and
+    ``resumed_after`` the epoch it resumed the run after (0: a new run)."""
     progress, test = outcome.progress, outcome.test
     table = Table(title="rnnkit train", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -112,7 +116,7 @@ def summary_table(config: RunConfig, outcome: Outcome, run: RunDir, seconds: flo
     table.add_row("model", f"{config.model.cell}: {_model_text(config)} ({outcome.parameters:,} parameters)")
     epochs = f"{progress.epoch} of {config.optim.epochs}"
     if outcome.stopped_early:
-        epochs += f" (stopped early: no better validation accuracy for {config.optim.patience} epochs)"
+        epochs += f" (stopped early: no better validation accuracy for {plural(config.optim.patience, 'epoch')})"
     table.add_row("epochs", epochs)
     best = f"epoch {progress.best_epoch}"
     if progress.best_accuracy is not None:
@@ -123,7 +127,15 @@ def summary_table(config: RunConfig, outcome: Outcome, run: RunDir, seconds: flo
         f"[bold green]{test.accuracy:.4f}[/] ({int(test.confusion.trace())} of {test.count})",
     )
     table.add_row("test loss", f"{test.loss:.4f}")
-    table.add_row("time", f"{seconds:.1f} s ({outcome.train_seconds:.1f} s training)")
+    if not resumed_after:
+        table.add_row("time", f"{seconds:.1f} s ({outcome.train_seconds:.1f} s training)")
+    else:  # this command trained some epochs, earlier ones the others
+        history = outcome.progress.history
+        session = sum(row["seconds"] for row in history if row["epoch"] > resumed_after)
+        table.add_row("time", f"{seconds:.1f} s this session ({session:.1f} s training)")
+        table.add_row(
+            "training time", f"{outcome.train_seconds:.1f} s over all {plural(len(history), 'epoch')}"
+        )
     table.add_row("results", str(run))
     return table
 

@@ -29,7 +29,8 @@ DATA_HELPS = {
     "data_dir": "folder with the MNIST IDX files, for --data mnist or a run on mnist "
                 "(default: the run's)",
     "test_data": "a labelled .npz/.csv file to score, all of it (the same as --data FILE)",
-    "csv_features": "features per step in CSV rows (default: the run's)",
+    "csv_features": "features per step in CSV rows; the run's model fixes it, so it may be "
+                    "left out (default: the model's)",
 }
 """The data options of ``evaluate``: they name what to score, and default to the run's."""
 

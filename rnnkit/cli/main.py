@@ -26,7 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"rnnkit.cli.{name}").register(subparsers)
+    for subparser in subparsers.choices.values():
+        subparser.set_defaults(parser=subparser)
     return parser
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line. An option the command does not know is
+    reported with the usage of that command (``rnnkit train: error: ...``),
+    exit status 2; the top parser's ``parse_args`` would report it with the
+    top-level usage."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 BROKEN_PIPE = 141
@@ -35,7 +48,7 @@ BROKEN_PIPE = 141
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         status = args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit

@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output format (default: from --output's suffix, else csv)",
     )
     add_options(parser, DataConfig, only=("csv_features",), title="Input", helps={
-        "csv_features": "features per step in INPUT's CSV rows (default: the run's)",
+        "csv_features": "features per step in INPUT's CSV rows; the run's model fixes it, so "
+                        "it may be left out (default: the model's)",
     })
     add_execution_options(parser)
     parser.set_defaults(run=run)
@@ -57,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from rnnkit.data.sources import read_file
-    from rnnkit.training.inference import predict_proba
+    from rnnkit.training.inference import predict_proba, read_input
 
     output_format = args.format or _format_of(args.output)
     _, checkpoint, device = open_run(args)
-    reading = replace(checkpoint.config.data, **given_options(args, DataConfig))  # checks them
-    data = read_file(args.input, labelled=False, csv_features=reading.csv_features)
+    given = given_options(args, DataConfig)
+    replace(checkpoint.config.data, **given)  # checks the values alone (--csv-features >= 1)
+    data = read_input(checkpoint, args.input, labelled=False, csv_features=given.get("csv_features"))
     probabilities = predict_proba(checkpoint, data, device)  # (N, C)
     predicted = probabilities.argmax(1)
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rnnkit.cli.options import add_options, format_options, given_options
 from rnnkit.data.config import DataConfig
+from rnnkit.data.dataset import plural
 from rnnkit.errors import UserError, flag
 from rnnkit.training.config import ModelConfig, OptimConfig
 
@@ -49,8 +50,9 @@ your own data:
         column is a header; empty trailing cells make a row a shorter sequence
 """
 
-RESUMABLE = ("epochs", "device", "threads")
-"""Options that ``--resume`` accepts: they do not change what was trained so far."""
+RESUMABLE = ("epochs", "device", "threads", "plots")
+"""Options that ``--resume`` accepts: they do not change what was trained so far
+(``--plots`` stands for ``--plots/--no-plots``)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,8 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument(
         "--resume", metavar="RUN_DIR",
         help="continue a stopped or interrupted run from its last.pt, exactly where it "
-             f"stopped, with its saved options (only {', '.join(map(flag, RESUMABLE))} "
-             "and --plots/--no-plots may be given; a larger --epochs trains it further)",
+             f"stopped, with its saved options (only {_resumable_flags()} may be given; "
+             "a larger --epochs trains it further)",
     )
     group.add_argument(
         "--plots", action=argparse.BooleanOptionalAction,
@@ -130,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"rnnkit train: {_interruption(run_dir, resume, display)}", file=sys.stderr)
         return 130
     if world.is_main:
-        console.print(summary_table(config, outcome, run_dir, time.perf_counter() - started))
+        resumed_after = resume.progress["epoch"] if resume is not None else 0
+        console.print(
+            summary_table(config, outcome, run_dir, time.perf_counter() - started, resumed_after)
+        )
     return 0
 
 
@@ -144,7 +149,7 @@ def _interruption(run_dir: RunDir | None, resume: Checkpoint | None, display: Tr
     else:  # stopped before training started: last.pt is as it was (a resumed run's) or fresh
         epoch = resume.progress["epoch"] if resume is not None else 0
     saved = f"epoch {epoch}" if epoch else "the initial weights"
-    return f"interrupted; {last} holds {saved}: continue with  rnnkit train --resume {run_dir}"
+    return f"interrupted; {last} holds {saved}: continue with rnnkit train --resume {run_dir}"
 
 
 def _resumed(args: argparse.Namespace, given: dict[type, dict[str, Any]]) -> tuple[RunConfig, RunDir, Checkpoint]:
@@ -160,13 +165,18 @@ def _resumed(args: argparse.Namespace, given: dict[type, dict[str, Any]]) -> tup
     if fixed:
         raise UserError(
             f"--resume continues a run with its saved options; {flag(fixed[0])} cannot be "
-            f"given with it (only {', '.join(map(flag, RESUMABLE))})"
+            f"given with it (only {_resumable_flags()})"
         )
     run_dir = RunDir.existing(args.resume)
     resume = load_checkpoint(run_dir / "last.pt")
     config = replace(resume.config, optim=replace(resume.config.optim, **given[OptimConfig]))
     _check_resumable(run_dir, config, Progress(**resume.progress))
     return config, run_dir, resume
+
+
+def _resumable_flags() -> str:
+    """``RESUMABLE`` as flags, for messages: ``--epochs, --device, --threads, --plots``."""
+    return ", ".join(map(flag, RESUMABLE))
 
 
 def _command_line(args: argparse.Namespace, given: dict[type, dict[str, Any]], run_dir: RunDir) -> str:
@@ -188,7 +198,7 @@ def _check_resumable(run_dir: RunDir, config: RunConfig, progress: Progress) -> 
     end before the epochs it has already trained."""
     if config.optim.epochs < progress.epoch:
         raise UserError(
-            f"run {run_dir} has already trained {progress.epoch} epochs, so --epochs "
+            f"run {run_dir} has already trained {plural(progress.epoch, 'epoch')}, so --epochs "
             f"{config.optim.epochs} cannot be its length; give --epochs above {progress.epoch} "
             "to train it further"
         )
@@ -197,9 +207,9 @@ def _check_resumable(run_dir: RunDir, config: RunConfig, progress: Progress) -> 
     if progress.stopped_early(config):
         raise UserError(
             f"run {run_dir} stopped early at epoch {progress.epoch} (no better validation "
-            f"accuracy for {config.optim.patience} epochs); there is nothing to resume"
+            f"accuracy for {plural(config.optim.patience, 'epoch')}); there is nothing to resume"
         )
     raise UserError(
-        f"run {run_dir} is complete ({progress.epoch} of {config.optim.epochs} epochs); "
+        f"run {run_dir} is complete ({progress.epoch} of {plural(config.optim.epochs, 'epoch')}); "
         f"give --epochs above {progress.epoch} to train it further"
     )

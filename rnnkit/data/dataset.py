@@ -175,12 +175,17 @@ def _first_missing(present: np.ndarray, shown: int = 5) -> list[int]:
     return missing
 
 
+def plural(count: int, noun: str) -> str:
+    """A count and its noun, singular or plural: ``'1 feature'``, ``'8 features'``."""
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def check_compatible(data: Sequences, features: int, num_classes: int, role: str) -> None:
     """``data`` can be read by a model of ``features`` inputs and scored
     against ``num_classes`` classes; ``role`` names it in messages ("test set")."""
     if data.features != features:
         raise UserError(
-            f"the {role} ({data.source}) has {data.features} features per step, "
+            f"the {role} ({data.source}) has {plural(data.features, 'feature')} per step, "
             f"but the model reads {features}"
         )
     if data.y is not None and data.y.max() >= num_classes:

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from rnnkit.data.config import DataConfig
-from rnnkit.data.dataset import Sequences, make_sequences
+from rnnkit.data.dataset import Sequences, make_sequences, plural
 from rnnkit.data.idx import read_idx
 from rnnkit.errors import UserError
 
@@ -273,7 +273,7 @@ def read_csv(path: Path, labelled: bool, csv_features: int) -> Sequences:
             )
         if len(cells) % csv_features:
             raise UserError(
-                f"line {line} of {path} has {len(cells)} values, not a whole number of "
+                f"line {line} of {path} has {plural(len(cells), 'value')}, not a whole number of "
                 f"steps of --csv-features {csv_features}"
             )
         sequences.append([_number(cell, line, column, path) for column, cell in cells])

@@ -11,6 +11,7 @@ the training progress; ``last.pt`` also holds the optimiser state that
 from __future__ import annotations
 
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,24 +87,22 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        UserError: the file is missing, corrupt, holds anything but plain
-            data, or is not an rnnkit classifier checkpoint.
+        UserError: the file is missing; or it cannot be read as one (corrupt,
+            cut short, holding anything but plain data, or lacking what an
+            rnnkit checkpoint holds): then one line, ``cannot read checkpoint
+            PATH: it is damaged or not an rnnkit checkpoint (why)``.
     """
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
-    try:
-        with warnings.catch_warnings():
-            # a plain pickle (not torch.save's format) draws this warning before being refused
-            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a corrupt file can fail in the unpickler in many ways
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot read checkpoint {path}: {reason}") from None
+    payload = _read_payload(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path} is not an rnnkit classifier checkpoint")
-    if payload.get("version") != VERSION:
+        what = f"a {type(payload).__name__}" if not isinstance(payload, dict) else "a dictionary"
+        raise _unreadable(path, f"it holds {what} without rnnkit's format mark")
+    if not isinstance(payload.get("version"), int):
+        raise _unreadable(path, "it has no version number")
+    if payload["version"] != VERSION:
         raise UserError(
-            f"{path} is a version {payload.get('version')} checkpoint; this rnnkit reads version {VERSION}"
+            f"{path} is a version {payload['version']} checkpoint; this rnnkit reads version {VERSION}"
         )
     try:
         return Checkpoint(
@@ -118,5 +117,56 @@ def load_checkpoint(path: Path) -> Checkpoint:
             progress=payload["progress"],
             optimizer=payload["optimizer"],
         )
-    except (KeyError, TypeError) as error:
-        raise UserError(f"{path} is an incomplete checkpoint (missing {error})") from None
+    except KeyError as error:
+        raise _unreadable(path, f"it has no {error} entry") from None
+    except (TypeError, ValueError, UserError) as error:
+        raise _unreadable(path, str(error)) from None
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+"""The first bytes of the zip archive that ``torch.save`` writes."""
+
+
+def _read_payload(path: Path) -> Any:
+    """What ``torch.load(..., weights_only=True)`` reads from ``path``, after a
+    check of the archive itself: torch's own errors for a damaged file are
+    misleading (``[Errno 22] Invalid argument`` for a file cut short) or
+    unsafe (advice to load it with ``weights_only=False``)."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(ZIP_MAGIC))
+        if not start:
+            raise _unreadable(path, "the file is empty")
+        if start != ZIP_MAGIC:
+            raise _unreadable(path, f"it is not the zip archive torch.save writes: it starts with {start!r}")
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, EOFError):
+        raise _unreadable(path, "its zip archive is cut short or altered") from None
+    except OSError as error:
+        raise _unreadable(path, error.strerror or str(error)) from None
+    if broken is not None:
+        raise _unreadable(path, f"its zip archive is altered: {broken} fails its checksum")
+    try:
+        with warnings.catch_warnings():
+            # a plain pickle (not torch.save's format) draws this warning before being refused
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a corrupt file can fail in the unpickler in many ways
+        raise _unreadable(path, _load_failure(error)) from None
+
+
+def _load_failure(error: Exception) -> str:
+    """Why ``torch.load`` refused a file, without torch's advice to turn
+    ``weights_only`` off (which would run any code the file holds)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip()
+        first = detail.split("\n", 1)[0].split(". ", 1)[0].strip().rstrip(".")
+        return f"it holds more than tensors and plain data: {first}"
+    first = text.strip().split("\n", 1)[0].split(". ", 1)[0].strip().rstrip(".")
+    return first or type(error).__name__
+
+
+def _unreadable(path: Path, reason: str) -> UserError:
+    return UserError(f"cannot read checkpoint {path}: it is damaged or not an rnnkit checkpoint ({reason})")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnnkit.data.dataset import Sequences, check_compatible
+from rnnkit.data.dataset import Sequences, check_compatible, plural
 from rnnkit.data.sources import BUILTIN, read_file
 from rnnkit.data.splits import prepare_test
 from rnnkit.errors import UserError
@@ -42,10 +42,37 @@ def evaluation_set(checkpoint: Checkpoint, **data_options: Any) -> Sequences:
     if "data" in data_options and config.data not in BUILTIN:
         file = config.data
     if file is not None:
-        return read_file(file, labelled=True, csv_features=config.csv_features)
+        return read_input(checkpoint, file, labelled=True, csv_features=data_options.get("csv_features"))
+    features_per_step(checkpoint, data_options.get("csv_features"))  # a given one must agree
     if "data" in data_options:
         config = replace(config, test_data=None)  # the run's own test file goes with its data
     return prepare_test(config)
+
+
+def read_input(
+    checkpoint: Checkpoint, path: str, *, labelled: bool, csv_features: int | None = None
+) -> Sequences:
+    """The sequences in a ``.npz`` or ``.csv`` file, for the checkpoint's model:
+    a CSV row is read as steps of as many values as the model reads
+    (``csv_features``, the user's ``--csv-features``, must agree)."""
+    features = features_per_step(checkpoint, csv_features)
+    return read_file(path, labelled=labelled, csv_features=features)
+
+
+def features_per_step(checkpoint: Checkpoint, csv_features: int | None = None) -> int:
+    """``F``, the features per step of the checkpoint's model; a
+    ``--csv-features`` given as ``csv_features`` must be the same number.
+
+    Raises:
+        UserError: ``csv_features`` is given and is not ``F``.
+    """
+    if csv_features is not None and csv_features != checkpoint.input_size:
+        raise UserError(
+            f"--csv-features {csv_features} does not fit the run: its model reads "
+            f"{plural(checkpoint.input_size, 'feature')} per step (leave --csv-features out "
+            "to read CSV rows that way)"
+        )
+    return checkpoint.input_size
 
 
 def score(checkpoint: Checkpoint, data: Sequences, device: torch.device) -> Evaluation:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from rnnkit.data.dataset import Sequences
 from rnnkit.training.rundir import write_atomically
@@ -19,8 +20,9 @@ def _save(figure: Figure, path: Path) -> None:
     write_atomically(path, lambda partial: figure.savefig(partial, format="png", dpi=100))
 
 
-def plot_curves(history: list[dict[str, Any]], best_epoch: int, path: Path) -> None:
-    """Loss and accuracy per epoch, training and validation, the best epoch marked."""
+def plot_curves(history: list[dict[str, Any]], best_epoch: int, path: Path) -> Figure:
+    """Loss and accuracy per epoch, training and validation, the best epoch
+    marked; epochs ticked at whole numbers only. Returns the figure saved."""
     epochs = [row["epoch"] for row in history]
     figure = Figure(figsize=(10, 4), layout="constrained")
     for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
@@ -30,9 +32,11 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: int, path: Path) -> N
             axes.plot(epochs, val, "o-", ms=3, label="validation")
         axes.axvline(best_epoch, color="grey", ls=":", label=f"best (epoch {best_epoch})")
         axes.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
         axes.legend()
     _save(figure, path)
+    return figure
 
 
 def plot_confusion(confusion: np.ndarray, path: Path) -> None:
@@ -58,10 +62,11 @@ def plot_confusion(confusion: np.ndarray, path: Path) -> None:
     _save(figure, path)
 
 
-def plot_samples(data: Sequences, predicted: np.ndarray, path: Path) -> None:
+def plot_samples(data: Sequences, predicted: np.ndarray, path: Path) -> Figure:
     """A few sequences, each titled with its predicted and true labels (red when
-    wrong): a line per sequence of one feature, else a steps-by-features image
-    (for the digit sets, the picture itself)."""
+    wrong): a line per sequence of one feature (value by step), else a
+    steps-by-features image (for the digit sets, the picture itself).
+    Returns the figure saved."""
     count = len(data)
     columns = min(count, 6)
     rows = -(-count // columns)
@@ -76,9 +81,12 @@ def plot_samples(data: Sequences, predicted: np.ndarray, path: Path) -> None:
         if data.features == 1:
             axes.plot(values[:, 0], lw=1)
             axes.set_xlabel("step", fontsize=7)
+            axes.set_ylabel("value", fontsize=7)
         else:
             axes.imshow(values, cmap="gray_r", aspect="auto")
             axes.set_xticks([])
+            axes.set_xlabel("feature", fontsize=7)
+            axes.set_ylabel("step", fontsize=7)
         axes.tick_params(labelsize=6)
         truth = "?" if data.y is None else int(data.y[n])
         right = data.y is not None and truth == predicted[n]
@@ -86,3 +94,4 @@ def plot_samples(data: Sequences, predicted: np.ndarray, path: Path) -> None:
             f"predicted {predicted[n]}, true {truth}", fontsize=8, color="black" if right else "red"
         )
     _save(figure, path)
+    return figure

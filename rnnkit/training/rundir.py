@@ -70,6 +70,11 @@ class RunDir:
             if run.path.exists() and not run.path.is_dir():
                 raise UserError(f"--out {run.path} is a file, not a directory")
             used = run.path.is_dir() and any(run.path.iterdir())
+        if used and not overwrite and not run.holds_run():
+            raise UserError(
+                f"{run.path} is not empty and holds no rnnkit run; choose another --out, "
+                f"or add --overwrite to write the run there (only rnnkit's files are replaced)"
+            )
         if used and not overwrite:
             raise UserError(
                 f"run directory {run.path} already exists; choose another --out, add "
@@ -77,13 +82,18 @@ class RunDir:
             )
         return run
 
+    def holds_run(self) -> bool:
+        """Whether an rnnkit run was written here: it has a ``last.pt``, written
+        before the first epoch."""
+        return (self / "last.pt").is_file()
+
     @classmethod
     def existing(cls, path: str | Path) -> RunDir:
         """A directory written by an earlier run."""
         run = cls(path)
         if not run.path.is_dir():
             raise UserError(f"no run directory at {run.path}")
-        if not (run / "last.pt").is_file():
+        if not run.holds_run():
             raise UserError(f"{run.path} is not an rnnkit run directory (it has no last.pt)")
         return run
 
