@@ -13,7 +13,8 @@ DESCRIPTION = """\
 Predict the class of every sequence in INPUT with a trained run.
 
 INPUT is a .npz (x (N, T, F) or (N, T), optional lengths (N,); a y array is
-ignored) or a .csv of one sequence per row, values step after step. A CSV
+ignored) or a .csv of one sequence per row, values step after step, as many
+per step as the run's model reads. A CSV
 without a header holds values only; a first row that names a 'label' (or
 'y') column, or whose cells are mostly not numbers, is a header, and a label
 column is ignored. Any other row is data: a cell that is not a number is an
