@@ -159,13 +159,11 @@ def _read_payload(path: Path) -> Any:
 def _load_failure(error: Exception) -> str:
     """Why ``torch.load`` refused a file, without torch's advice to turn
     ``weights_only`` off (which would run any code the file holds)."""
-    text = str(error)
-    if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1].strip()
-        first = detail.split("\n", 1)[0].split(". ", 1)[0].strip().rstrip(".")
-        return f"it holds more than tensors and plain data: {first}"
-    first = text.strip().split("\n", 1)[0].split(". ", 1)[0].strip().rstrip(".")
-    return first or type(error).__name__
+    text, marker, what = str(error), "WeightsUnpickler error:", ""
+    if marker in text:  # the advice comes before the marker, the reason after it
+        text, what = text.split(marker, 1)[1], "it holds more than tensors and plain data: "
+    first_sentence = text.strip().split("\n", 1)[0].split(". ", 1)[0].strip().rstrip(".")
+    return what + first_sentence if first_sentence else type(error).__name__
 
 
 def _unreadable(path: Path, reason: str) -> UserError:

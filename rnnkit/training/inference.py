@@ -32,6 +32,9 @@ def evaluation_set(checkpoint: Checkpoint, **data_options: Any) -> Sequences:
       options (test fraction, split seed, limit) draw from it: for the run's
       own set, its own test set.
 
+    CSV rows are read in steps of the model's features; a ``csv_features``
+    option must agree with them (see :func:`features_per_step`).
+
     Raises:
         UserError: both ``data`` and ``test_data`` given, or unusable data.
     """
