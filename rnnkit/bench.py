@@ -1,4 +1,5 @@
-"""rnnkit against torch.nn, side by side in one process: speed and peak memory.
+"""rnnkit against torch.nn, side by side in one process: speed and peak memory;
+the library side of ``rnnkit bench`` (whose command line is :mod:`rnnkit.cli.bench`).
 
 For each configuration (an RNN, LSTM or GRU layer and an input size) both
 layers get the same weights (:meth:`rnnkit.RNN.from_torch` and its likes)
@@ -39,11 +40,7 @@ from torch import nn
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.layers import SEQUENCE_LAYERS
-
-
-CELLS = SEQUENCE_LAYERS
-"""The cell types ``rnnkit bench`` knows, and their layer classes' names."""
+from rnnkit.kinds import CELLS
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ class BenchConfig:
     layers: int = 1
     bidirectional: bool = False
     nonlinearity: str = "tanh"  # RNN only
-    cell: str = "rnn"  # a key of CELLS
+    cell: str = "rnn"  # a key of rnnkit.kinds.CELLS
     proj_size: int = 0  # LSTM only
 
     def __post_init__(self) -> None:
@@ -65,9 +62,10 @@ class BenchConfig:
             object.__setattr__(self, "input_size", self.hidden)
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
-        if self.nonlinearity != "tanh" and self.cell != "rnn":
+        taken = CELLS[self.cell].layer_arguments
+        if self.nonlinearity != "tanh" and "nonlinearity" not in taken:
             raise ValueError(f"nonlinearity={self.nonlinearity!r} is for RNN only, not {self.cell}")
-        if self.proj_size and self.cell != "lstm":
+        if self.proj_size and "proj_size" not in taken:
             raise ValueError(f"a projection (P=) is for LSTM only, not {self.cell}")
         if self.proj_size >= self.hidden:
             raise ValueError(
@@ -77,7 +75,7 @@ class BenchConfig:
 
     @property
     def label(self) -> str:
-        text = f"{CELLS[self.cell]} T={self.steps} N={self.batch} {self.input_size}->{self.hidden}"
+        text = f"{CELLS[self.cell].layer} T={self.steps} N={self.batch} {self.input_size}->{self.hidden}"
         if self.proj_size:
             text += f"->{self.proj_size}"
         if self.layers > 1:
@@ -150,7 +148,7 @@ def regime_of(config: BenchConfig) -> Regime | None:
 
 
 def _each_regime(cell: str) -> list[BenchConfig]:
-    """At least one configuration of each regime for ``cell`` (``lstm``, ``gru``)."""
+    """At least one configuration of each regime for ``cell`` (``lstm``, ``gru``, ...)."""
     return [
         BenchConfig(steps=1000, batch=1, hidden=32, cell=cell),
         BenchConfig(steps=1000, batch=4, hidden=64, cell=cell),
@@ -173,10 +171,8 @@ DEFAULT_CONFIGS = {
         BenchConfig(steps=100, batch=16, input_size=128, hidden=256, layers=2, bidirectional=True),
         BenchConfig(steps=50, batch=64, hidden=512),
     ],
-    "lstm": _each_regime("lstm"),
-    "gru": _each_regime("gru"),
-}
-"""For each cell type, at least one configuration of each regime."""
+} | {cell: _each_regime(cell) for cell in CELLS if cell != "rnn"}
+"""For each cell, at least one configuration of each regime."""
 
 QUICK_CONFIGS = [
     BenchConfig(steps=50, batch=2, hidden=16),
@@ -231,11 +227,11 @@ def build(
     """torch's layer, rnnkit's with the same weights, and an input ``(T, N, H_in)``."""
     torch.manual_seed(seed)
     options: dict = dict(bidirectional=config.bidirectional, dtype=dtype)
-    if config.cell == "rnn":
+    if "nonlinearity" in CELLS[config.cell].layer_arguments:
         options["nonlinearity"] = config.nonlinearity
     if config.proj_size:
         options["proj_size"] = config.proj_size
-    name = CELLS[config.cell]
+    name = CELLS[config.cell].layer
     theirs = getattr(nn, name)(config.input_size, config.hidden, config.layers, **options)
     x = torch.randn(config.steps, config.batch, config.input_size, dtype=dtype)
     return theirs, getattr(rnnkit, name).from_torch(theirs), x
@@ -278,7 +274,7 @@ def measure(
     theirs, ours, x = build(config, dtype)
     with torch.no_grad():
         max_abs_diff = (ours(x)[0] - theirs(x)[0]).abs().max().item()
-    backend = kernels.select_backend(ours.cell_type, x, ours._direction_weights()[0]).name
+    backend = kernels.select_backend(ours.kind, x, ours._direction_weights()[0]).name
 
     def inference(module: nn.Module) -> Callable[[], object]:
         def run() -> object:

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from rnnkit.bench import CELLS, BenchConfig, REGIMES, peak_memory_mb, regime_of
+from rnnkit.bench import BenchConfig, REGIMES, peak_memory_mb, regime_of
+from rnnkit.kinds import CELLS
 from rnnkit.cli.main import main
 
 

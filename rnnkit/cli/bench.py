@@ -11,7 +11,7 @@ import json
 import sys
 
 from rnnkit.errors import UserError
-from rnnkit.layers import SEQUENCE_LAYERS
+from rnnkit.kinds import CELLS
 
 DESCRIPTION = """\
 Time rnnkit's RNN, LSTM and GRU against torch.nn's on the same weights and
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a configuration to measure instead of the defaults (syntax below); repeatable",
     )
     what.add_argument(
-        "--cell", choices=(*SEQUENCE_LAYERS, "all"), default="all",
+        "--cell", choices=(*CELLS, "all"), default="all",
         help="which cell type's default configurations to measure (default: all)",
     )
     what.add_argument(

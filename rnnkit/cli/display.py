@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rnnkit.data.splits import Splits
+from rnnkit.kinds import CELLS
 from rnnkit.training.config import RunConfig
 from rnnkit.training.loop import Evaluation
 from rnnkit.training.rundir import RunDir
@@ -90,7 +91,7 @@ class TrainDisplay(Callbacks):
 def _model_text(config: RunConfig) -> str:
     model = config.model
     parts = [f"hidden {model.hidden_size}", f"{model.num_layers} layer{'s' * (model.num_layers > 1)}"]
-    if model.cell == "rnn":
+    if "nonlinearity" in CELLS[model.cell].layer_arguments:
         parts.append(model.nonlinearity)
     if model.bidirectional:
         parts.append("bidirectional")

@@ -11,7 +11,8 @@ import json
 import sys
 
 from rnnkit.errors import UserError
-from rnnkit.explain import CELLS, LANGS, explain, meaning
+from rnnkit.explain import LANGS, explain, meaning
+from rnnkit.kinds import CELLS
 
 EXAMPLES = """\
 examples:
@@ -21,8 +22,8 @@ examples:
   rnnkit explain --cell gru --cell-only --input-size 5 --hidden-size 8 --input-shape 2,5
   rnnkit explain --input-size 5 --hidden-size 8 --input-shape 3,2,5 --json
 
-A shape or argument that the layer would reject is explained, and the command
-exits with status 1.
+A shape or argument that the layer would reject is explained first (and on
+stderr), and the command exits with status 1.
 """
 
 
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     kind = parser.add_argument_group("which layer")
     kind.add_argument(
-        "--cell", choices=CELLS, default="rnn",
+        "--cell", choices=tuple(CELLS), default="rnn",
         help="the recurrence: rnn (Elman), lstm or gru, i.e. torch.nn.RNN, LSTM or GRU "
              "(default: rnn)",
     )
@@ -107,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         input_shape=None if args.input_shape is None else parse_shape(args.input_shape),
         lang=args.lang,
     )
+    for problem in explanation.problems:  # the verdict, where a script or a reader looks first
+        print(f"rnnkit explain: {problem}", file=sys.stderr)
     if args.json:
         print(json.dumps(explanation.to_dict(), ensure_ascii=False, indent=2))
     elif sys.stdout.isatty():

@@ -5,7 +5,8 @@ sequence layers): it owns the parameters under ``torch.nn``'s names, turns
 every accepted input form (batched, batch-first, unbatched, packed) into one
 time-first padded tensor plus lengths, checks shapes, and hands the work to
 :func:`rnnkit.layers.driver.run_stack`. :class:`RecurrentCell` is the single
-step module behind ``RNNCell``. Subclasses only say which cell type they run.
+step module behind ``RNNCell``. Subclasses only say which kind they run
+(a key of :data:`rnnkit.kinds.KINDS`); the table gives the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.kernels.reference import GATES, STEPS, DirectionWeights, State, input_projection
+from rnnkit.kernels.reference import STEPS, DirectionWeights, State, input_projection
+from rnnkit.kinds import KINDS, cell_of
 from rnnkit.layers.checks import check_dropout, check_flag, check_proj_size, check_size
 from rnnkit.layers.driver import run_stack
 from rnnkit.layers.shapes import parameter_shapes, suffix
@@ -72,13 +74,19 @@ def _check_state(
 
 
 class _TorchTwin(nn.Module):
-    """What a layer and a cell share with their ``torch.nn`` twin: the
-    initialisation, and ``from_torch`` / ``to_torch`` (the configuration
+    """What a layer and a cell share with their ``torch.nn`` twin: their kind's
+    state parts, the initialisation, and ``from_torch`` / ``to_torch`` (the configuration
     attributes carry the names of the twin's constructor arguments)."""
 
     torch_class: ClassVar[type[nn.Module]]
     config_names: ClassVar[tuple[str, ...]]
+    kind: str
     hidden_size: int
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The parts of the state: ``('h',)``, or an LSTM's ``('h', 'c')``."""
+        return cell_of(self.kind).state
 
     def reset_parameters(self) -> None:
         """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
@@ -116,17 +124,14 @@ def _copy_module(source: nn.Module, target_class: type, config_names: tuple[str,
 class RecurrentLayer(_TorchTwin):
     """A stack of recurrent layers run over whole sequences (see ``rnnkit.RNN``).
 
-    Subclasses set ``state_names`` (``('h',)``, or ``('h', 'c')`` for a
-    two-part state) and pass their cell type (``'rnn_tanh'``, ``'rnn_relu'``,
-    ``'lstm'``, ``'gru'``: a key of the kernels' tables) as ``cell_type``;
-    ``mode`` is torch's name for it (``'RNN_TANH'``, ..., ``'GRU'``).
+    Subclasses pass their ``kind`` (``'rnn_tanh'``, ``'rnn_relu'``, ``'lstm'``,
+    ``'gru'``: a key of :data:`rnnkit.kinds.KINDS`); ``mode`` is torch's name
+    for it (``'RNN_TANH'``, ..., ``'GRU'``), as on ``torch.nn.RNN``.
     """
-
-    state_names: ClassVar[tuple[str, ...]] = ("h",)
 
     def __init__(
         self,
-        cell_type: str,
+        kind: str,
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
@@ -139,8 +144,8 @@ class RecurrentLayer(_TorchTwin):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.cell_type = cell_type
-        self.mode = cell_type.upper()
+        self.kind = kind
+        self.mode = KINDS[kind].mode
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.num_layers = check_size("num_layers", num_layers)
@@ -155,7 +160,7 @@ class RecurrentLayer(_TorchTwin):
         self._weight_names: list[dict[str, str]] = []
         self._weight_shapes: dict[str, tuple[int, ...]] = {}
         for layer, direction, shapes in parameter_shapes(
-            GATES[cell_type], input_size, hidden_size, num_layers, bias, bidirectional, proj_size
+            len(cell_of(kind).gates), input_size, hidden_size, num_layers, bias, bidirectional, proj_size
         ):
             names = {}
             for base_name, shape in shapes.items():
@@ -237,7 +242,7 @@ class RecurrentLayer(_TorchTwin):
         state = self._initial_state(hx, x, batched)
 
         output, state_n = run_stack(
-            self.cell_type, x, state, self._direction_weights(), lengths, self.dropout, self.training
+            self.kind, x, state, self._direction_weights(), lengths, self.dropout, self.training
         )
 
         if packed is not None:
@@ -312,11 +317,9 @@ class RecurrentLayer(_TorchTwin):
 class RecurrentCell(_TorchTwin):
     """One recurrent step with explicit state (see ``rnnkit.RNNCell``)."""
 
-    state_names: ClassVar[tuple[str, ...]] = ("h",)
-
     def __init__(
         self,
-        cell_type: str,
+        kind: str,
         input_size: int,
         hidden_size: int,
         bias: bool = True,
@@ -324,13 +327,13 @@ class RecurrentCell(_TorchTwin):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.cell_type = cell_type
+        self.kind = kind
         # As torch's cells: sizes of zero and a ``bias`` of any type, read as true or false.
         self.input_size = check_size("input_size", input_size, zero_allowed=True)
         self.hidden_size = check_size("hidden_size", hidden_size, zero_allowed=True)
         self.bias = bias
         factory = {"device": device, "dtype": dtype}
-        gate_size = GATES[cell_type] * hidden_size
+        gate_size = len(cell_of(kind).gates) * hidden_size
         self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory))
         self.weight_hh = nn.Parameter(torch.empty((gate_size, hidden_size), **factory))
         if bias:
@@ -361,7 +364,7 @@ class RecurrentCell(_TorchTwin):
             )
         state = self._initial_state(hx, x, batched)
         weights = DirectionWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        new_state = STEPS[self.cell_type](input_projection(x, weights), state, weights)
+        new_state = STEPS[self.kind](input_projection(x, weights), state, weights)
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
         return new_state[0] if len(new_state) == 1 else new_state

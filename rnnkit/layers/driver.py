@@ -1,4 +1,4 @@
-"""The sequence driver: stacked layers, directions, lengths and dropout for any cell type."""
+"""The sequence driver: stacked layers, directions, lengths and dropout for any cell kind."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rnnkit.kernels.reference import DirectionWeights, State
 
 
 def run_stack(
-    mode: str,
+    kind: str,
     x: Tensor,
     state: State,
     layers: list[list[DirectionWeights]],
@@ -25,7 +25,7 @@ def run_stack(
     through dropout when ``training`` and ``dropout > 0``.
 
     Args:
-        mode: the cell type (a layer's ``cell_type``), e.g. ``'rnn_tanh'``.
+        kind: the cell kind (a layer's ``kind``), e.g. ``'rnn_tanh'``.
         x: input ``(T, N, H_in)``, time first.
         state: initial state, ordered layer by layer, forward direction
             before backward: ``(h,)`` with ``h (L*D, N, H_out)``, or an LSTM's
@@ -39,13 +39,13 @@ def run_stack(
         the final state, shaped and ordered like ``state``.
     """
     if len(layers) == 1:
-        return kernels.run_layer(mode, x, state, layers[0], lengths)
+        return kernels.run_layer(kind, x, state, layers[0], lengths)
     directions = len(layers[0])
     finals: list[State] = []
     for k, weights in enumerate(layers):
         if k > 0 and dropout > 0 and training:
             x = F.dropout(x, dropout, training=True)
         layer_state = tuple(s[k * directions : (k + 1) * directions] for s in state)
-        x, final = kernels.run_layer(mode, x, layer_state, weights, lengths)
+        x, final = kernels.run_layer(kind, x, layer_state, weights, lengths)
         finals.append(final)
     return x, tuple(torch.cat(parts) for parts in zip(*finals))

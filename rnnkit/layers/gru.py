@@ -7,7 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit.kinds import CELLS
 from rnnkit.layers.base import RecurrentCell, RecurrentLayer
+
+_CELL = CELLS["gru"]
 
 
 class GRU(RecurrentLayer):
@@ -58,9 +61,7 @@ class GRU(RecurrentLayer):
     """
 
     torch_class = nn.GRU
-    config_names = (
-        "input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
-    )
+    config_names = _CELL.layer_arguments
 
     def __init__(
         self,
@@ -75,7 +76,7 @@ class GRU(RecurrentLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            "gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            _CELL.kind().key, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, device=device, dtype=dtype,
         )
 
@@ -108,7 +109,7 @@ class GRUCell(RecurrentCell):
     """
 
     torch_class = nn.GRUCell
-    config_names = ("input_size", "hidden_size", "bias")
+    config_names = _CELL.cell_arguments
 
     def __init__(
         self,
@@ -118,4 +119,4 @@ class GRUCell(RecurrentCell):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__("gru", input_size, hidden_size, bias, device=device, dtype=dtype)
+        super().__init__(_CELL.kind().key, input_size, hidden_size, bias, device=device, dtype=dtype)

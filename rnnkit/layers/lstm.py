@@ -7,7 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit.kinds import CELLS
 from rnnkit.layers.base import RecurrentCell, RecurrentLayer
+
+_CELL = CELLS["lstm"]
 
 
 class LSTM(RecurrentLayer):
@@ -67,11 +70,7 @@ class LSTM(RecurrentLayer):
     """
 
     torch_class = nn.LSTM
-    config_names = (
-        "input_size", "hidden_size", "num_layers", "bias", "batch_first",
-        "dropout", "bidirectional", "proj_size",
-    )
-    state_names = ("h", "c")
+    config_names = _CELL.layer_arguments
 
     def __init__(
         self,
@@ -87,7 +86,7 @@ class LSTM(RecurrentLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            "lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            _CELL.kind().key, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device=device, dtype=dtype,
         )
 
@@ -123,8 +122,7 @@ class LSTMCell(RecurrentCell):
     """
 
     torch_class = nn.LSTMCell
-    config_names = ("input_size", "hidden_size", "bias")
-    state_names = ("h", "c")
+    config_names = _CELL.cell_arguments
 
     def __init__(
         self,
@@ -134,4 +132,4 @@ class LSTMCell(RecurrentCell):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__("lstm", input_size, hidden_size, bias, device=device, dtype=dtype)
+        super().__init__(_CELL.kind().key, input_size, hidden_size, bias, device=device, dtype=dtype)

@@ -7,8 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit.kinds import CELLS
 from rnnkit.layers.base import RecurrentCell, RecurrentLayer
 from rnnkit.layers.checks import check_nonlinearity
+
+_CELL = CELLS["rnn"]
 
 
 class RNN(RecurrentLayer):
@@ -69,10 +72,7 @@ class RNN(RecurrentLayer):
     """
 
     torch_class = nn.RNN
-    config_names = (
-        "input_size", "hidden_size", "num_layers", "nonlinearity", "bias",
-        "batch_first", "dropout", "bidirectional",
-    )
+    config_names = _CELL.layer_arguments
 
     def __init__(
         self,
@@ -89,7 +89,7 @@ class RNN(RecurrentLayer):
     ) -> None:
         self.nonlinearity = check_nonlinearity(nonlinearity)
         super().__init__(
-            f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
+            _CELL.kind(nonlinearity).key, input_size, hidden_size, num_layers, bias,
             batch_first, dropout, bidirectional, device=device, dtype=dtype,
         )
 
@@ -138,7 +138,7 @@ class RNNCell(RecurrentCell):
     """
 
     torch_class = nn.RNNCell
-    config_names = ("input_size", "hidden_size", "bias", "nonlinearity")
+    config_names = _CELL.cell_arguments
 
     def __init__(
         self,
@@ -151,7 +151,7 @@ class RNNCell(RecurrentCell):
     ) -> None:
         self.nonlinearity = check_nonlinearity(nonlinearity)
         super().__init__(
-            f"rnn_{nonlinearity}", input_size, hidden_size, bias, device=device, dtype=dtype
+            _CELL.kind(nonlinearity).key, input_size, hidden_size, bias, device=device, dtype=dtype
         )
 
     def extra_repr(self) -> str:

@@ -12,11 +12,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from rnnkit.layers import SEQUENCE_LAYERS
+from rnnkit.kinds import CELLS
 from rnnkit.training.config import ModelConfig
 
-CELLS: dict[str, type[nn.Module]] = {cell: getattr(rnnkit, name) for cell, name in SEQUENCE_LAYERS.items()}
-"""The recurrent layer class of each ``--cell`` name."""
 
 class SequenceClassifier(nn.Module):
     """Class scores for sequences of feature vectors.
@@ -46,8 +44,9 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ModelConfig, input_size: int, num_classes: int) -> None:
         super().__init__()
         self.readout = config.readout
-        extra = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
-        self.recurrent = CELLS[config.cell](
+        cell = CELLS[config.cell]
+        extra = {"nonlinearity": config.nonlinearity} if "nonlinearity" in cell.layer_arguments else {}
+        self.recurrent = getattr(rnnkit, cell.layer)(
             input_size,
             config.hidden_size,
             num_layers=config.num_layers,
