@@ -73,6 +73,45 @@ def _check_state(
     return parts
 
 
+def _check_lengths(owner: str, lengths: Any, steps: int, batch: int) -> Tensor:
+    """``lengths=`` checked against the padded input's ``T`` and ``N``, as the
+    ``(N,)`` int64 CPU tensor the backends index with."""
+    expected = f"one length per sequence ({batch}), each in 1..{steps}"
+    if isinstance(lengths, Tensor):
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+            raise TypeError(
+                f"{owner}: lengths should be an integer tensor or a list of ints, "
+                f"got a tensor of dtype {lengths.dtype}"
+            )
+        if lengths.dim() != 1:
+            raise ValueError(
+                f"{owner}: lengths should be 1-D, {expected}; got a {lengths.dim()}-D tensor "
+                f"of shape {_shape(lengths)}"
+            )
+        lengths = lengths.to("cpu", torch.int64)
+    elif isinstance(lengths, (list, tuple)):
+        wrong = next((v for v in lengths if isinstance(v, bool) or not isinstance(v, int)), None)
+        if wrong is not None:
+            raise TypeError(
+                f"{owner}: lengths should be a list of ints or an integer tensor, "
+                f"got an item {wrong!r} of type {type(wrong).__name__}"
+            )
+        lengths = torch.tensor(lengths, dtype=torch.int64).reshape(-1)
+    else:
+        raise TypeError(
+            f"{owner}: lengths should be a 1-D integer tensor or a list of ints, "
+            f"got {type(lengths).__name__}"
+        )
+    if lengths.numel() != batch:
+        raise RuntimeError(f"{owner}: Expected {expected}: got {lengths.numel()} lengths")
+    if batch and not (lengths.min() >= 1 and lengths.max() <= steps):
+        bad = int(((lengths < 1) | (lengths > steps)).nonzero()[0])
+        raise RuntimeError(
+            f"{owner}: Expected {expected}; got lengths[{bad}] = {int(lengths[bad])}"
+        )
+    return lengths
+
+
 class _TorchTwin(nn.Module):
     """What a layer and a cell share with their ``torch.nn`` twin: their kind's
     state parts, the initialisation, and ``from_torch`` / ``to_torch`` (the configuration
@@ -213,11 +252,28 @@ class RecurrentLayer(_TorchTwin):
         """The feature size of each part of the state: ``h``, then ``c`` if any."""
         return (self.output_size,) + (self.hidden_size,) * (len(self.state_names) - 1)
 
-    def forward(self, input: Tensor | PackedSequence, hx: Any = None):
-        """See the subclass docstring for shapes."""
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: Any = None,
+        *,
+        lengths: Tensor | list[int] | tuple[int, ...] | None = None,
+        return_states: bool = False,
+    ):
+        """See the subclass docstring for shapes; ``lengths`` and
+        ``return_states`` are described in :class:`rnnkit.RNN`'s."""
         owner = type(self).__name__
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:
+            if lengths is not None:
+                raise ValueError(
+                    f"{owner}: lengths= is for a padded tensor; a PackedSequence carries its own lengths"
+                )
+            if return_states:
+                raise ValueError(
+                    f"{owner}: return_states=True takes a padded tensor, not a PackedSequence: "
+                    "pass the padded batch with lengths= instead"
+                )
             x, lengths = self._unpack(packed)
             batched = True
         else:
@@ -234,15 +290,23 @@ class RecurrentLayer(_TorchTwin):
                 )
             batched = input.dim() == 3
             if not batched:
+                if lengths is not None:
+                    raise ValueError(
+                        f"{owner}: lengths= needs batched input "
+                        f"({'N, L' if self.batch_first else 'L, N'}, H_in), got unbatched input "
+                        f"of shape {_shape(input)}; an unbatched sequence has all its steps"
+                    )
                 x = input.unsqueeze(1)
             else:
                 x = input.transpose(0, 1) if self.batch_first else input
-            lengths = None
+            if lengths is not None:
+                lengths = _check_lengths(owner, lengths, steps=x.shape[0], batch=x.shape[1])
         self._check_input(x)
         state = self._initial_state(hx, x, batched)
 
-        output, state_n = run_stack(
-            self.kind, x, state, self._direction_weights(), lengths, self.dropout, self.training
+        output, state_n, *states = run_stack(
+            self.kind, x, state, self._direction_weights(), lengths, self.dropout, self.training,
+            return_states=return_states,
         )
 
         if packed is not None:
@@ -250,9 +314,15 @@ class RecurrentLayer(_TorchTwin):
         elif not batched:
             output = output.squeeze(1)
             state_n = tuple(s.squeeze(1) for s in state_n)
+            states = [tuple(s.squeeze(2) for s in parts) for parts in states]
         elif self.batch_first:
             output = output.transpose(0, 1)
-        return output, state_n[0] if len(state_n) == 1 else state_n
+            states = [tuple(s.transpose(1, 2) for s in parts) for parts in states]
+        final = state_n[0] if len(state_n) == 1 else state_n
+        if not return_states:
+            return output, final
+        (parts,) = states
+        return output, final, parts[0] if len(parts) == 1 else parts
 
     def _check_input(self, x: Tensor) -> None:
         owner = type(self).__name__

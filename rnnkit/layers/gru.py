@@ -43,9 +43,12 @@ class GRU(RecurrentLayer):
           ``(L, H_in)`` unbatched, or a ``PackedSequence``.
         * **h_0**: ``(D * num_layers, N, H_out)`` or ``(D * num_layers, H_out)``; zeros if omitted.
 
-    Outputs: ``output, h_n``
+    Keyword inputs ``lengths`` and ``return_states``: as :class:`rnnkit.RNN`.
+
+    Outputs: ``output, h_n`` (``output, h_n, states`` with ``return_states``)
         * **output**: ``(L, N, D * H_out)`` (batch first, unbatched or packed like the input).
         * **h_n**: like ``h_0``.
+        * **states**: as :class:`rnnkit.RNN`'s, ``(D * num_layers, L, N, H_out)``.
 
     Attributes:
         weight_ih_l[k]: ``(3*H_out, H_in)`` for ``k = 0``, else ``(3*H_out, D*H_out)``;

@@ -48,11 +48,17 @@ class LSTM(RecurrentLayer):
           unbatched), ``H_out = proj_size`` if set, else ``hidden_size``.
         * **c_0**: ``(D * num_layers, N, H_cell)``. Both zeros if omitted.
 
-    Outputs: ``output, (h_n, c_n)``
+    Keyword inputs ``lengths`` and ``return_states``: as :class:`rnnkit.RNN`.
+
+    Outputs: ``output, (h_n, c_n)`` (``output, (h_n, c_n), (h_states, c_states)``
+    with ``return_states``)
         * **output**: ``(L, N, D * H_out)`` (batch first or unbatched like the
           input; packed if the input is): the last layer's ``h_t``.
         * **h_n**, **c_n**: like ``h_0`` and ``c_0``, final states layer by
           layer, forward before backward.
+        * **h_states**, **c_states**: every step's ``h_t`` and ``c_t`` of every
+          layer and direction, ``(D * num_layers, L, N, H_out)`` and
+          ``(D * num_layers, L, N, H_cell)``, laid out as :class:`rnnkit.RNN`'s ``states``.
 
     Attributes:
         weight_ih_l[k]: ``(4*H_cell, H_in)`` for ``k = 0``, else ``(4*H_cell, D*H_out)``;
