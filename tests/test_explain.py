@@ -434,3 +434,79 @@ def test_cli_help_teaches(capsys):
                      "--lang {en,zh}", "--json", "examples:", "features in the hidden state"):
         assert expected in out, expected
     assert "zh (Chinese (Traditional))" in " ".join(out.split())  # the script the text is in
+
+
+# -- the forward's keywords: lengths= and return_states=True ----------------------------------
+
+
+@pytest.mark.parametrize("input_shape, batch_first", [((L, N, H_IN), False), ((N, L, H_IN), True), ((L, H_IN), False)],
+                         ids=["time-first", "batch-first", "unbatched"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_states_and_lengths_shapes_match_what_the_layer_returns(cell, input_shape, batch_first):
+    batched = len(input_shape) == 3
+    arguments = dict(input_size=H_IN, hidden_size=H, num_layers=2, bidirectional=True, batch_first=batch_first)
+    if "proj_size" in CELLS[cell].layer_arguments:
+        arguments["proj_size"] = PROJ
+    lengths = [L, 1] if batched else None
+    e = explain(**arguments, cell=cell, input_shape=input_shape, lengths=lengths, return_states=True)
+    assert e.ok, e.problems
+    layer = getattr(rnnkit, CELLS[cell].layer)(**arguments)
+    output, _, states = layer(torch.zeros(input_shape), lengths=lengths, return_states=True)
+    parts = CELLS[cell].state
+    returned = dict(zip((f"{p}_states" for p in parts), states)) if len(parts) > 1 else {"states": states}
+    assert {name: e.shapes[name] for name in returned} == {n: tuple(t.shape) for n, t in returned.items()}
+    assert e.shapes["output"] == tuple(output.shape)
+    assert ("lengths" in e.shapes) == batched and (not batched or e.shapes["lengths"] == (N,))
+    assert any("return_states=True" in note for note in e.notes)
+    assert any("lengths=" in note for note in e.notes) == batched
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("keywords, input_shape, message", [
+    (dict(lengths=[3, 4]), (L, N, H_IN), "lengths[1] is 4, but each length must be between 1 and L = 3"),
+    (dict(lengths=[3, 0]), (L, N, H_IN), "lengths[1] is 0"),
+    (dict(lengths=[3]), (L, N, H_IN), "lengths gives 1 lengths, but the batch holds N = 2 sequences"),
+    (dict(lengths=True), (L, H_IN), "lengths needs a batched input, but input_shape (3, 5) is unbatched"),
+    (dict(lengths="3,1"), None, "lengths must be True or a sequence of integers"),
+    (dict(return_states="yes"), None, "return_states must be True or False"),
+])
+def test_what_the_forward_rejects_in_its_keywords_is_explained(keywords, input_shape, message, lang):
+    e = explain(H_IN, H, input_shape=input_shape, lang=lang, **keywords)
+    assert [p.subject for p in e.problems] == [next(iter(keywords))]
+    if lang == "en":
+        assert message in e.problems[0].message
+    assert str(e).splitlines()[3].endswith(e.problems[0].message)
+
+
+def test_what_torch_does_with_the_lengths_explain_rejects():
+    with pytest.raises(RuntimeError, match=r"lengths\[1\] = 4"):
+        rnnkit.RNN(H_IN, H)(torch.zeros(L, N, H_IN), lengths=[3, 4])
+    with pytest.raises(ValueError, match="unbatched"):
+        rnnkit.RNN(H_IN, H)(torch.zeros(L, H_IN), lengths=[3])
+
+
+def test_a_cell_takes_neither_keyword():
+    e = explain(H_IN, H, cell_only=True, lengths=True, return_states=True)
+    assert [p.subject for p in e.problems] == ["lengths", "return_states"]
+    assert "not an argument of RNNCell" in e.problems[0].message
+
+
+def test_cli_lengths_and_return_states(capsys):
+    argv = ["explain", "--cell", "lstm", "--input-size", "5", "--hidden-size", "8", "--input-shape", "3,2,5"]
+    assert main([*argv, "--lengths", "3,1", "--return-states", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["shapes"]["c_states"]["shape"] == [1, 3, 2, 8] and data["lengths"] == [3, 1]
+    assert main([*argv, "--lengths", "--lang", "zh"]) == 0
+    assert "每條序列的有效長度" in capsys.readouterr().out
+    assert main([*argv, "--lengths", "3,x"]) == 1
+    assert capsys.readouterr().err.startswith("rnnkit explain: error: --lengths expects integers")
+    assert main([*argv, "--lengths", "4,1"]) == 1
+    assert "lengths[0] is 4" in capsys.readouterr().err
+
+
+def test_cli_help_documents_both_keywords(capsys):
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--lengths [N1,N2,...]" in out and "each padded sequence's valid length" in out
+    assert "--return-states" in out and "every step's state of every layer and direction" in out

@@ -44,6 +44,8 @@ def explain(
     cell: str = "rnn",
     cell_only: bool = False,
     input_shape: Any = None,
+    lengths: Any = None,
+    return_states: Any = False,
     lang: str = "en",
 ) -> Explanation:
     """Explain a recurrent layer: its arguments, shapes, recurrence and parameters.
@@ -63,6 +65,11 @@ def explain(
             ``(N, L, H_in)`` with ``batch_first``, or ``(L, H_in)`` unbatched;
             ``(N, H_in)`` or ``(H_in,)`` for a cell. Without it, the sequence
             length and batch size stay symbolic (``L``, ``N``).
+        lengths: the forward's ``lengths=`` keyword (sequence layers): ``True``
+            to say that it is given, or the lengths themselves, e.g. ``[3, 1]``,
+            to check them against ``input_shape`` too.
+        return_states: the forward's ``return_states=True`` (sequence layers):
+            adds the ``states`` it returns (an LSTM's ``h_states`` and ``c_states``).
         lang: ``'en'`` or ``'zh'`` (Traditional Chinese).
 
     Returns:
@@ -96,11 +103,14 @@ def explain(
         config = LayerConfig(input_size, hidden_size, **given)
 
     text = TEXT[lang]
-    problems = _argument_problems(config, text)
+    problems = _argument_problems(config, text) + _keyword_problems(config, lengths, return_states, text)
     batched, sizes, shape_problems = _read_input_shape(config, input_shape, text)
     usable = not problems
+    if not shape_problems and usable:
+        shape_problems = _lengths_problems(lengths, batched, sizes, input_shape, text)
     problems += shape_problems
-    tensors = _tensors(config, batched, sizes, text) if usable else []
+    keywords = dict(lengths=lengths is not None and batched, return_states=return_states is True)
+    tensors = _tensors(config, batched, sizes, text, **keywords) if usable else []
     used = [symbol for symbol in _AXIS_ORDER if any(symbol in t.axes for t in tensors)]
 
     if input_shape is not None:
@@ -112,6 +122,8 @@ def explain(
     return Explanation(
         config=config,
         input_shape=tuple(input_shape) if is_shape(input_shape) else input_shape,
+        lengths=list(lengths) if is_shape(lengths) else lengths,
+        return_states=return_states,
         lang=lang,
         title=title,
         arguments=tuple(
@@ -121,7 +133,7 @@ def explain(
         tensors=tuple(tensors),
         axes=tuple((s, sizes[s], _axis_meaning(s, config, text)) for s in used),
         parameters=tuple(_parameters(config, text)) if usable else (),
-        notes=tuple(_notes(config, batched, text)) if usable else (),
+        notes=tuple(_notes(config, batched, text, **keywords)) if usable else (),
         problems=tuple(problems),
     )
 
@@ -176,6 +188,51 @@ def _argument_problems(config: LayerConfig, text: dict[str, Any]) -> list[Proble
         ):
             problem("proj_size", "problem.proj_large", value=proj, hidden=hidden)
     return problems
+
+
+def _keyword_problems(
+    config: LayerConfig, lengths: Any, return_states: Any, text: dict[str, Any]
+) -> list[Problem]:
+    """What the forward would reject in its keywords, whatever the input."""
+    given = {"lengths": lengths is not None, "return_states": return_states is not False}
+    if config.cell_only:
+        value = {"lengths": lengths, "return_states": return_states}
+        return [
+            Problem(name, text["problem.not_argument"].format(
+                name=name, value=value[name], layer=config.class_name, reason=text["reason.cell"]
+            ))
+            for name in given if given[name]
+        ]
+    problems = []
+    if lengths is not None and lengths is not True and not is_shape(lengths):
+        problems.append(Problem("lengths", text["problem.lengths_type"].format(value=lengths)))
+    if not isinstance(return_states, bool):
+        problems.append(Problem(
+            "return_states", text["problem.bool"].format(name="return_states", value=return_states)
+        ))
+    return problems
+
+
+def _lengths_problems(
+    lengths: Any, batched: bool, sizes: dict[str, Size], input_shape: Any, text: dict[str, Any]
+) -> list[Problem]:
+    """What the forward would say about ``lengths`` given this input (checked
+    only as far as the input shape settles ``N`` and ``L``)."""
+    if lengths is None:
+        return []
+    if not batched:
+        return [Problem("lengths", text["problem.lengths_unbatched"].format(shape=format_shape(input_shape)))]
+    if lengths is True:
+        return []
+    batch, steps = sizes["N"], sizes["L"]
+    if is_int(batch) and len(lengths) != batch:
+        return [Problem("lengths", text["problem.lengths_count"].format(got=len(lengths), n=batch))]
+    for index, value in enumerate(lengths):
+        if value < 1 or (is_int(steps) and value > steps):
+            return [Problem("lengths", text["problem.lengths_range"].format(
+                index=index, value=value, steps=steps,
+            ))]
+    return []
 
 
 def _owners(argument: str, text: dict[str, Any]) -> str:
@@ -256,18 +313,30 @@ def _input_axes(config: LayerConfig, batched: bool) -> tuple[str, ...]:
 
 
 def _tensors(
-    config: LayerConfig, batched: bool, sizes: dict[str, Size], text: dict[str, Any]
+    config: LayerConfig,
+    batched: bool,
+    sizes: dict[str, Size],
+    text: dict[str, Any],
+    lengths: bool = False,
+    return_states: bool = False,
 ) -> list[TensorShape]:
-    """input, the initial state, output (sequence layers) and the final state."""
+    """input (and its lengths), the initial state, output (sequence layers),
+    the final state, and every step's states when the forward returns them."""
     state = ("N",) if config.cell_only else ("D*num_layers", "N")
     # h has H_out features (the projection's, if any); every other part, such as c, H_cell.
     states = {part: (*state, "H_out" if part == "h" else "H_cell") for part in config.entry.state}
     final = "1" if config.cell_only else "n"
     axes = {"input": _input_axes(config, True)}
+    if lengths:
+        axes["lengths"] = ("N",)
     axes |= {f"{s}_0": a for s, a in states.items()}
     if not config.cell_only:
         axes["output"] = (*axes["input"][:-1], "D*H_out")
     axes |= {f"{s}_{final}": a for s, a in states.items()}
+    if return_states:
+        steps = ("N", "L") if config.batch_first is True else ("L", "N")
+        for name, part in _states_names(config).items():
+            axes[name] = ("D*num_layers", *steps, states[part][-1])
 
     meanings = text["tensor.cell" if config.cell_only else "tensor.layer"]
     shapes = []
@@ -275,6 +344,13 @@ def _tensors(
         named = named if batched else tuple(a for a in named if a != "N")
         shapes.append(TensorShape(name, named, tuple(sizes[a] for a in named), meanings[name]))
     return shapes
+
+
+def _states_names(config: LayerConfig) -> dict[str, str]:
+    """What ``return_states=True`` returns, by name -> the state part it holds:
+    ``states`` for a one-part state, ``h_states``, ``c_states`` for an LSTM's."""
+    parts = config.entry.state
+    return {"states": parts[0]} if len(parts) == 1 else {f"{p}_states": p for p in parts}
 
 
 def _axis_meaning(symbol: str, config: LayerConfig, text: dict[str, Any]) -> str:
@@ -331,10 +407,18 @@ def _equations(config: LayerConfig, text: dict[str, Any]) -> list[str]:
     return equations + legend + ([gates] if gates else [])
 
 
-def _notes(config: LayerConfig, batched: bool, text: dict[str, Any]) -> list[str]:
+def _notes(
+    config: LayerConfig,
+    batched: bool,
+    text: dict[str, Any],
+    lengths: bool = False,
+    return_states: bool = False,
+) -> list[str]:
     """What the options change, for the options set."""
     notes = []
     parts = config.entry.state
+    finals = ", ".join(f"{p}_n" for p in parts)
+    finals = f"({finals})" if len(parts) > 1 else finals
     if config.cell_only:
         notes.append(text["note.cell"])
     if len(parts) > 1:
@@ -360,4 +444,10 @@ def _notes(config: LayerConfig, batched: bool, text: dict[str, Any]) -> list[str
         notes.append(text["note.batch_first"].format(states=states))
     if not batched:
         notes.append(text["note.unbatched"])
+    if lengths:
+        notes.append(text["note.lengths"].format(final=finals))
+    if return_states:
+        names = list(_states_names(config))
+        states = f"({', '.join(names)})" if len(names) > 1 else names[0]
+        notes.append(text["note.return_states"].format(final=finals, states=states))
     return notes

@@ -69,6 +69,8 @@ class Explanation:
 
     config: LayerConfig
     input_shape: Any
+    lengths: Any              # the forward's lengths= as given: None, True or the lengths
+    return_states: Any        # the forward's return_states= as given
     lang: str
     title: str
     arguments: tuple[tuple[str, Any, str], ...]   # (name, value, meaning)
@@ -100,6 +102,8 @@ class Explanation:
             "layer": self.config.class_name,
             "arguments": self.config.arguments(),
             "input_shape": list(self.input_shape) if is_shape(self.input_shape) else self.input_shape,
+            "lengths": self.lengths,
+            "return_states": self.return_states,
             "lang": self.lang,
             "meanings": {name: meaning for name, _, meaning in self.arguments},
             "equations": list(self.equations),

@@ -46,6 +46,10 @@ TEXT: dict[str, dict[str, Any]] = {
                              "joins both directions' features (default False)",
             "proj_size": "if > 0, h_t is projected down to proj_size features by weight_hr; "
                          "c_t keeps hidden_size (default 0: no projection)",
+            "lengths": "forward keyword: each padded sequence's valid length, one per sequence, "
+                       "each in 1..L; the result is that of packing the batch, without the copies",
+            "return_states": "forward keyword: True also returns every step's state of every "
+                             "layer and direction, (D*num_layers, L, N, features) per state part",
         },
         "axis": {
             "L": "seq: the sequence length, or number of time steps",
@@ -64,6 +68,13 @@ TEXT: dict[str, dict[str, Any]] = {
             "output": "the last layer's h_t at every step",
             "h_n": "final hidden state of every layer and direction",
             "c_n": "final cell state of every layer and direction",
+            "lengths": "each sequence's valid length, 1..L (the forward's lengths=)",
+            "states": "h_t of every layer and direction after every step, zeros past each "
+                      "length (return_states=True)",
+            "h_states": "h_t of every layer and direction after every step, zeros past each "
+                        "length (return_states=True)",
+            "c_states": "c_t of every layer and direction after every step, zeros past each "
+                        "length (return_states=True)",
         },
         "tensor.cell": {
             "input": "the input x_t of one step",
@@ -96,6 +107,15 @@ TEXT: dict[str, dict[str, Any]] = {
         "note.batch_first": "batch_first=True puts N first in input and output only; {states} "
                             "stay (D*num_layers, N, ...)",
         "note.unbatched": "unbatched input: no shape has the N axis",
+        "note.lengths": "lengths=: steps past each sequence's length are not computed: output is "
+                        "zero there, {final} is taken at each sequence's own last step and the "
+                        "reverse direction starts there; the same result as "
+                        "pack_padded_sequence(..., enforce_sorted=False), without copying the batch",
+        "note.return_states": "return_states=True: the forward returns (output, {final}, {states}); "
+                              "entry [k*D + d, t] is layer k's direction d state after it has read "
+                              "step t (the reverse direction reads L-1 ... t); the last layer's "
+                              "entries are output's halves, and h_n[k*D + d] is the entry at each "
+                              "sequence's last step (step 0 in reverse)",
         "reason.cell": "a cell computes one step of one layer in one direction",
         "reason.nonlinearity": "only {owners} choose their activation",
         "reason.proj_size": "only {owners} projects its hidden state",
@@ -117,6 +137,14 @@ TEXT: dict[str, dict[str, Any]] = {
                             "holds the features of each step",
         "problem.empty": "the sequence length L = input_shape[{index}] is 0: a sequence needs "
                          "at least one step",
+        "problem.lengths_type": "lengths must be True or a sequence of integers such as [3, 1], "
+                                "got {value!r}",
+        "problem.lengths_unbatched": "lengths needs a batched input, but input_shape {shape} is "
+                                     "unbatched: a single sequence has all its steps",
+        "problem.lengths_count": "lengths gives {got} lengths, but the batch holds N = {n} "
+                                 "sequences: give one length per sequence",
+        "problem.lengths_range": "lengths[{index}] is {value}, but each length must be between 1 "
+                                 "and L = {steps}",
     },
     "zh": {
         "title.shape": "{layer}，輸入形狀 {shape}",
@@ -152,6 +180,10 @@ TEXT: dict[str, dict[str, Any]] = {
                              "並串接兩個方向的特徵，預設 False",
             "proj_size": "大於 0 時，h_t 經 weight_hr 投影為 proj_size 個特徵，c_t 仍為 "
                          "hidden_size 個；預設 0（不投影）",
+            "lengths": "forward 的關鍵字引數：補齊後每條序列的有效長度，每條序列一個，介於 1 到 L；"
+                       "結果與打包（pack）整批相同，但不複製資料",
+            "return_states": "forward 的關鍵字引數：True 時另外回傳每一層、每個方向在每個時間步的"
+                             "狀態，每個狀態部分為 (D*num_layers, L, N, 特徵數)",
         },
         "axis": {
             "L": "seq：序列長度，即時間步數",
@@ -170,6 +202,10 @@ TEXT: dict[str, dict[str, Any]] = {
             "output": "最後一層在每個時間步的 h_t",
             "h_n": "每一層、每個方向最後的隱藏狀態",
             "c_n": "每一層、每個方向最後的細胞狀態",
+            "lengths": "每條序列的有效長度，介於 1 到 L（forward 的 lengths=）",
+            "states": "每一層、每個方向在每個時間步之後的 h_t，超出長度處為零（return_states=True）",
+            "h_states": "每一層、每個方向在每個時間步之後的 h_t，超出長度處為零（return_states=True）",
+            "c_states": "每一層、每個方向在每個時間步之後的 c_t，超出長度處為零（return_states=True）",
         },
         "tensor.cell": {
             "input": "單一時間步的輸入 x_t",
@@ -198,6 +234,13 @@ TEXT: dict[str, dict[str, Any]] = {
         "note.batch_first": "batch_first=True 只讓 input 與 output 的 N 排在最前面；{states} "
                             "仍為 (D*num_layers, N, ...)",
         "note.unbatched": "無批量的輸入：所有形狀都沒有 N 這個維度",
+        "note.lengths": "lengths=：超出每條序列長度的時間步不會計算：output 在那裡為零，{final} "
+                        "取自每條序列自己的最後一步，反向也從那一步開始；結果與 "
+                        "pack_padded_sequence(..., enforce_sorted=False) 相同，但不複製整批資料",
+        "note.return_states": "return_states=True：forward 回傳 (output, {final}, {states})；"
+                              "第 [k*D + d, t] 項是第 k 層、第 d 個方向讀完時間步 t 之後的狀態"
+                              "（反向依序讀 L-1 ... t）；最後一層的各項即 output 的兩半，"
+                              "h_n[k*D + d] 是每條序列最後一步的那一項（反向為第 0 步）",
         "reason.cell": "cell 只計算單一層、單一方向的一個時間步",
         "reason.nonlinearity": "只有 {owners} 可以選擇非線性函數",
         "reason.proj_size": "只有 {owners} 會投影隱藏狀態",
@@ -217,5 +260,11 @@ TEXT: dict[str, dict[str, Any]] = {
         "problem.features": "input_shape[-1] 是 {got}，但 input_size 是 {want}：最後一個維度是"
                             "每個時間步的特徵數，兩者必須相等",
         "problem.empty": "序列長度 L = input_shape[{index}] 為 0：序列至少需要一個時間步",
+        "problem.lengths_type": "lengths 必須是 True 或整數序列，例如 [3, 1]，卻收到 {value!r}",
+        "problem.lengths_unbatched": "lengths 需要有批量的輸入，但 input_shape {shape} 沒有批量："
+                                     "單一序列的每個時間步都有效",
+        "problem.lengths_count": "lengths 給了 {got} 個長度，但這一批有 N = {n} 條序列："
+                                 "每條序列需要一個長度",
+        "problem.lengths_range": "lengths[{index}] 是 {value}，但每個長度必須介於 1 與 L = {steps} 之間",
     },
 }
