@@ -14,18 +14,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rnnkit.explain import explain
+from rnnkit.kinds import CLASSES as _CLASSES
 
 if TYPE_CHECKING:
     from rnnkit.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "RNNCell", "LSTM", "LSTMCell", "GRU", "GRUCell", "explain", "__version__"]
-
-_LAYERS = ("RNN", "RNNCell", "LSTM", "LSTMCell", "GRU", "GRUCell")
+__all__ = [*_CLASSES, "explain", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAYERS:
+    if name in _CLASSES:
         from rnnkit import layers
 
         return getattr(layers, name)
@@ -33,4 +32,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAYERS))
+    return sorted(set(globals()) | set(_CLASSES))

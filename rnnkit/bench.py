@@ -1,4 +1,5 @@
-"""rnnkit against torch.nn, side by side in one process: speed and peak memory.
+"""rnnkit against torch.nn, side by side in one process: speed and peak memory;
+the library side of ``rnnkit bench`` (whose command line is :mod:`rnnkit.cli.bench`).
 
 For each configuration (an RNN, LSTM or GRU layer and an input size) both
 layers get the same weights (:meth:`rnnkit.RNN.from_torch` and its likes)
@@ -36,14 +37,11 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.layers import SEQUENCE_LAYERS
-
-
-CELLS = SEQUENCE_LAYERS
-"""The cell types ``rnnkit bench`` knows, and their layer classes' names."""
+from rnnkit.kinds import CELLS
 
 
 @dataclass(frozen=True)
@@ -57,17 +55,19 @@ class BenchConfig:
     layers: int = 1
     bidirectional: bool = False
     nonlinearity: str = "tanh"  # RNN only
-    cell: str = "rnn"  # a key of CELLS
+    cell: str = "rnn"  # a key of rnnkit.kinds.CELLS
     proj_size: int = 0  # LSTM only
+    lengths: bool = False  # a padded batch of varied lengths: see padded_lengths
 
     def __post_init__(self) -> None:
         if not self.input_size:
             object.__setattr__(self, "input_size", self.hidden)
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; expected one of {', '.join(CELLS)}")
-        if self.nonlinearity != "tanh" and self.cell != "rnn":
+        taken = CELLS[self.cell].layer_arguments
+        if self.nonlinearity != "tanh" and "nonlinearity" not in taken:
             raise ValueError(f"nonlinearity={self.nonlinearity!r} is for RNN only, not {self.cell}")
-        if self.proj_size and self.cell != "lstm":
+        if self.proj_size and "proj_size" not in taken:
             raise ValueError(f"a projection (P=) is for LSTM only, not {self.cell}")
         if self.proj_size >= self.hidden:
             raise ValueError(
@@ -77,7 +77,7 @@ class BenchConfig:
 
     @property
     def label(self) -> str:
-        text = f"{CELLS[self.cell]} T={self.steps} N={self.batch} {self.input_size}->{self.hidden}"
+        text = f"{CELLS[self.cell].layer} T={self.steps} N={self.batch} {self.input_size}->{self.hidden}"
         if self.proj_size:
             text += f"->{self.proj_size}"
         if self.layers > 1:
@@ -86,6 +86,8 @@ class BenchConfig:
             text += " bidir"
         if self.nonlinearity != "tanh":
             text += f" {self.nonlinearity}"
+        if self.lengths:
+            text += " lengths"
         return text
 
     KEYS = {"T": "steps", "N": "batch", "H": "hidden", "I": "input_size", "L": "layers", "P": "proj_size"}
@@ -94,7 +96,8 @@ class BenchConfig:
     def parse(cls, text: str) -> BenchConfig:
         """``"T=200,N=32,H=64"`` plus optional ``I=`` (input size), ``L=``
         (layers), ``bi`` (bidirectional), a cell (``rnn``, the default,
-        ``lstm`` or ``gru``), ``relu`` (RNN) and ``P=`` (LSTM projection)."""
+        ``lstm`` or ``gru``), ``relu`` (RNN), ``P=`` (LSTM projection) and
+        ``lengths`` (a padded batch: see :func:`padded_lengths`)."""
         values: dict = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, _, value = part.partition("=")
@@ -102,6 +105,8 @@ class BenchConfig:
                 values["bidirectional"] = True
             elif part == "relu":
                 values["nonlinearity"] = "relu"
+            elif part == "lengths":
+                values["lengths"] = True
             elif part in CELLS:
                 values["cell"] = part
             elif key in cls.KEYS and value.isdigit() and int(value) > 0:
@@ -109,7 +114,7 @@ class BenchConfig:
             else:
                 raise ValueError(
                     f"cannot read {part!r} in configuration {text!r}: expected T=, N=, H=, "
-                    f"I=, L= or P= with a positive integer, 'bi', 'relu', or a cell "
+                    f"I=, L= or P= with a positive integer, 'bi', 'relu', 'lengths', or a cell "
                     f"({', '.join(CELLS)})"
                 )
         missing = [k for k in ("T", "N", "H") if cls.KEYS[k] not in values]
@@ -150,7 +155,7 @@ def regime_of(config: BenchConfig) -> Regime | None:
 
 
 def _each_regime(cell: str) -> list[BenchConfig]:
-    """At least one configuration of each regime for ``cell`` (``lstm``, ``gru``)."""
+    """At least one configuration of each regime for ``cell`` (``lstm``, ``gru``, ...)."""
     return [
         BenchConfig(steps=1000, batch=1, hidden=32, cell=cell),
         BenchConfig(steps=1000, batch=4, hidden=64, cell=cell),
@@ -173,10 +178,8 @@ DEFAULT_CONFIGS = {
         BenchConfig(steps=100, batch=16, input_size=128, hidden=256, layers=2, bidirectional=True),
         BenchConfig(steps=50, batch=64, hidden=512),
     ],
-    "lstm": _each_regime("lstm"),
-    "gru": _each_regime("gru"),
-}
-"""For each cell type, at least one configuration of each regime."""
+} | {cell: _each_regime(cell) for cell in CELLS if cell != "rnn"}
+"""For each cell, at least one configuration of each regime."""
 
 QUICK_CONFIGS = [
     BenchConfig(steps=50, batch=2, hidden=16),
@@ -231,20 +234,23 @@ def build(
     """torch's layer, rnnkit's with the same weights, and an input ``(T, N, H_in)``."""
     torch.manual_seed(seed)
     options: dict = dict(bidirectional=config.bidirectional, dtype=dtype)
-    if config.cell == "rnn":
+    if "nonlinearity" in CELLS[config.cell].layer_arguments:
         options["nonlinearity"] = config.nonlinearity
     if config.proj_size:
         options["proj_size"] = config.proj_size
-    name = CELLS[config.cell]
+    name = CELLS[config.cell].layer
     theirs = getattr(nn, name)(config.input_size, config.hidden, config.layers, **options)
     x = torch.randn(config.steps, config.batch, config.input_size, dtype=dtype)
     return theirs, getattr(rnnkit, name).from_torch(theirs), x
 
 
-def training_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> None:
-    """One step: forward, a loss on the output and final state, backward, update."""
+def training_step(
+    module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, run: Forward | None = None
+) -> None:
+    """One step: forward (``run``, by default ``module(x)``), a loss on the
+    output and final state, backward, update."""
     optimizer.zero_grad(set_to_none=True)
-    output, state = module(x)
+    output, state = (run or _whole)(module, x)
     states = state if isinstance(state, tuple) else (state,)  # an LSTM's is (h_n, c_n)
     loss = output.square().mean() + sum(s.square().mean() for s in states)
     loss.backward()
@@ -276,19 +282,20 @@ def measure(
 ) -> Result:
     """Time inference and a training step of both layers; optionally their peak memory."""
     theirs, ours, x = build(config, dtype)
+    side = forward(config)
     with torch.no_grad():
-        max_abs_diff = (ours(x)[0] - theirs(x)[0]).abs().max().item()
-    backend = kernels.select_backend(ours.cell_type, x, ours._direction_weights()[0]).name
+        max_abs_diff = (side(ours, x)[0] - side(theirs, x)[0]).abs().max().item()
+    backend = kernels.select_backend(ours.kind, x, ours._direction_weights()[0]).name
 
     def inference(module: nn.Module) -> Callable[[], object]:
         def run() -> object:
             with torch.no_grad():
-                return module(x)
+                return side(module, x)
         return run
 
     def training(module: nn.Module) -> Callable[[], None]:
         optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
-        return lambda: training_step(module, optimizer, x)
+        return lambda: training_step(module, optimizer, x, side)
 
     inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2)
     train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2)
@@ -299,6 +306,43 @@ def measure(
         result.peak_torch_mb = peak_memory_mb(config, dtype, "torch")
         result.peak_rnnkit_mb = peak_memory_mb(config, dtype, "rnnkit")
     return result
+
+
+# -- padded batches: lengths= against torch's pack, run, unpack -------------------------
+
+Forward = Callable[[nn.Module, torch.Tensor], tuple]
+"""How a side runs the input: ``(module, x (T, N, H_in)) -> (output (T, N, ·), state)``."""
+
+LENGTHS_CONFIGS = {cell: [BenchConfig(steps=200, batch=32, hidden=64, cell=cell, lengths=True)] for cell in CELLS}
+"""For each cell, a padded batch run with ``lengths=`` against torch's packed route."""
+
+
+def padded_lengths(steps: int, batch: int) -> torch.Tensor:
+    """The valid lengths of a padded benchmark batch ``(N,)``: spread evenly
+    from ``T`` down to about ``T/2``, in no order (odd rows first), so that
+    torch's route has to sort."""
+    lengths = torch.linspace(steps, max(1, steps // 2), batch).round().to(torch.int64)
+    return torch.cat([lengths[1::2], lengths[::2]])
+
+
+def forward(config: BenchConfig) -> Forward:
+    """Both sides' forward for ``config``: whole sequences, or with
+    ``config.lengths`` a padded batch, which rnnkit takes with ``lengths=``
+    and torch.nn packs (``enforce_sorted=False``), runs and unpacks to ``T``
+    steps: the same result, zeros past each length."""
+    return _padded if config.lengths else _whole
+
+
+def _whole(module: nn.Module, x: torch.Tensor) -> tuple:
+    return module(x)
+
+
+def _padded(module: nn.Module, x: torch.Tensor) -> tuple:
+    lengths = padded_lengths(x.shape[0], x.shape[1])
+    if not isinstance(module, nn.RNNBase):  # rnnkit's
+        return module(x, lengths=lengths)
+    output, state = module(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    return pad_packed_sequence(output, total_length=x.shape[0])[0], state
 
 
 # -- peak memory ----------------------------------------------------------------------
@@ -343,7 +387,8 @@ def _memory_child(request: dict) -> float | None:
     module = ours if request["implementation"] == "rnnkit" else theirs
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
     optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradients' storage
-    training_step(module, optimizer, x[:2, :1].clone())
+    run = forward(config)
+    training_step(module, optimizer, x[:2, :1].clone(), run)
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as f:
@@ -351,7 +396,7 @@ def _memory_child(request: dict) -> float | None:
         before = _status_kib("VmRSS")
     except (OSError, StopIteration):
         return None
-    training_step(module, optimizer, x)
+    training_step(module, optimizer, x, run)
     return (_status_kib("VmHWM") - before) / 1024
 
 

@@ -9,15 +9,26 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import rnnkit
+from rnnkit.kinds import CELLS
 
 INPUT, HIDDEN, STEPS, BATCH = 4, 5, 6, 3
 """Sizes of the equivalence tests: small, so that every configuration is cheap."""
 
-KIND_OPTIONS = {
-    "RNN": [dict(nonlinearity="tanh"), dict(nonlinearity="relu")],
-    "LSTM": [dict(), dict(proj_size=2)],
-    "GRU": [dict()],
-}
+
+def layer_options(proj_size: int = 2) -> dict[str, list[dict]]:
+    """Each sequence layer (by class name) and the options only it has, from
+    the table of kinds: one entry per ``nonlinearity`` it chooses (else one
+    without options), and one with a projection where it takes one."""
+    table = {}
+    for cell in CELLS.values():
+        variants = [dict(nonlinearity=k.nonlinearity) for k in cell.kinds if k.nonlinearity] or [dict()]
+        if "proj_size" in cell.layer_arguments:
+            variants.append(dict(proj_size=proj_size))
+        table[cell.layer] = variants
+    return table
+
+
+KIND_OPTIONS = layer_options()
 """Each sequence layer and the options only it has."""
 
 

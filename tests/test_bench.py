@@ -8,8 +8,10 @@ import json
 import pytest
 import torch
 
-from rnnkit.bench import CELLS, BenchConfig, REGIMES, peak_memory_mb, regime_of
+from rnnkit import bench
+from rnnkit.bench import BenchConfig, REGIMES, peak_memory_mb, regime_of
 from rnnkit.cli.main import main
+from rnnkit.kinds import CELLS
 
 
 @pytest.fixture
@@ -80,3 +82,35 @@ def test_every_regime_has_a_default_configuration_for_every_cell(cell):
 
     assert {c.cell for c in DEFAULT_CONFIGS[cell]} == {cell}
     assert {regime_of(c) for c in DEFAULT_CONFIGS[cell]} == set(REGIMES.values())
+
+
+# -- padded batches: lengths= against torch's packed route ---------------------------------
+
+
+def test_padded_lengths_are_varied_unsorted_and_within_the_sequence():
+    lengths = bench.padded_lengths(steps=20, batch=7)
+    assert lengths.shape == (7,) and lengths.max() == 20 and lengths.min() >= 10
+    assert not (lengths.diff() <= 0).all() and not (lengths.diff() >= 0).all()
+    assert bench.padded_lengths(steps=1, batch=3).tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_padded_forward_is_the_same_on_both_sides(cell):
+    config = BenchConfig(steps=9, batch=5, hidden=4, layers=2, bidirectional=True, cell=cell, lengths=True)
+    theirs, ours, x = bench.build(config, torch.float64)
+    side = bench.forward(config)
+    (output, state), (expected_output, expected_state) = side(ours, x), side(theirs, x)
+    torch.testing.assert_close(output, expected_output)
+    torch.testing.assert_close(state, expected_state)
+    lengths = bench.padded_lengths(9, 5)
+    assert all(not output[length:, n].any() for n, length in enumerate(lengths.tolist()))
+
+
+def test_a_lengths_row_runs_and_says_so(capsys):
+    assert main(["bench", "--config", "T=6,N=3,H=4,gru,lengths", "--no-memory", "--min-time", "0",
+                 "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["label"] == "GRU T=6 N=3 4->4 lengths" and result["max_abs_diff"] < 1e-5
+    assert BenchConfig.parse("T=6,N=3,H=4,lengths") == BenchConfig(6, 3, 4, lengths=True)
+    assert all(c.lengths for configs in bench.LENGTHS_CONFIGS.values() for c in configs)
+    assert set(bench.LENGTHS_CONFIGS) == set(CELLS)

@@ -11,6 +11,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
+from rnnkit.kinds import CELLS
+from equivalence import layer_options
+
+CELL_CLASSES = [cell.cell_class for cell in CELLS.values()]
 
 BAD_CONSTRUCTIONS = [
     (dict(input_size=5, hidden_size=0), ValueError, "hidden_size must be greater than zero, got 0"),
@@ -61,7 +65,7 @@ def test_bad_cell_construction(kwargs, error, message):
         rnnkit.RNNCell(**kwargs)
 
 
-@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("name", CELL_CLASSES)
 @pytest.mark.parametrize(
     "kwargs",
     [dict(input_size=0, hidden_size=8), dict(input_size=5, hidden_size=0), dict(input_size=5, hidden_size=8, bias=1),
@@ -130,7 +134,7 @@ def test_bad_cell_input(name, inputs, error, message):
 
 @pytest.mark.parametrize(
     "name, options",
-    [("RNN", {}), ("RNN", dict(nonlinearity="relu")), ("LSTM", {}), ("LSTM", dict(proj_size=3)), ("GRU", {})],
+    [(layer, options) for layer, variants in layer_options(proj_size=3).items() for options in variants],
 )
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_empty_batch_is_allowed_like_torch(backend, name, options, bidirectional):
@@ -146,7 +150,7 @@ def test_empty_batch_is_allowed_like_torch(backend, name, options, bidirectional
     assert all(p.grad is not None and not p.grad.any() for p in ours.parameters())
 
 
-@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("name", CELL_CLASSES)
 def test_empty_batch_cell_is_allowed_like_torch(name):
     ours, theirs = getattr(rnnkit, name)(5, 8), getattr(nn, name)(5, 8)
     got, expected = ours(torch.randn(0, 5)), theirs(torch.randn(0, 5))

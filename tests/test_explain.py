@@ -22,14 +22,15 @@ from torch import nn
 import rnnkit
 from rnnkit.cli.explain import parse_shape
 from rnnkit.cli.main import main
-from rnnkit.explain import _TEXT, _width, explain
+from rnnkit.explain import explain
+from rnnkit.explain.result import width
+from rnnkit.explain.wording import TEXT
+from rnnkit.kinds import CELLS, CLASSES
 
 L, N, H_IN, H, PROJ = 3, 2, 5, 8, 3
 
-TORCH = {
-    ("rnn", False): nn.RNN, ("lstm", False): nn.LSTM, ("gru", False): nn.GRU,
-    ("rnn", True): nn.RNNCell, ("lstm", True): nn.LSTMCell, ("gru", True): nn.GRUCell,
-}
+TORCH = {(cell.name, single): getattr(nn, name) for name, (cell, single) in CLASSES.items()}
+"""The torch.nn class of each ``(cell, cell_only)``."""
 
 
 def _case(cell: str, cell_only: bool, input_shape, **arguments):
@@ -42,13 +43,13 @@ def _case(cell: str, cell_only: bool, input_shape, **arguments):
 
 def _layer_cases():
     for cell, num_layers, bidirectional, bias, batch_first, batched in itertools.product(
-        ("rnn", "lstm", "gru"), (1, 2), (False, True), (True, False), (False, True), (True, False)
+        CELLS, (1, 2), (False, True), (True, False), (False, True), (True, False)
     ):
         if batched:
             input_shape = (N, L, H_IN) if batch_first else (L, N, H_IN)
         else:
             input_shape = (L, H_IN)
-        for proj_size in (0, PROJ) if cell == "lstm" else (0,):
+        for proj_size in (0, PROJ) if "proj_size" in CELLS[cell].layer_arguments else (0,):
             extra = {"proj_size": proj_size} if proj_size else {}
             yield _case(cell, False, input_shape, num_layers=num_layers, bias=bias,
                         batch_first=batch_first, bidirectional=bidirectional, **extra)
@@ -57,7 +58,7 @@ def _layer_cases():
 
 def _cell_cases():
     for cell, bias, input_shape in itertools.product(
-        ("rnn", "lstm", "gru"), (True, False), ((N, H_IN), (H_IN,))
+        CELLS, (True, False), ((N, H_IN), (H_IN,))
     ):
         yield _case(cell, True, input_shape, bias=bias)
     yield _case("rnn", True, (N, H_IN), nonlinearity="relu")
@@ -79,17 +80,13 @@ def _one_thread():
 def _torch_run(module: nn.Module, cell: str, cell_only: bool, shapes: dict) -> dict:
     """The shapes of what ``module`` returns, by explained name, after a forward
     pass on zeros with an initial state of the explained shape."""
-    hx = torch.zeros(shapes["h_0"])
-    if cell == "lstm":
-        hx = (hx, torch.zeros(shapes["c_0"]))
+    parts = CELLS[cell].state
+    hx = tuple(torch.zeros(shapes[f"{p}_0"]) for p in parts)
     with torch.no_grad():
-        result = module(torch.zeros(shapes["input"]), hx)
-    if cell_only:
-        returned = {"h_1": result} if cell != "lstm" else dict(zip(("h_1", "c_1"), result))
-    else:
-        output, state = result
-        returned = {"output": output}
-        returned |= {"h_n": state} if cell != "lstm" else dict(zip(("h_n", "c_n"), state))
+        result = module(torch.zeros(shapes["input"]), hx if len(parts) > 1 else hx[0])
+    final, state = ("1", result) if cell_only else ("n", result[1])
+    returned = {} if cell_only else {"output": result[0]}
+    returned |= dict(zip((f"{p}_{final}" for p in parts), state if len(parts) > 1 else (state,)))
     return {name: tuple(t.shape) for name, t in returned.items()}
 
 
@@ -107,7 +104,7 @@ def test_shapes_and_parameters_match_torch(cell, cell_only, arguments, input_sha
 
     assert e.shapes["input"] == input_shape
     returned = _torch_run(module, cell, cell_only, e.shapes)
-    states_in = {"h_0", "c_0"} if cell == "lstm" else {"h_0"}
+    states_in = {f"{p}_0" for p in CELLS[cell].state}
     assert set(e.shapes) == {"input"} | states_in | set(returned)
     assert {name: e.shapes[name] for name in returned} == returned
     for tensor in e.tensors:
@@ -319,7 +316,7 @@ def test_both_languages_say_the_same_things():
             return len(value)
         return sorted(name for _, name, _, _ in string.Formatter().parse(value) if name)
 
-    assert placeholders(_TEXT["zh"]) == placeholders(_TEXT["en"])
+    assert placeholders(TEXT["zh"]) == placeholders(TEXT["en"])
 
 
 def test_plain_text_columns_line_up_with_wide_characters():
@@ -327,7 +324,7 @@ def test_plain_text_columns_line_up_with_wide_characters():
     first = next(line for line in lines if line.lstrip().startswith("weight_ih_l0"))
     total = next(line for line in lines if line.lstrip().startswith("參數總數"))
     # the numel column is right-aligned: 40 and the total end in the same column
-    assert _width(first[: first.index(" 40 ") + 3]) == _width(total.rstrip())
+    assert width(first[: first.index(" 40 ") + 3]) == width(total.rstrip())
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -389,8 +386,23 @@ def test_cli_json_matches_torch(capsys, argv, expected):
 ])
 def test_cli_explains_a_misfit_and_exits_1(capsys, argv, message):
     assert main(["explain", "--input-size", "5", "--hidden-size", "8", *argv]) == 1
-    out = capsys.readouterr().out
-    assert message in out and "Arguments" in out
+    captured = capsys.readouterr()
+    assert message in captured.out and "Arguments" in captured.out
+    # the verdict comes first: right under the title, before the arguments; and on stderr
+    lines = captured.out.splitlines()
+    assert lines[2] == "Problems" and message in lines[3]
+    assert captured.out.index(message) < captured.out.index("Arguments")
+    assert captured.err.startswith("rnnkit explain: ") and message in captured.err
+
+
+@pytest.mark.parametrize("lang, heading", [("en", "Problems"), ("zh", "問題")])
+def test_problems_come_first_in_every_rendering(lang, heading):
+    e = explain(5, 8, input_shape=(3, 2, 4), lang=lang)
+    first = str(e).splitlines()[2:4]
+    assert first == [heading, f"  - {e.problems[0]}"]
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(e)
+    assert console.file.getvalue().splitlines()[2].strip() == heading
 
 
 def test_cli_json_with_a_problem_exits_1(capsys):
@@ -422,3 +434,79 @@ def test_cli_help_teaches(capsys):
                      "--lang {en,zh}", "--json", "examples:", "features in the hidden state"):
         assert expected in out, expected
     assert "zh (Chinese (Traditional))" in " ".join(out.split())  # the script the text is in
+
+
+# -- the forward's keywords: lengths= and return_states=True ----------------------------------
+
+
+@pytest.mark.parametrize("input_shape, batch_first", [((L, N, H_IN), False), ((N, L, H_IN), True), ((L, H_IN), False)],
+                         ids=["time-first", "batch-first", "unbatched"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_states_and_lengths_shapes_match_what_the_layer_returns(cell, input_shape, batch_first):
+    batched = len(input_shape) == 3
+    arguments = dict(input_size=H_IN, hidden_size=H, num_layers=2, bidirectional=True, batch_first=batch_first)
+    if "proj_size" in CELLS[cell].layer_arguments:
+        arguments["proj_size"] = PROJ
+    lengths = [L, 1] if batched else None
+    e = explain(**arguments, cell=cell, input_shape=input_shape, lengths=lengths, return_states=True)
+    assert e.ok, e.problems
+    layer = getattr(rnnkit, CELLS[cell].layer)(**arguments)
+    output, _, states = layer(torch.zeros(input_shape), lengths=lengths, return_states=True)
+    parts = CELLS[cell].state
+    returned = dict(zip((f"{p}_states" for p in parts), states)) if len(parts) > 1 else {"states": states}
+    assert {name: e.shapes[name] for name in returned} == {n: tuple(t.shape) for n, t in returned.items()}
+    assert e.shapes["output"] == tuple(output.shape)
+    assert ("lengths" in e.shapes) == batched and (not batched or e.shapes["lengths"] == (N,))
+    assert any("return_states=True" in note for note in e.notes)
+    assert any("lengths=" in note for note in e.notes) == batched
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("keywords, input_shape, message", [
+    (dict(lengths=[3, 4]), (L, N, H_IN), "lengths[1] is 4, but each length must be between 1 and L = 3"),
+    (dict(lengths=[3, 0]), (L, N, H_IN), "lengths[1] is 0"),
+    (dict(lengths=[3]), (L, N, H_IN), "lengths gives 1 lengths, but the batch holds N = 2 sequences"),
+    (dict(lengths=True), (L, H_IN), "lengths needs a batched input, but input_shape (3, 5) is unbatched"),
+    (dict(lengths="3,1"), None, "lengths must be True or a sequence of integers"),
+    (dict(return_states="yes"), None, "return_states must be True or False"),
+])
+def test_what_the_forward_rejects_in_its_keywords_is_explained(keywords, input_shape, message, lang):
+    e = explain(H_IN, H, input_shape=input_shape, lang=lang, **keywords)
+    assert [p.subject for p in e.problems] == [next(iter(keywords))]
+    if lang == "en":
+        assert message in e.problems[0].message
+    assert str(e).splitlines()[3].endswith(e.problems[0].message)
+
+
+def test_what_torch_does_with_the_lengths_explain_rejects():
+    with pytest.raises(RuntimeError, match=r"lengths\[1\] = 4"):
+        rnnkit.RNN(H_IN, H)(torch.zeros(L, N, H_IN), lengths=[3, 4])
+    with pytest.raises(ValueError, match="unbatched"):
+        rnnkit.RNN(H_IN, H)(torch.zeros(L, H_IN), lengths=[3])
+
+
+def test_a_cell_takes_neither_keyword():
+    e = explain(H_IN, H, cell_only=True, lengths=True, return_states=True)
+    assert [p.subject for p in e.problems] == ["lengths", "return_states"]
+    assert "not an argument of RNNCell" in e.problems[0].message
+
+
+def test_cli_lengths_and_return_states(capsys):
+    argv = ["explain", "--cell", "lstm", "--input-size", "5", "--hidden-size", "8", "--input-shape", "3,2,5"]
+    assert main([*argv, "--lengths", "3,1", "--return-states", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["shapes"]["c_states"]["shape"] == [1, 3, 2, 8] and data["lengths"] == [3, 1]
+    assert main([*argv, "--lengths", "--lang", "zh"]) == 0
+    assert "每條序列的有效長度" in capsys.readouterr().out
+    assert main([*argv, "--lengths", "3,x"]) == 1
+    assert capsys.readouterr().err.startswith("rnnkit explain: error: --lengths expects integers")
+    assert main([*argv, "--lengths", "4,1"]) == 1
+    assert "lengths[0] is 4" in capsys.readouterr().err
+
+
+def test_cli_help_documents_both_keywords(capsys):
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--lengths [N1,N2,...]" in out and "each padded sequence's valid length" in out
+    assert "--return-states" in out and "every step's state of every layer and direction" in out

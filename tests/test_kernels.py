@@ -15,7 +15,22 @@ import rnnkit
 from rnnkit import kernels
 from rnnkit.kernels import fused, fused_common, parallel, reference
 from rnnkit.kernels.numba_ops import ROW_BLOCK
-from rnnkit.kernels.reference import GATES, DirectionWeights
+from rnnkit.kernels.reference import DirectionWeights
+from rnnkit.kinds import KINDS, cell_of
+
+from equivalence import layer_options
+
+
+
+def _one_per_loops() -> tuple[str, ...]:
+    first: dict[str | None, str] = {}
+    for key, kind in KINDS.items():
+        first.setdefault(kind.fused, key)
+    return tuple(first.values())
+
+
+ONE_PER_LOOPS = _one_per_loops()
+"""One kind for each fused module (tanh and ReLU share their loops)."""
 
 
 TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=2e-5), torch.float64: dict(rtol=1e-9, atol=1e-10)}
@@ -29,7 +44,7 @@ def assert_close(actual, expected, name=""):
 class Case:
     """One call of ``run_layer``: its configuration and input sizes."""
 
-    mode: str = "rnn_tanh"
+    kind: str = "rnn_tanh"
     directions: int = 1
     bias: bool = True
     dtype: torch.dtype = torch.float64
@@ -48,7 +63,7 @@ class Case:
 
     def __str__(self) -> str:
         return (
-            f"{self.mode}-D{self.directions}-{'bias' if self.bias else 'nobias'}-"
+            f"{self.kind}-D{self.directions}-{'bias' if self.bias else 'nobias'}-"
             f"{str(self.dtype)[6:]}-len{self.lengths}-{'h0' if self.random_h0 else 'zeros'}-"
             f"T{self.steps}N{self.batch}H{self.hidden}" + (f"P{self.proj}" if self.proj else "")
         )
@@ -57,9 +72,9 @@ class Case:
 VARIABLE = (7, 1, 4, 7, 2)  # a length equal to T, a length 1, the rest in between
 
 CASES = [
-    Case(mode, directions, bias, dtype, lengths, random_h0)
-    for mode, directions, bias, dtype in itertools.product(
-        ("rnn_tanh", "rnn_relu", "lstm", "gru"), (1, 2), (True, False), (torch.float32, torch.float64)
+    Case(kind, directions, bias, dtype, lengths, random_h0)
+    for kind, directions, bias, dtype in itertools.product(
+        tuple(KINDS), (1, 2), (True, False), (torch.float32, torch.float64)
     )
     for lengths, random_h0 in ((None, True), (VARIABLE, False))
 ] + [
@@ -72,21 +87,21 @@ CASES = [
     ]
 ] + [
     case
-    for mode in ("rnn_tanh", "lstm", "gru")
+    for kind in ONE_PER_LOOPS
     for case in [
-        Case(mode, steps=1, batch=1),
-        Case(mode, steps=1, directions=2, lengths=(1, 1, 1, 1, 1)),
-        Case(mode, batch=1, directions=2, lengths=(4,), steps=4),
-        Case(mode, lengths=(7, 0, 3, 7, 5), directions=2),  # a sequence with no step at all
+        Case(kind, steps=1, batch=1),
+        Case(kind, steps=1, directions=2, lengths=(1, 1, 1, 1, 1)),
+        Case(kind, batch=1, directions=2, lengths=(4,), steps=4),
+        Case(kind, lengths=(7, 0, 3, 7, 5), directions=2),  # a sequence with no step at all
         # several blocks of four batch rows plus a remainder, and a hidden size
         # that fills whole vectors and leaves a tail
-        Case(mode, dtype=torch.float32, directions=2, batch=11, hidden=33, lengths=(9,) * 6 + (3,) * 5,
+        Case(kind, dtype=torch.float32, directions=2, batch=11, hidden=33, lengths=(9,) * 6 + (3,) * 5,
              steps=9),
-        Case(mode, dtype=torch.float32, batch=9, hidden=64, input_size=16, steps=12),
+        Case(kind, dtype=torch.float32, batch=9, hidden=64, input_size=16, steps=12),
     ]
 ] + [
-    Case(mode="rnn_relu", batch=1, steps=40),
-    Case(mode="lstm", batch=3, steps=40, hidden=8, proj=5, directions=2, lengths=(40, 17, 1)),
+    Case(kind="rnn_relu", batch=1, steps=40),
+    Case(kind="lstm", batch=3, steps=40, hidden=8, proj=5, directions=2, lengths=(40, 17, 1)),
 ]
 
 
@@ -99,7 +114,7 @@ def make_inputs(case: Case, requires_grad: bool = True):
         return t.to(case.dtype).requires_grad_(requires_grad)
 
     bound = case.hidden**-0.5
-    rows = GATES[case.mode] * case.hidden
+    rows = len(cell_of(case.kind).gates) * case.hidden
     weights = [
         DirectionWeights(
             rand(rows, case.input_size, scale=bound),
@@ -111,7 +126,7 @@ def make_inputs(case: Case, requires_grad: bool = True):
         for _ in range(case.directions)
     ]
     x = rand(case.steps, case.batch, case.input_size)
-    sizes = [case.width] + ([case.hidden] if case.mode == "lstm" else [])
+    sizes = [case.width] + [case.hidden] * (len(cell_of(case.kind).state) - 1)
     state = tuple(rand(case.directions, case.batch, size) for size in sizes)
     if not case.random_h0:
         state = tuple(torch.zeros_like(s).requires_grad_(requires_grad) for s in state)
@@ -124,8 +139,8 @@ def leaves(x, state, weights):
 
 
 def leaf_names(case: Case) -> list[str]:
-    names = ["output", "h_n"] + (["c_n"] if case.mode == "lstm" else []) + ["x", "h0"]
-    names += ["c0"] if case.mode == "lstm" else []
+    parts = cell_of(case.kind).state
+    names = ["output"] + [f"{p}_n" for p in parts] + ["x"] + [f"{p}0" for p in parts]
     fields = ("w_ih", "w_hh") + (("b_ih", "b_hh") if case.bias else ()) + (("w_hr",) if case.proj else ())
     return names + [f"{name}[{d}]" for d in range(case.directions) for name in fields]
 
@@ -134,7 +149,7 @@ def forward_and_grads(run_layer, case: Case, inputs):
     """Output, final state and the gradients of a loss that weighs every
     element of them differently, with respect to every leaf."""
     x, state, weights, lengths = inputs
-    output, final = run_layer(case.mode, x, state, weights, lengths)
+    output, final = run_layer(case.kind, x, state, weights, lengths)
     g = torch.Generator().manual_seed(7)
     loss = sum((t * torch.randn(t.shape, generator=g, dtype=case.dtype)).sum() for t in (output, *final))
     grads = torch.autograd.grad(loss, leaves(x, state, weights))
@@ -153,11 +168,11 @@ def test_fused_matches_reference(case):
         assert_close(a, b, name)
 
 
-@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
-def test_output_is_zero_past_each_length_and_h_n_is_taken_at_the_last_step(mode):
-    case = Case(mode, directions=2, lengths=VARIABLE)
+@pytest.mark.parametrize("kind", ONE_PER_LOOPS)
+def test_output_is_zero_past_each_length_and_h_n_is_taken_at_the_last_step(kind):
+    case = Case(kind, directions=2, lengths=VARIABLE)
     x, state, weights, lengths = make_inputs(case, requires_grad=False)
-    output, (h_n, *_) = fused.run_layer(case.mode, x, state, weights, lengths)
+    output, (h_n, *_) = fused.run_layer(case.kind, x, state, weights, lengths)
     for n, length in enumerate(case.lengths):
         assert torch.all(output[length:, n] == 0)
         assert torch.equal(h_n[0, n], output[length - 1, n, : case.hidden])
@@ -177,8 +192,8 @@ def test_inference_gives_what_training_gives(case):
     x, state, weights, _ = inputs
     with torch.no_grad():
         assert not fused_common.backward_may_follow(*leaves(x, state, weights))
-        output, final = fused.run_layer(case.mode, *inputs)
-    expected, expected_final = fused.run_layer(case.mode, *inputs)
+        output, final = fused.run_layer(case.kind, *inputs)
+    expected, expected_final = fused.run_layer(case.kind, *inputs)
     assert not output.requires_grad and expected.requires_grad
     for a, b in zip((output, *final), (expected, *expected_final)):
         assert torch.equal(a, b.detach())
@@ -196,7 +211,7 @@ def test_a_second_backward_through_the_same_graph_gives_the_same_gradients(case)
     """The LSTM and GRU backward loops overwrite the saved activations with
     gradients; retain_graph=True must still work (the forward loop reruns)."""
     x, state, weights, lengths = inputs = make_inputs(case)
-    output, final = fused.run_layer(case.mode, *inputs)
+    output, final = fused.run_layer(case.kind, *inputs)
     loss = output.square().sum() + sum(s.square().sum() for s in final)
     first = torch.autograd.grad(loss, leaves(x, state, weights), retain_graph=True)
     second = torch.autograd.grad(loss, leaves(x, state, weights))
@@ -209,7 +224,7 @@ def test_changing_the_output_in_place_leaves_backward_right(case):
     inputs = make_inputs(case)
     results = []
     for run_layer in (fused.run_layer, reference.run_layer):
-        output, _ = run_layer(case.mode, *inputs)
+        output, _ = run_layer(case.kind, *inputs)
         output.mul_(2)
         results.append(torch.autograd.grad(output.square().sum(), leaves(*inputs[:3])))
     for a, b in zip(*results):
@@ -223,7 +238,7 @@ def test_a_differentiable_backward_matches_the_reference(case):
     x, state, weights, lengths = inputs = make_inputs(case)
     results = []
     for run_layer in (fused.run_layer, reference.run_layer):
-        output, _ = run_layer(case.mode, *inputs)
+        output, _ = run_layer(case.kind, *inputs)
         (grad_x,) = torch.autograd.grad(output.sum(), x, create_graph=True)
         penalty = output.square().sum() + grad_x.square().sum()
         results.append(torch.autograd.grad(penalty, leaves(x, state, weights)))
@@ -247,18 +262,18 @@ def test_gradcheck(case):
     def f(x, *tensors):
         given, params = tensors[: len(state)], iter(tensors[len(state) :])
         rebuilt = [DirectionWeights(*(None if t is None else next(params) for t in w)) for w in weights]
-        output, final = fused.run_layer(case.mode, x, given, rebuilt, lengths)
+        output, final = fused.run_layer(case.kind, x, given, rebuilt, lengths)
         return output, *final
 
     assert torch.autograd.gradcheck(f, tuple(leaves(x, state, weights)))
 
 
-@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("kind", ONE_PER_LOOPS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_bitwise_deterministic_whatever_the_thread_count(mode, threads):
+def test_bitwise_deterministic_whatever_the_thread_count(kind, threads):
     """Two runs agree bit for bit, and so do one and two threads: batch chunks
     start at multiples of ROW_BLOCK, so each row meets the same arithmetic."""
-    case = Case(mode, dtype=torch.float32, directions=2, steps=50, batch=13, hidden=64, input_size=8)
+    case = Case(kind, dtype=torch.float32, directions=2, steps=50, batch=13, hidden=64, input_size=8)
     inputs = make_inputs(case)
     previous = torch.get_num_threads()
     try:
@@ -320,11 +335,9 @@ def both_backends(module, make_input, hx):
 
 
 LAYERS = {
-    "rnn-tanh": (rnnkit.RNN, dict(nonlinearity="tanh")),
-    "rnn-relu": (rnnkit.RNN, dict(nonlinearity="relu")),
-    "lstm": (rnnkit.LSTM, dict()),
-    "lstm-proj": (rnnkit.LSTM, dict(proj_size=3)),
-    "gru": (rnnkit.GRU, dict()),
+    "-".join([layer.lower(), *map(str, options.values())]): (getattr(rnnkit, layer), options)
+    for layer, variants in layer_options(proj_size=3).items()
+    for options in variants
 }
 
 
@@ -333,7 +346,7 @@ def make_layer(kind: str, dtype: torch.dtype, **options):
     ``hx`` maker for it, ``hx(stacked, batch)``."""
     cls, more = LAYERS[kind]
     layer = cls(4, 6, dtype=dtype, **more, **options)
-    sizes = [more.get("proj_size", 6)] + ([6] if cls is rnnkit.LSTM else [])
+    sizes = [more.get("proj_size", 6)] + [6] * (len(layer.state_names) - 1)
 
     def hx(stacked: int, batch: int):
         parts = tuple(torch.randn(stacked, batch, size, dtype=dtype) for size in sizes)
@@ -416,7 +429,7 @@ def weights_like(x: torch.Tensor, hidden: int = 3, **more) -> list[DirectionWeig
 
 
 @pytest.mark.parametrize(
-    "mode, dtype, device, projection, expected",
+    "kind, dtype, device, projection, expected",
     [
         ("rnn_tanh", torch.float32, "cpu", False, "fused"),
         ("rnn_relu", torch.float64, "cpu", False, "fused"),
@@ -429,11 +442,11 @@ def weights_like(x: torch.Tensor, hidden: int = 3, **more) -> list[DirectionWeig
     ],
 )
 def test_auto_picks_fused_where_it_serves_and_the_reference_elsewhere(
-    mode, dtype, device, projection, expected
+    kind, dtype, device, projection, expected
 ):
     x = torch.zeros(2, 2, 4, dtype=dtype, device=device)
     hr = torch.zeros(2, 3, dtype=dtype, device=device) if projection else None
-    assert kernels.select_backend(mode, x, weights_like(x, w_hr=hr)).name == expected
+    assert kernels.select_backend(kind, x, weights_like(x, w_hr=hr)).name == expected
 
 
 def test_autocast_and_torch_func_transforms_go_to_the_reference():

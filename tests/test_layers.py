@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
+from rnnkit.kinds import CLASSES, KINDS
 from equivalence import BATCH, HIDDEN, INPUT, KIND_OPTIONS, STEPS, assert_same, build, run
 
 
@@ -29,9 +30,8 @@ def config_id(config: dict) -> str:
 def random_state(config: dict, batch: int | None, dtype):
     """A random ``hx`` for ``config``: a tensor, or ``(h_0, c_0)`` for an LSTM."""
     stacked = config.get("num_layers", 1) * (2 if config.get("bidirectional") else 1)
-    sizes = [config.get("proj_size") or HIDDEN]
-    if config["kind"] == "LSTM":
-        sizes.append(HIDDEN)
+    parts = CLASSES[config["kind"]][0].state
+    sizes = [config.get("proj_size") or HIDDEN] + [HIDDEN] * (len(parts) - 1)
     parts = tuple(
         torch.randn((stacked, size) if batch is None else (stacked, batch, size), dtype=dtype)
         for size in sizes
@@ -112,23 +112,21 @@ def test_gradcheck(backend, config):
     assert torch.autograd.gradcheck(f, (x, *hx, *ours.parameters()), fast_mode=True)
 
 
-CELLS = {"RNN": "RNNCell", "LSTM": "LSTMCell", "GRU": "GRUCell"}
-
-
 @pytest.mark.parametrize("kind", list(KIND_OPTIONS))
 def test_driver_matches_stepping_the_cell_by_hand(kind):
     """A one-layer network is its cell applied step by step (the seed's RNNCell versus RNN)."""
     layer = getattr(rnnkit, kind)(INPUT, HIDDEN, dtype=torch.float64)
-    cell = getattr(rnnkit, CELLS[kind])(INPUT, HIDDEN, dtype=torch.float64)
+    cell = getattr(rnnkit, CLASSES[kind][0].cell_class)(INPUT, HIDDEN, dtype=torch.float64)
     cell.load_state_dict({k[: -len("_l0")]: v for k, v in layer.state_dict().items()})
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
     layered_state = random_state(dict(kind=kind), BATCH, torch.float64)  # (1, N, H) each
     output, final = layer(x, layered_state)
-    state = layered_state[0] if kind != "LSTM" else tuple(s[0] for s in layered_state)
+    two_part = isinstance(layered_state, tuple)  # an LSTM's (h, c)
+    state = tuple(s[0] for s in layered_state) if two_part else layered_state[0]
     for t in range(STEPS):
         state = cell(x[t], state)
-        torch.testing.assert_close(output[t], state if kind != "LSTM" else state[0])
-    if kind == "LSTM":
+        torch.testing.assert_close(output[t], state[0] if two_part else state)
+    if two_part:
         torch.testing.assert_close(torch.stack([final[0][0], final[1][0]]), torch.stack(state))
     else:
         torch.testing.assert_close(final[0], state)
@@ -206,10 +204,10 @@ def test_dropout_with_one_layer_warns_like_torch(kind):
 # -- cells ---------------------------------------------------------------------------
 
 CELL_CONFIGS = [
-    dict(kind="RNNCell", nonlinearity="tanh"),
-    dict(kind="RNNCell", nonlinearity="relu"),
-    dict(kind="LSTMCell"),
-    dict(kind="GRUCell"),
+    dict(kind=CLASSES[layer][0].cell_class, **options)
+    for layer, variants in KIND_OPTIONS.items()
+    for options in variants
+    if "proj_size" not in options  # torch's cells have no projection
 ]
 
 
@@ -222,9 +220,8 @@ def build_cell(config: dict, dtype=torch.float64, **more):
 
 def random_cell_state(kind: str, batch: int | None, dtype):
     shape = (HIDDEN,) if batch is None else (batch, HIDDEN)
-    if kind == "LSTMCell":
-        return torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype)
-    return torch.randn(shape, dtype=dtype)
+    parts = tuple(torch.randn(shape, dtype=dtype) for _ in CLASSES[kind][0].state)
+    return parts if len(parts) > 1 else parts[0]
 
 
 @pytest.mark.parametrize("config", CELL_CONFIGS, ids=config_id)
@@ -404,10 +401,8 @@ def test_frozen_weights_get_no_gradient_and_the_rest_match_torch(backend, kind, 
 
 # -- the recurrence is ours ------------------------------------------------------------
 
-RECURRENT_OPS = [
-    "rnn_tanh", "rnn_relu", "lstm", "gru",
-    "rnn_tanh_cell", "rnn_relu_cell", "lstm_cell", "gru_cell",
-]
+RECURRENT_OPS = [*KINDS, *(f"{kind}_cell" for kind in KINDS)]
+"""torch's own recurrent ops, which it names by the kinds' keys."""
 
 
 def test_forward_never_calls_a_built_in_rnn_op(monkeypatch, backend):
@@ -423,7 +418,7 @@ def test_forward_never_calls_a_built_in_rnn_op(monkeypatch, backend):
         layer = getattr(rnnkit, kind)(INPUT, HIDDEN, num_layers=2, bidirectional=True)
         layer(x)[0].sum().backward()
         layer(packed)
-        getattr(rnnkit, CELLS[kind])(INPUT, HIDDEN)(x[0])
+        getattr(rnnkit, CLASSES[kind][0].cell_class)(INPUT, HIDDEN)(x[0])
         with pytest.raises(AssertionError, match="built-in RNN op"):
             getattr(nn, kind)(INPUT, HIDDEN)(x)
 

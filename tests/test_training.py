@@ -12,8 +12,9 @@ import torch
 
 from rnnkit.data import DataConfig, absolute_paths
 from rnnkit.errors import UserError
+from rnnkit.kinds import CELLS
 from rnnkit.training import (
-    CELLS, Callbacks, ModelConfig, OptimConfig, Progress, RunConfig, SequenceClassifier,
+    Callbacks, ModelConfig, OptimConfig, Progress, RunConfig, SequenceClassifier,
     load_checkpoint, train,
 )
 from rnnkit.training.distributed import World

@@ -11,7 +11,7 @@ import json
 import sys
 
 from rnnkit.errors import UserError
-from rnnkit.layers import SEQUENCE_LAYERS
+from rnnkit.kinds import CELLS
 
 DESCRIPTION = """\
 Time rnnkit's RNN, LSTM and GRU against torch.nn's on the same weights and
@@ -30,10 +30,12 @@ of all three about ten; --quick takes seconds.
 
 EPILOG = """\
 configuration syntax (--config, repeatable):
-  T=<steps>,N=<batch>,H=<hidden>[,I=<input size>][,L=<layers>][,bi][,rnn|lstm|gru][,relu][,P=<proj>]
+  T=<steps>,N=<batch>,H=<hidden>[,I=<input size>][,L=<layers>][,bi][,rnn|lstm|gru][,relu][,P=<proj>][,lengths]
   the input size defaults to the hidden size; 'bi' makes the layer
   bidirectional; the cell is an RNN unless 'lstm' or 'gru' is given;
-  'relu' uses nonlinearity='relu' (RNN), P= a projection (LSTM's proj_size)
+  'relu' uses nonlinearity='relu' (RNN), P= a projection (LSTM's proj_size);
+  'lengths' makes the input a padded batch of varied lengths, which rnnkit
+  takes with lengths= and torch.nn packs, runs and unpacks (same result)
 
 examples:
   rnnkit bench                                  # every default configuration, all cells
@@ -62,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a configuration to measure instead of the defaults (syntax below); repeatable",
     )
     what.add_argument(
-        "--cell", choices=(*SEQUENCE_LAYERS, "all"), default="all",
+        "--cell", choices=(*CELLS, "all"), default="all",
         help="which cell type's default configurations to measure (default: all)",
     )
     what.add_argument(
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         configs = (
             [bench.BenchConfig.parse(spec) for spec in args.config] if args.config
             else bench.QUICK_CONFIGS if args.quick
-            else [config for cell in cells for config in bench.DEFAULT_CONFIGS[cell]]
+            else [config for cell in cells
+                  for config in bench.DEFAULT_CONFIGS[cell] + bench.LENGTHS_CONFIGS[cell]]
         )
     except ValueError as error:
         raise UserError(str(error)) from None

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from rnnkit.data.dataset import plural
 from rnnkit.data.splits import Splits
+from rnnkit.kinds import CELLS
 from rnnkit.training.config import RunConfig
 from rnnkit.training.loop import Evaluation
 from rnnkit.training.rundir import RunDir
@@ -91,7 +92,7 @@ class TrainDisplay(Callbacks):
 def _model_text(config: RunConfig) -> str:
     model = config.model
     parts = [f"hidden {model.hidden_size}", plural(model.num_layers, "layer")]
-    if model.cell == "rnn":
+    if "nonlinearity" in CELLS[model.cell].layer_arguments:
         parts.append(model.nonlinearity)
     if model.bidirectional:
         parts.append("bidirectional")

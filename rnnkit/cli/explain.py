@@ -11,7 +11,8 @@ import json
 import sys
 
 from rnnkit.errors import UserError
-from rnnkit.explain import CELLS, LANGS, explain, meaning
+from rnnkit.explain import LANGS, explain, meaning
+from rnnkit.kinds import CELLS
 
 EXAMPLES = """\
 examples:
@@ -20,9 +21,10 @@ examples:
   rnnkit explain --cell lstm --input-size 5 --hidden-size 8 --proj-size 4 --bidirectional
   rnnkit explain --cell gru --cell-only --input-size 5 --hidden-size 8 --input-shape 2,5
   rnnkit explain --input-size 5 --hidden-size 8 --input-shape 3,2,5 --json
+  rnnkit explain --cell lstm --input-size 5 --hidden-size 8 --input-shape 3,2,5 --lengths 3,1 --return-states
 
-A shape or argument that the layer would reject is explained, and the command
-exits with status 1.
+A shape or argument that the layer would reject is explained first (and on
+stderr), and the command exits with status 1.
 """
 
 
@@ -40,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     kind = parser.add_argument_group("which layer")
     kind.add_argument(
-        "--cell", choices=CELLS, default="rnn",
+        "--cell", choices=tuple(CELLS), default="rnn",
         help="the recurrence: rnn (Elman), lstm or gru, i.e. torch.nn.RNN, LSTM or GRU "
              "(default: rnn)",
     )
@@ -78,6 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "L,H_in unbatched; N,H_in or H_in with --cell-only. Without it, the sequence "
              "length L and batch size N stay symbolic",
     )
+    output.add_argument(
+        "--lengths", nargs="?", const="", metavar="N1,N2,...",
+        help=meaning("lengths") + "; alone it says the forward gets lengths=, with values it "
+             "also checks them against --input-shape",
+    )
+    output.add_argument("--return-states", action="store_true", help=meaning("return_states"))
     output.add_argument("--lang", choices=LANGS, default="en",
                         help="language of the explanation: en (English) or zh (Chinese (Traditional))")
     output.add_argument("--json", action="store_true",
@@ -85,8 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``'3,2,5'`` (or ``'(3, 2, 5)'``) as ``(3, 2, 5)``."""
+def parse_shape(text: str, option: str = "--input-shape") -> tuple[int, ...]:
+    """``'3,2,5'`` (or ``'(3, 2, 5)'``) as ``(3, 2, 5)``; ``option`` names the
+    command-line option in the error."""
     items = [item.strip() for item in text.strip().strip("()[]").split(",")]
     if items and items[-1] == "":
         items.pop()  # "5," is the one-axis shape (5,)
@@ -94,7 +103,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
         return tuple(int(item) for item in items)
     except ValueError:
         raise UserError(
-            f"--input-shape expects integers separated by commas, such as 3,2,5; got {text!r}"
+            f"{option} expects integers separated by commas, such as 3,2,5; got {text!r}"
         ) from None
 
 
@@ -105,8 +114,16 @@ def run(args: argparse.Namespace) -> int:
         dropout=args.dropout, bidirectional=args.bidirectional, proj_size=args.proj_size,
         cell=args.cell, cell_only=args.cell_only,
         input_shape=None if args.input_shape is None else parse_shape(args.input_shape),
+        lengths=(
+            None if args.lengths is None
+            else True if args.lengths == ""
+            else list(parse_shape(args.lengths, "--lengths"))
+        ),
+        return_states=args.return_states,
         lang=args.lang,
     )
+    for problem in explanation.problems:  # the verdict, where a script or a reader looks first
+        print(f"rnnkit explain: {problem}", file=sys.stderr)
     if args.json:
         print(json.dumps(explanation.to_dict(), ensure_ascii=False, indent=2))
     elif sys.stdout.isatty():

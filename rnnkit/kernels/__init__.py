@@ -2,7 +2,7 @@
 
 A backend implements :func:`rnnkit.kernels.reference.run_layer`'s interface.
 ``fused`` runs compiled loops over whole sequences (CPU, float32/float64,
-the cell types it knows); ``reference`` is the plain-torch implementation
+the kinds it knows); ``reference`` is the plain-torch implementation
 every other backend is tested against, and serves every call. The choice
 is ``auto`` by default (the first backend that supports the call);
 ``RNNKIT_BACKEND=reference`` (or ``fused``) in the environment, or
@@ -23,18 +23,18 @@ from rnnkit.kernels.reference import DirectionWeights, State
 
 
 class Backend(NamedTuple):
-    """A way to run a layer: ``refusal(mode, x, weights)`` says why it cannot
-    take the call (``None`` when it can), ``run_layer`` does it (same
-    interface as the reference)."""
+    """A way to run a layer: ``refusal(kind, x, weights, return_cells)`` says
+    why it cannot take the call (``None`` when it can), ``run_layer`` does it
+    (same interface as the reference)."""
 
     name: str
-    refusal: Callable[[str, Tensor, list[DirectionWeights]], str | None]
+    refusal: Callable[[str, Tensor, list[DirectionWeights], bool], str | None]
     run_layer: Callable[..., tuple[Tensor, State]]
 
 
 BACKENDS: dict[str, Backend] = {
     "fused": Backend("fused", fused.refusal, fused.run_layer),
-    "reference": Backend("reference", lambda mode, x, weights: None, reference.run_layer),
+    "reference": Backend("reference", lambda kind, x, weights, return_cells: None, reference.run_layer),
 }
 """Every backend, in order of preference for ``auto``: the last is the fallback."""
 
@@ -42,7 +42,7 @@ _forced: str | None = None
 
 
 class UnsupportedCall(ValueError):
-    """The forced backend cannot run this call (another device, dtype or cell type)."""
+    """The forced backend cannot run this call (another device, dtype or kind)."""
 
 
 def _requested() -> str:
@@ -54,19 +54,21 @@ def _requested() -> str:
     return name
 
 
-def select_backend(mode: str, x: Tensor, weights: list[DirectionWeights]) -> Backend:
+def select_backend(
+    kind: str, x: Tensor, weights: list[DirectionWeights], return_cells: bool = False
+) -> Backend:
     """The backend that will run this call (see the module docstring)."""
     name = _requested()
     if name != "auto":
         backend = BACKENDS[name]
-        reason = backend.refusal(mode, x, weights)
+        reason = backend.refusal(kind, x, weights, return_cells)
         if reason is not None:
             raise UnsupportedCall(
-                f"rnnkit backend {name!r} cannot run this {mode} call: {reason}; "
+                f"rnnkit backend {name!r} cannot run this {kind} call: {reason}; "
                 f"'auto' picks the first backend that can"
             )
         return backend
-    return next(b for b in BACKENDS.values() if b.refusal(mode, x, weights) is None)
+    return next(b for b in BACKENDS.values() if b.refusal(kind, x, weights, return_cells) is None)
 
 
 @contextlib.contextmanager
@@ -84,16 +86,20 @@ def use_backend(name: str) -> Iterator[None]:
 
 @torch.compiler.disable
 def run_layer(
-    mode: str,
+    kind: str,
     x: Tensor,
     state: State,
     weights: list[DirectionWeights],
     lengths: Tensor | None,
-) -> tuple[Tensor, State]:
+    return_cells: bool = False,
+) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
     """Run one layer with the selected backend; see :func:`reference.run_layer`.
 
     torch.compile does not trace into it: the fused loops are compiled
     already, and the reference's loop over time steps would unroll into a
     graph as long as the sequence. It runs as it is, between the compiled
     graphs around it."""
-    return select_backend(mode, x, weights).run_layer(mode, x, state, weights, lengths)
+    backend = select_backend(kind, x, weights, return_cells)
+    if return_cells:
+        return backend.run_layer(kind, x, state, weights, lengths, return_cells=True)
+    return backend.run_layer(kind, x, state, weights, lengths)

@@ -1,12 +1,13 @@
 """The ``fused`` backend: compiled CPU loops for whole sequences, forward and backward.
 
-It serves float32 and float64 CPU tensors for every cell type in
-:data:`LAYERS` (Elman with tanh or ReLU, LSTM with or without a projection,
-GRU); :func:`refusal` says why not for anything else (another device or dtype),
-and ``auto`` then falls back to the reference. A new cell type joins by
-adding its ``run_layer`` to :data:`LAYERS`; the driver does not change.
+It serves float32 and float64 CPU tensors for every kind whose table entry
+names a fused module (:attr:`rnnkit.kinds.Kind.fused`: Elman with tanh or
+ReLU, LSTM with or without a projection, GRU); :func:`refusal` says why not
+for anything else (another device or dtype), and ``auto`` then falls back to
+the reference. A new kind joins by naming its module, which defines
+``run_layer``, in its table entry; the driver does not change.
 
-The loops compile on first use for each cell type and dtype (seconds each
+The loops compile on first use for each kind and dtype (seconds each
 on a 2-core machine; README's Speed section has the numbers) and numba
 caches the result on disk, so later processes only load it. ``python -m
 rnnkit.kernels`` compiles them ahead, e.g. right after installing.
@@ -14,27 +15,29 @@ rnnkit.kernels`` compiles them ahead, e.g. right after installing.
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from rnnkit.kernels import fused_common as common
-from rnnkit.kernels import fused_gru, fused_lstm, fused_rnn
-from rnnkit.kernels.reference import GATES, DirectionWeights, State
+from rnnkit.kernels.reference import DirectionWeights, State
+from rnnkit.kinds import KINDS, cell_of
 
 LAYERS: dict[str, Callable[..., tuple[Tensor, State]]] = {
-    "rnn_tanh": fused_rnn.run_layer,
-    "rnn_relu": fused_rnn.run_layer,
-    "lstm": fused_lstm.run_layer,
-    "gru": fused_gru.run_layer,
+    key: importlib.import_module(f"rnnkit.kernels.{kind.fused}").run_layer
+    for key, kind in KINDS.items()
+    if kind.fused
 }
-"""The fused layer of each cell type (``mode``) this backend serves."""
+"""The fused layer of each kind this backend serves, by kernel key."""
 
 DTYPES = (torch.float32, torch.float64)
 
 
-def refusal(mode: str, x: Tensor, weights: list[DirectionWeights]) -> str | None:
+def refusal(
+    kind: str, x: Tensor, weights: list[DirectionWeights], return_cells: bool = False
+) -> str | None:
     """Why the fused loops cannot run this call, or ``None`` when they can.
 
     They run a known cell type on CPU float32 or float64 tensors, every
@@ -43,8 +46,10 @@ def refusal(mode: str, x: Tensor, weights: list[DirectionWeights]) -> str | None
     products would change the dtype under them) and torch.func's transforms
     (whose tensors are wrappers). The reference, plain tensor ops, serves
     all of those."""
-    if mode not in LAYERS:
-        return f"no fused loops for cell type {mode!r}"
+    if kind not in LAYERS:
+        return f"no fused loops for cell kind {kind!r}"
+    if return_cells:
+        return "the fused LSTM does not return every step's cell state yet"
     if x.device.type != "cpu" or x.dtype not in DTYPES:
         return f"it runs float32 and float64 on the CPU, got {x.dtype} on {x.device}"
     if _autocast_enabled("cpu"):
@@ -73,25 +78,34 @@ def _transforms_active() -> bool:
 
 
 def run_layer(
-    mode: str,
+    kind: str,
     x: Tensor,
     state: State,
     weights: list[DirectionWeights],
     lengths: Tensor | None,
-) -> tuple[Tensor, State]:
+    return_cells: bool = False,
+) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
     """Run one layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
-    return LAYERS[mode](mode, x, state, weights, common.clean_lengths(lengths, x.shape[0]))
+    lengths = common.clean_lengths(lengths, x.shape[0])
+    if return_cells:
+        return LAYERS[kind](kind, x, state, weights, lengths, return_cells=True)
+    return LAYERS[kind](kind, x, state, weights, lengths)
 
 
 def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
     """Compile (or load from numba's cache) the loops for ``dtypes`` now rather
     than on first use: a forward and backward pass through a tiny layer of
-    each cell type (ReLU and a projection use the same loops)."""
+    each fused module (kinds that share one, such as tanh and ReLU, share
+    its loops, and so does an LSTM's projection)."""
+    first_of_module: dict[str, str] = {}
+    for key, kind in KINDS.items():
+        if kind.fused:
+            first_of_module.setdefault(kind.fused, key)
     for dtype in dtypes:
-        for mode in ("rnn_tanh", "lstm", "gru"):
-            gates = GATES[mode]
+        for key in first_of_module.values():
+            cell = cell_of(key)
             x = torch.zeros(2, 1, 1, dtype=dtype, requires_grad=True)
-            w = torch.zeros(gates, 1, dtype=dtype, requires_grad=True)
-            state = tuple(torch.zeros(1, 1, 1, dtype=dtype) for _ in range(2 if mode == "lstm" else 1))
-            output, _ = run_layer(mode, x, state, [DirectionWeights(w, w, None, None)], None)
+            w = torch.zeros(len(cell.gates), 1, dtype=dtype, requires_grad=True)
+            state = tuple(torch.zeros(1, 1, 1, dtype=dtype) for _ in cell.state)
+            output, _ = run_layer(key, x, state, [DirectionWeights(w, w, None, None)], None)
             output.sum().backward()

@@ -1,6 +1,6 @@
 """The reference recurrence, in plain tensor ops; autograd gives its backward pass.
 
-Every cell type is one pure step function ``step(xp_t, state, weights) -> state``:
+Every cell kind (:data:`rnnkit.kinds.KINDS`) is one pure step function ``step(xp_t, state, weights) -> state``:
 
 * ``xp_t`` is the input projection of one time step, ``W_ih x_t + b_ih``, of
   shape ``(N, G*H)`` with ``G`` gates (1 for RNN). The driver computes it for
@@ -22,6 +22,8 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from rnnkit.kinds import KINDS
 
 State = tuple[Tensor, ...]
 
@@ -90,16 +92,8 @@ def gru_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
 
 StepFunction = Callable[[Tensor, State, DirectionWeights], State]
 
-STEPS: dict[str, StepFunction] = {
-    "rnn_tanh": rnn_tanh_step,
-    "rnn_relu": rnn_relu_step,
-    "lstm": lstm_step,
-    "gru": gru_step,
-}
-"""The step function of each cell type (``mode``)."""
-
-GATES: dict[str, int] = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
-"""How many gate blocks of ``H`` rows each cell type stacks in ``w_ih``/``w_hh``."""
+STEPS: dict[str, StepFunction] = {key: globals()[kind.step] for key, kind in KINDS.items()}
+"""The step function of each kind (its :attr:`~rnnkit.kinds.Kind.step`), by kernel key."""
 
 
 def input_projection(x: Tensor, w: DirectionWeights) -> Tensor:
@@ -108,17 +102,18 @@ def input_projection(x: Tensor, w: DirectionWeights) -> Tensor:
 
 
 def run_direction(
-    mode: str,
+    kind: str,
     x: Tensor,
     state: State,
     w: DirectionWeights,
     lengths: Tensor | None,
     reverse: bool,
-) -> tuple[Tensor, State]:
+    every_part: bool = False,
+) -> tuple[State, State]:
     """Run one direction of one layer over a whole sequence.
 
     Args:
-        mode: the cell type, a key of :data:`STEPS`.
+        kind: the cell kind, a key of :data:`STEPS`.
         x: input ``(T, N, H_in)``.
         state: initial state, ``(h_0,)`` or ``(h_0, c_0)``, each ``(N, ·)``.
         w: the direction's weights.
@@ -127,56 +122,70 @@ def run_direction(
             ``n``'s state unchanged and output zeros, so a forward pass ends
             on each sequence's last valid step and a reverse pass starts there.
         reverse: run from ``t = T-1`` down to ``0``.
+        every_part: return every part of the state after each step, not only ``h``.
 
     Returns:
-        ``(output, state_n)``: output ``(T, N, H_out)`` holds ``h`` after each
-        step; ``state_n`` is the final state, shaped like ``state``.
+        ``(steps, state_n)``: ``steps`` is ``(output,)``, or with
+        ``every_part`` one tensor per part of the state, each ``(T, N, ·)``
+        holding that part after each step (zeros past each length);
+        ``state_n`` is the final state, shaped like ``state``.
     """
-    step = STEPS[mode]
+    step = STEPS[kind]
     xp = input_projection(x, w)
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     valid = None if lengths is None else (
         torch.arange(x.shape[0]).unsqueeze(1) < lengths.unsqueeze(0)
     ).to(x.device)  # (T, N)
-    outputs: list[Tensor] = [x.new_empty(0)] * x.shape[0]
+    kept = len(state) if every_part else 1
+    history: list[list[Tensor]] = [[x.new_empty(0)] * x.shape[0] for _ in range(kept)]
     for t in steps:
         new_state = step(xp[t], state, w)
         if valid is None:
             state = new_state
-            outputs[t] = state[0]
+            for part in range(kept):
+                history[part][t] = state[part]
         else:
             keep = valid[t].unsqueeze(1)  # (N, 1)
             state = tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
-            outputs[t] = torch.where(keep, state[0], torch.zeros_like(state[0]))
-    return torch.stack(outputs), state
+            for part in range(kept):
+                history[part][t] = torch.where(keep, state[part], torch.zeros_like(state[part]))
+    return tuple(torch.stack(h) for h in history), state
 
 
 def run_layer(
-    mode: str,
+    kind: str,
     x: Tensor,
     state: State,
     weights: list[DirectionWeights],
     lengths: Tensor | None,
-) -> tuple[Tensor, State]:
+    return_cells: bool = False,
+) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
     """Run every direction of one layer; the backend interface of this package.
 
     Args:
+        kind: the cell kind, a key of :data:`STEPS`.
         x: ``(T, N, H_in)``.
         state: tuple of ``(D, N, ·)`` tensors (``h``, and ``c`` for LSTM),
             direction ``d`` at index ``d``.
         weights: one :class:`DirectionWeights` per direction (``D`` = 1 or 2).
         lengths: ``(N,)`` int64 valid lengths, or ``None``.
+        return_cells: also return every step's cell state (a two-part state only).
 
     Returns:
         ``(output, state_n)``: output ``(T, N, D*H_out)``, forward features
-        first; ``state_n`` shaped like ``state``.
+        first; ``state_n`` shaped like ``state``. With ``return_cells``,
+        ``(output, state_n, cells)``, ``cells (T, N, D*H)`` holding ``c_t``
+        after each step, zeros past each length.
     """
-    outputs, finals = [], []
+    if return_cells and len(state) != 2:
+        raise ValueError(f"return_cells needs a kind with a cell state, got {kind!r}")
+    histories, finals = [], []
     for d, w in enumerate(weights):
-        out, final = run_direction(
-            mode, x, tuple(s[d] for s in state), w, lengths, reverse=d == 1
+        history, final = run_direction(
+            kind, x, tuple(s[d] for s in state), w, lengths, reverse=d == 1, every_part=return_cells
         )
-        outputs.append(out)
+        histories.append(history)
         finals.append(final)
-    output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
-    return output, tuple(torch.stack(parts) for parts in zip(*finals))
+    joined = [parts[0] if len(parts) == 1 else torch.cat(parts, dim=2) for parts in zip(*histories)]
+    state_n = tuple(torch.stack(parts) for parts in zip(*finals))
+    return (joined[0], state_n, joined[1]) if return_cells else (joined[0], state_n)

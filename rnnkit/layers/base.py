@@ -5,7 +5,8 @@ sequence layers): it owns the parameters under ``torch.nn``'s names, turns
 every accepted input form (batched, batch-first, unbatched, packed) into one
 time-first padded tensor plus lengths, checks shapes, and hands the work to
 :func:`rnnkit.layers.driver.run_stack`. :class:`RecurrentCell` is the single
-step module behind ``RNNCell``. Subclasses only say which cell type they run.
+step module behind ``RNNCell``. Subclasses only say which kind they run
+(a key of :data:`rnnkit.kinds.KINDS`); the table gives the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.kernels.reference import GATES, STEPS, DirectionWeights, State, input_projection
+from rnnkit.kernels.reference import STEPS, DirectionWeights, State, input_projection
+from rnnkit.kinds import KINDS, cell_of
 from rnnkit.layers.checks import check_dropout, check_flag, check_proj_size, check_size
 from rnnkit.layers.driver import run_stack
 from rnnkit.layers.shapes import parameter_shapes, suffix
@@ -79,14 +81,59 @@ def _check_state(
     return parts
 
 
+def _check_lengths(owner: str, lengths: Any, steps: int, batch: int) -> Tensor:
+    """``lengths=`` checked against the padded input's ``T`` and ``N``, as the
+    ``(N,)`` int64 CPU tensor the backends index with."""
+    expected = f"one length per sequence ({batch}), each in 1..{steps}"
+    if isinstance(lengths, Tensor):
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+            raise TypeError(
+                f"{owner}: lengths should be an integer tensor or a list of ints, "
+                f"got a tensor of dtype {lengths.dtype}"
+            )
+        if lengths.dim() != 1:
+            raise ValueError(
+                f"{owner}: lengths should be 1-D, {expected}; got a {lengths.dim()}-D tensor "
+                f"of shape {_shape(lengths)}"
+            )
+        lengths = lengths.to("cpu", torch.int64)
+    elif isinstance(lengths, (list, tuple)):
+        wrong = next((v for v in lengths if isinstance(v, bool) or not isinstance(v, int)), None)
+        if wrong is not None:
+            raise TypeError(
+                f"{owner}: lengths should be a list of ints or an integer tensor, "
+                f"got an item {wrong!r} of type {type(wrong).__name__}"
+            )
+        lengths = torch.tensor(lengths, dtype=torch.int64).reshape(-1)
+    else:
+        raise TypeError(
+            f"{owner}: lengths should be a 1-D integer tensor or a list of ints, "
+            f"got {type(lengths).__name__}"
+        )
+    if lengths.numel() != batch:
+        raise RuntimeError(f"{owner}: Expected {expected}: got {lengths.numel()} lengths")
+    if batch and not (lengths.min() >= 1 and lengths.max() <= steps):
+        bad = int(((lengths < 1) | (lengths > steps)).nonzero()[0])
+        raise RuntimeError(
+            f"{owner}: Expected {expected}; got lengths[{bad}] = {int(lengths[bad])}"
+        )
+    return lengths
+
+
 class _TorchTwin(nn.Module):
-    """What a layer and a cell share with their ``torch.nn`` twin: the
-    initialisation, and ``from_torch`` / ``to_torch`` (the configuration
+    """What a layer and a cell share with their ``torch.nn`` twin: their kind's
+    state parts, the initialisation, and ``from_torch`` / ``to_torch`` (the configuration
     attributes carry the names of the twin's constructor arguments)."""
 
     torch_class: ClassVar[type[nn.Module]]
     config_names: ClassVar[tuple[str, ...]]
+    kind: str
     hidden_size: int
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The parts of the state: ``('h',)``, or an LSTM's ``('h', 'c')``."""
+        return cell_of(self.kind).state
 
     def reset_parameters(self) -> None:
         """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
@@ -124,17 +171,14 @@ def _copy_module(source: nn.Module, target_class: type, config_names: tuple[str,
 class RecurrentLayer(_TorchTwin):
     """A stack of recurrent layers run over whole sequences (see ``rnnkit.RNN``).
 
-    Subclasses set ``state_names`` (``('h',)``, or ``('h', 'c')`` for a
-    two-part state) and pass their cell type (``'rnn_tanh'``, ``'rnn_relu'``,
-    ``'lstm'``, ``'gru'``: a key of the kernels' tables) as ``cell_type``;
-    ``mode`` is torch's name for it (``'RNN_TANH'``, ..., ``'GRU'``).
+    Subclasses pass their ``kind`` (``'rnn_tanh'``, ``'rnn_relu'``, ``'lstm'``,
+    ``'gru'``: a key of :data:`rnnkit.kinds.KINDS`); ``mode`` is torch's name
+    for it (``'RNN_TANH'``, ..., ``'GRU'``), as on ``torch.nn.RNN``.
     """
-
-    state_names: ClassVar[tuple[str, ...]] = ("h",)
 
     def __init__(
         self,
-        cell_type: str,
+        kind: str,
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
@@ -147,8 +191,8 @@ class RecurrentLayer(_TorchTwin):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.cell_type = cell_type
-        self.mode = cell_type.upper()
+        self.kind = kind
+        self.mode = KINDS[kind].mode
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.num_layers = check_size("num_layers", num_layers)
@@ -163,7 +207,7 @@ class RecurrentLayer(_TorchTwin):
         self._weight_names: list[dict[str, str]] = []
         self._weight_shapes: dict[str, tuple[int, ...]] = {}
         for layer, direction, shapes in parameter_shapes(
-            GATES[cell_type], input_size, hidden_size, num_layers, bias, bidirectional, proj_size
+            len(cell_of(kind).gates), input_size, hidden_size, num_layers, bias, bidirectional, proj_size
         ):
             names = {}
             for base_name, shape in shapes.items():
@@ -216,11 +260,28 @@ class RecurrentLayer(_TorchTwin):
         """The feature size of each part of the state: ``h``, then ``c`` if any."""
         return (self.output_size,) + (self.hidden_size,) * (len(self.state_names) - 1)
 
-    def forward(self, input: Tensor | PackedSequence, hx: Any = None):
-        """See the subclass docstring for shapes."""
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: Any = None,
+        *,
+        lengths: Tensor | list[int] | tuple[int, ...] | None = None,
+        return_states: bool = False,
+    ):
+        """See the subclass docstring for shapes; ``lengths`` and
+        ``return_states`` are described in :class:`rnnkit.RNN`'s."""
         owner = type(self).__name__
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:
+            if lengths is not None:
+                raise ValueError(
+                    f"{owner}: lengths= is for a padded tensor; a PackedSequence carries its own lengths"
+                )
+            if return_states:
+                raise ValueError(
+                    f"{owner}: return_states=True takes a padded tensor, not a PackedSequence: "
+                    "pass the padded batch with lengths= instead"
+                )
             x, lengths = self._unpack(packed)
             batched = True
         else:
@@ -237,15 +298,23 @@ class RecurrentLayer(_TorchTwin):
                 )
             batched = input.dim() == 3
             if not batched:
+                if lengths is not None:
+                    raise ValueError(
+                        f"{owner}: lengths= needs batched input "
+                        f"({'N, L' if self.batch_first else 'L, N'}, H_in), got unbatched input "
+                        f"of shape {_shape(input)}; an unbatched sequence has all its steps"
+                    )
                 x = input.unsqueeze(1)
             else:
                 x = input.transpose(0, 1) if self.batch_first else input
-            lengths = None
+            if lengths is not None:
+                lengths = _check_lengths(owner, lengths, steps=x.shape[0], batch=x.shape[1])
         self._check_input(x)
         state = self._initial_state(hx, x, batched)
 
-        output, state_n = run_stack(
-            self.cell_type, x, state, self._direction_weights(), lengths, self.dropout, self.training
+        output, state_n, *states = run_stack(
+            self.kind, x, state, self._direction_weights(), lengths, self.dropout, self.training,
+            return_states=return_states,
         )
 
         if packed is not None:
@@ -253,9 +322,15 @@ class RecurrentLayer(_TorchTwin):
         elif not batched:
             output = output.squeeze(1)
             state_n = tuple(s.squeeze(1) for s in state_n)
+            states = [tuple(s.squeeze(2) for s in parts) for parts in states]
         elif self.batch_first:
             output = output.transpose(0, 1)
-        return output, state_n[0] if len(state_n) == 1 else state_n
+            states = [tuple(s.transpose(1, 2) for s in parts) for parts in states]
+        final = state_n[0] if len(state_n) == 1 else state_n
+        if not return_states:
+            return output, final
+        (parts,) = states
+        return output, final, parts[0] if len(parts) == 1 else parts
 
     def _check_input(self, x: Tensor) -> None:
         owner = type(self).__name__
@@ -320,11 +395,9 @@ class RecurrentLayer(_TorchTwin):
 class RecurrentCell(_TorchTwin):
     """One recurrent step with explicit state (see ``rnnkit.RNNCell``)."""
 
-    state_names: ClassVar[tuple[str, ...]] = ("h",)
-
     def __init__(
         self,
-        cell_type: str,
+        kind: str,
         input_size: int,
         hidden_size: int,
         bias: bool = True,
@@ -332,13 +405,13 @@ class RecurrentCell(_TorchTwin):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.cell_type = cell_type
+        self.kind = kind
         # As torch's cells: sizes of zero and a ``bias`` of any type, read as true or false.
         self.input_size = check_size("input_size", input_size, zero_allowed=True)
         self.hidden_size = check_size("hidden_size", hidden_size, zero_allowed=True)
         self.bias = bias
         factory = {"device": device, "dtype": dtype}
-        gate_size = GATES[cell_type] * hidden_size
+        gate_size = len(cell_of(kind).gates) * hidden_size
         self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory))
         self.weight_hh = nn.Parameter(torch.empty((gate_size, hidden_size), **factory))
         if bias:
@@ -369,7 +442,7 @@ class RecurrentCell(_TorchTwin):
             )
         state = self._initial_state(hx, x, batched)
         weights = DirectionWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        new_state = STEPS[self.cell_type](input_projection(x, weights), state, weights)
+        new_state = STEPS[self.kind](input_projection(x, weights), state, weights)
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
         return new_state[0] if len(new_state) == 1 else new_state

@@ -7,7 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit.kinds import CELLS
 from rnnkit.layers.base import RecurrentCell, RecurrentLayer
+
+_CELL = CELLS["gru"]
 
 
 class GRU(RecurrentLayer):
@@ -40,9 +43,12 @@ class GRU(RecurrentLayer):
           ``(L, H_in)`` unbatched, or a ``PackedSequence``.
         * **h_0**: ``(D * num_layers, N, H_out)`` or ``(D * num_layers, H_out)``; zeros if omitted.
 
-    Outputs: ``output, h_n``
+    Keyword inputs ``lengths`` and ``return_states``: as :class:`rnnkit.RNN`.
+
+    Outputs: ``output, h_n`` (``output, h_n, states`` with ``return_states``)
         * **output**: ``(L, N, D * H_out)`` (batch first, unbatched or packed like the input).
         * **h_n**: like ``h_0``.
+        * **states**: as :class:`rnnkit.RNN`'s, ``(D * num_layers, L, N, H_out)``.
 
     Attributes:
         weight_ih_l[k]: ``(3*H_out, H_in)`` for ``k = 0``, else ``(3*H_out, D*H_out)``;
@@ -58,9 +64,7 @@ class GRU(RecurrentLayer):
     """
 
     torch_class = nn.GRU
-    config_names = (
-        "input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
-    )
+    config_names = _CELL.layer_arguments
 
     def __init__(
         self,
@@ -75,7 +79,7 @@ class GRU(RecurrentLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            "gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            _CELL.kind().key, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, device=device, dtype=dtype,
         )
 
@@ -108,7 +112,7 @@ class GRUCell(RecurrentCell):
     """
 
     torch_class = nn.GRUCell
-    config_names = ("input_size", "hidden_size", "bias")
+    config_names = _CELL.cell_arguments
 
     def __init__(
         self,
@@ -118,4 +122,4 @@ class GRUCell(RecurrentCell):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__("gru", input_size, hidden_size, bias, device=device, dtype=dtype)
+        super().__init__(_CELL.kind().key, input_size, hidden_size, bias, device=device, dtype=dtype)

@@ -7,7 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit.kinds import CELLS
 from rnnkit.layers.base import RecurrentCell, RecurrentLayer
+
+_CELL = CELLS["lstm"]
 
 
 class LSTM(RecurrentLayer):
@@ -45,11 +48,17 @@ class LSTM(RecurrentLayer):
           unbatched), ``H_out = proj_size`` if set, else ``hidden_size``.
         * **c_0**: ``(D * num_layers, N, H_cell)``. Both zeros if omitted.
 
-    Outputs: ``output, (h_n, c_n)``
+    Keyword inputs ``lengths`` and ``return_states``: as :class:`rnnkit.RNN`.
+
+    Outputs: ``output, (h_n, c_n)`` (``output, (h_n, c_n), (h_states, c_states)``
+    with ``return_states``)
         * **output**: ``(L, N, D * H_out)`` (batch first or unbatched like the
           input; packed if the input is): the last layer's ``h_t``.
         * **h_n**, **c_n**: like ``h_0`` and ``c_0``, final states layer by
           layer, forward before backward.
+        * **h_states**, **c_states**: every step's ``h_t`` and ``c_t`` of every
+          layer and direction, ``(D * num_layers, L, N, H_out)`` and
+          ``(D * num_layers, L, N, H_cell)``, laid out as :class:`rnnkit.RNN`'s ``states``.
 
     Attributes:
         weight_ih_l[k]: ``(4*H_cell, H_in)`` for ``k = 0``, else ``(4*H_cell, D*H_out)``;
@@ -67,11 +76,7 @@ class LSTM(RecurrentLayer):
     """
 
     torch_class = nn.LSTM
-    config_names = (
-        "input_size", "hidden_size", "num_layers", "bias", "batch_first",
-        "dropout", "bidirectional", "proj_size",
-    )
-    state_names = ("h", "c")
+    config_names = _CELL.layer_arguments
 
     def __init__(
         self,
@@ -87,7 +92,7 @@ class LSTM(RecurrentLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            "lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            _CELL.kind().key, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device=device, dtype=dtype,
         )
 
@@ -123,8 +128,7 @@ class LSTMCell(RecurrentCell):
     """
 
     torch_class = nn.LSTMCell
-    config_names = ("input_size", "hidden_size", "bias")
-    state_names = ("h", "c")
+    config_names = _CELL.cell_arguments
 
     def __init__(
         self,
@@ -134,4 +138,4 @@ class LSTMCell(RecurrentCell):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__("lstm", input_size, hidden_size, bias, device=device, dtype=dtype)
+        super().__init__(_CELL.kind().key, input_size, hidden_size, bias, device=device, dtype=dtype)

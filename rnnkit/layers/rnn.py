@@ -7,8 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit.kinds import CELLS
 from rnnkit.layers.base import RecurrentCell, RecurrentLayer
 from rnnkit.layers.checks import check_nonlinearity
+
+_CELL = CELLS["rnn"]
 
 
 class RNN(RecurrentLayer):
@@ -37,14 +40,24 @@ class RNN(RecurrentLayer):
         bidirectional: also run each layer from the end of the sequence to
             its start, and concatenate both directions' features. Default ``False``.
 
-    Inputs: ``input, h_0``
+    Inputs: ``input, h_0, *, lengths=None, return_states=False``
         * **input**: ``(L, N, H_in)``, ``(N, L, H_in)`` with ``batch_first``,
           ``(L, H_in)`` unbatched, or a
           :class:`~torch.nn.utils.rnn.PackedSequence` of variable lengths.
         * **h_0**: ``(D * num_layers, N, H_out)`` or ``(D * num_layers, H_out)``
           unbatched, ``D = 2`` if bidirectional else 1. Zeros if omitted.
+        * **lengths**: for a padded batch, each sequence's valid length ``(N,)``
+          (an integer tensor on any device, or a list of ints), each in
+          ``1..L``. The result is that of packing the batch
+          (``pack_padded_sequence(..., enforce_sorted=False)``) and unpacking
+          the output to ``L`` steps, without the copies: zeros past each
+          length, ``h_n`` at each sequence's own last step, the reverse
+          direction starting there.
+        * **return_states**: also return ``states``, every step's state of
+          every layer and direction (not with a ``PackedSequence``: pass the
+          padded batch with ``lengths``).
 
-    Outputs: ``output, h_n``
+    Outputs: ``output, h_n`` (``output, h_n, states`` with ``return_states``)
         * **output**: ``(L, N, D * H_out)`` (``(N, L, D * H_out)`` with
           ``batch_first``, ``(L, D * H_out)`` unbatched): the last layer's
           ``h_t`` for every ``t``, forward then backward features; a
@@ -52,6 +65,13 @@ class RNN(RecurrentLayer):
         * **h_n**: like ``h_0``: each layer's and direction's final state, layer
           by layer, forward before backward. With packed input the forward
           state is taken at each sequence's own last step.
+        * **states**: ``(D * num_layers, L, N, H_out)`` (``(D * num_layers, N,
+          L, H_out)`` with ``batch_first``, ``(D * num_layers, L, H_out)``
+          unbatched): entry ``[k * D + d, t]`` is layer ``k``'s direction
+          ``d`` state after it has read step ``t`` (the reverse direction
+          reads ``L-1 ... t``), zeros past each length. The last layer's
+          entries are the halves of ``output``; ``h_n[k * D + d]`` is the
+          entry at each sequence's last step (step 0 in reverse).
 
     Attributes:
         weight_ih_l[k]: ``(H_out, H_in)`` for ``k = 0``, else ``(H_out, D * H_out)``.
@@ -66,13 +86,13 @@ class RNN(RecurrentLayer):
         >>> output, h_n = rnn(torch.randn(3, 2, 5), torch.randn(2, 2, 8))
         >>> output.shape, h_n.shape
         (torch.Size([3, 2, 8]), torch.Size([2, 2, 8]))
+        >>> output, h_n, states = rnn(torch.randn(3, 2, 5), lengths=[3, 1], return_states=True)
+        >>> states.shape, bool(output[1:, 1].eq(0).all())
+        (torch.Size([2, 3, 2, 8]), True)
     """
 
     torch_class = nn.RNN
-    config_names = (
-        "input_size", "hidden_size", "num_layers", "nonlinearity", "bias",
-        "batch_first", "dropout", "bidirectional",
-    )
+    config_names = _CELL.layer_arguments
 
     def __init__(
         self,
@@ -89,7 +109,7 @@ class RNN(RecurrentLayer):
     ) -> None:
         self.nonlinearity = check_nonlinearity(nonlinearity)
         super().__init__(
-            f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
+            _CELL.kind(nonlinearity).key, input_size, hidden_size, num_layers, bias,
             batch_first, dropout, bidirectional, device=device, dtype=dtype,
         )
 
@@ -138,7 +158,7 @@ class RNNCell(RecurrentCell):
     """
 
     torch_class = nn.RNNCell
-    config_names = ("input_size", "hidden_size", "bias", "nonlinearity")
+    config_names = _CELL.cell_arguments
 
     def __init__(
         self,
@@ -151,7 +171,7 @@ class RNNCell(RecurrentCell):
     ) -> None:
         self.nonlinearity = check_nonlinearity(nonlinearity)
         super().__init__(
-            f"rnn_{nonlinearity}", input_size, hidden_size, bias, device=device, dtype=dtype
+            _CELL.kind(nonlinearity).key, input_size, hidden_size, bias, device=device, dtype=dtype
         )
 
     def extra_repr(self) -> str:

@@ -19,20 +19,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rnnkit.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from rnnkit.training.config import ModelConfig, OptimConfig, RunConfig
-    from rnnkit.training.model import CELLS, SequenceClassifier
+    from rnnkit.training.model import SequenceClassifier
     from rnnkit.training.trainer import Callbacks, Outcome, Progress, train
 
 _MODULES = {
     "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "ModelConfig": "config", "OptimConfig": "config", "RunConfig": "config",
-    "CELLS": "model", "SequenceClassifier": "model",
+    "SequenceClassifier": "model",
     "Callbacks": "trainer", "Outcome": "trainer", "Progress": "trainer", "train": "trainer",
 }
 """Where each name of the package lives: loaded on first use (most import
 torch), so that the command line reads the configurations without it."""
 
 __all__ = [
-    "CELLS", "Callbacks", "Checkpoint", "ModelConfig", "OptimConfig", "Outcome", "Progress",
+    "Callbacks", "Checkpoint", "ModelConfig", "OptimConfig", "Outcome", "Progress",
     "RunConfig", "SequenceClassifier", "load_checkpoint", "save_checkpoint", "train",
 ]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from rnnkit.data.config import DataConfig
 from rnnkit.errors import UserError, flag
-from rnnkit.layers import SEQUENCE_LAYERS
+from rnnkit.kinds import CELLS
 
 READOUTS = ("last", "mean", "max")
 """How the per-step outputs become one feature vector per sequence."""
@@ -24,7 +24,7 @@ class ModelConfig:
     """Model: a recurrent layer reads each sequence, a linear layer picks its class."""
 
     cell: str = field(default="rnn", metadata={
-        "choices": tuple(SEQUENCE_LAYERS),
+        "choices": tuple(CELLS),
         "help": "recurrent cell type",
     })
     hidden_size: int = field(default=128, metadata={
@@ -56,12 +56,12 @@ class ModelConfig:
     })
 
     def __post_init__(self) -> None:
-        if self.cell not in SEQUENCE_LAYERS:
-            raise UserError(f"--cell should be one of {', '.join(SEQUENCE_LAYERS)}, got {self.cell!r}")
+        if self.cell not in CELLS:
+            raise UserError(f"--cell should be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name in ("hidden_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise UserError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
-        if self.cell != "rnn" and self.nonlinearity != "tanh":
+        if "nonlinearity" not in CELLS[self.cell].layer_arguments and self.nonlinearity != "tanh":
             raise UserError(f"--nonlinearity is an option of --cell rnn, not of {self.cell}")
         if not 0 <= self.dropout < 1:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")

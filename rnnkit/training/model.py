@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from rnnkit.layers import SEQUENCE_LAYERS
+from rnnkit.kinds import CELLS
 from rnnkit.training.config import ModelConfig
 
-CELLS: dict[str, type[nn.Module]] = {cell: getattr(rnnkit, name) for cell, name in SEQUENCE_LAYERS.items()}
-"""The recurrent layer class of each ``--cell`` name."""
 
 class SequenceClassifier(nn.Module):
     """Class scores for sequences of feature vectors.
@@ -32,7 +29,8 @@ class SequenceClassifier(nn.Module):
         * **x**: ``(N, T, F)``, batch first.
         * **lengths**: ``(N,)`` int64 valid steps per sequence, or ``None`` when
           all ``T`` are valid. Steps past a sequence's length never reach the
-          recurrence.
+          recurrence: the layer takes them as ``lengths=``, which gives the
+          packed result without packing the batch.
 
     Output: logits ``(N, C)``.
 
@@ -46,8 +44,9 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ModelConfig, input_size: int, num_classes: int) -> None:
         super().__init__()
         self.readout = config.readout
-        extra = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
-        self.recurrent = CELLS[config.cell](
+        cell = CELLS[config.cell]
+        extra = {"nonlinearity": config.nonlinearity} if "nonlinearity" in cell.layer_arguments else {}
+        self.recurrent = getattr(rnnkit, cell.layer)(
             input_size,
             config.hidden_size,
             num_layers=config.num_layers,
@@ -62,12 +61,7 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         n, t, _ = x.shape
-        packed = lengths is not None
-        inputs = (
-            pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            if packed else x
-        )
-        output, h_n = self.recurrent(inputs)
+        output, h_n = self.recurrent(x, lengths=lengths)
         if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
             h_n = h_n[0]
 
@@ -75,10 +69,9 @@ class SequenceClassifier(nn.Module):
             # h_n: (L*D, N, H); the last layer's directions, joined: (N, D*H).
             return self.classifier(h_n[-self.directions :].transpose(0, 1).reshape(n, -1))
         valid = None  # (N, T, 1): steps within each length
-        if packed:
-            output, _ = pad_packed_sequence(output, batch_first=True, total_length=t)
+        if lengths is not None:
             valid = (torch.arange(t, device=x.device) < lengths.to(x.device)[:, None]).unsqueeze(2)
-        # output: (N, T, D*H) -> features: (N, D*H)
+        # output: (N, T, D*H), zeros past each length -> features: (N, D*H)
         if self.readout == "mean":
             features = output.mean(1) if valid is None else (output * valid).sum(1) / valid.sum(1)
         else:

@@ -1,0 +1,453 @@
+"""How :func:`~rnnkit.explain.explain` finds what it says: arithmetic on the
+arguments and the table of kinds (:mod:`rnnkit.kinds`), without building or
+running a layer.
+
+The arguments are judged by the layers' own checks (:mod:`rnnkit.layers.checks`):
+the exception each would raise picks the :class:`~rnnkit.explain.result.Problem`
+that explains it, in the explanation's language.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from typing import Any, Callable
+
+from rnnkit.explain.config import DEFAULTS, LayerConfig, class_name, is_int, is_shape
+from rnnkit.explain.result import Explanation, ParameterShape, Problem, Size, TensorShape, format_shape
+from rnnkit.explain.wording import TEXT
+from rnnkit.kinds import CELLS
+from rnnkit.layers import checks
+from rnnkit.layers.shapes import parameter_shapes, suffix
+
+LANGS = tuple(TEXT)
+"""The languages :func:`explain` speaks: ``en``, and ``zh`` (Traditional Chinese)."""
+
+
+def meaning(argument: str, lang: str = "en") -> str:
+    """What a constructor argument means, in one line: ``meaning('batch_first')``."""
+    return TEXT[lang]["meaning"][argument]
+
+
+def explain(
+    input_size: Any,
+    hidden_size: Any = None,
+    num_layers: Any = 1,
+    *,
+    nonlinearity: Any = None,
+    bias: Any = True,
+    batch_first: Any = False,
+    dropout: Any = 0.0,
+    bidirectional: Any = False,
+    proj_size: Any = 0,
+    cell: str = "rnn",
+    cell_only: bool = False,
+    input_shape: Any = None,
+    lengths: Any = None,
+    return_states: Any = False,
+    lang: str = "en",
+) -> Explanation:
+    """Explain a recurrent layer: its arguments, shapes, recurrence and parameters.
+
+    Args:
+        input_size, hidden_size, num_layers, nonlinearity, bias, batch_first,
+            dropout, bidirectional, proj_size: the layer's constructor
+            arguments, as ``torch.nn`` takes them. ``nonlinearity`` belongs to
+            RNN and RNNCell, ``proj_size`` to LSTM; cells take no
+            ``num_layers``, ``batch_first``, ``dropout`` or ``bidirectional``.
+            Instead of the arguments, ``input_size`` may be a layer: an
+            ``rnnkit`` or ``torch.nn`` RNN, LSTM, GRU, or one of their cells.
+        cell: a key of :data:`rnnkit.kinds.CELLS`: ``'rnn'``, ``'lstm'`` or ``'gru'``.
+        cell_only: explain the single-step cell (``RNNCell``, ...) instead of
+            the sequence layer.
+        input_shape: the shape of the input, e.g. ``(3, 2, 5)``: ``(L, N, H_in)``,
+            ``(N, L, H_in)`` with ``batch_first``, or ``(L, H_in)`` unbatched;
+            ``(N, H_in)`` or ``(H_in,)`` for a cell. Without it, the sequence
+            length and batch size stay symbolic (``L``, ``N``).
+        lengths: the forward's ``lengths=`` keyword (sequence layers): ``True``
+            to say that it is given, or the lengths themselves, e.g. ``[3, 1]``,
+            to check them against ``input_shape`` too.
+        return_states: the forward's ``return_states=True`` (sequence layers):
+            adds the ``states`` it returns (an LSTM's ``h_states`` and ``c_states``).
+        lang: ``'en'`` or ``'zh'`` (Traditional Chinese).
+
+    Returns:
+        An :class:`Explanation`. Arguments or an input shape that the layer
+        would reject do not raise: they are listed in its ``problems``.
+
+    Raises:
+        ValueError: for an unknown ``cell`` or ``lang``.
+        TypeError: for a module that is not a recurrent layer, or a module
+            together with layer arguments.
+
+    Example::
+
+        >>> e = explain(5, 8, num_layers=2, input_shape=(3, 2, 5), lang="zh")
+        >>> e.shapes["h_0"]
+        (2, 2, 8)
+        >>> print(e)  # doctest: +SKIP
+    """
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {', '.join(map(repr, LANGS))}, got {lang!r}")
+    given = dict(
+        num_layers=num_layers, nonlinearity=nonlinearity, bias=bias, batch_first=batch_first,
+        dropout=dropout, bidirectional=bidirectional, proj_size=proj_size, cell=cell,
+        cell_only=cell_only,
+    )
+    if hidden_size is None or class_name(input_size) is not None:
+        if hidden_size is not None or any(v != DEFAULTS[k] for k, v in given.items()):
+            raise TypeError("explain() takes either a module or layer arguments, not both")
+        config = LayerConfig.from_module(input_size)
+    else:
+        config = LayerConfig(input_size, hidden_size, **given)
+
+    text = TEXT[lang]
+    problems = _argument_problems(config, text) + _keyword_problems(config, lengths, return_states, text)
+    batched, sizes, shape_problems = _read_input_shape(config, input_shape, text)
+    usable = not problems
+    if not shape_problems and usable:
+        shape_problems = _lengths_problems(lengths, batched, sizes, input_shape, text)
+    problems += shape_problems
+    keywords = dict(lengths=lengths is not None and batched, return_states=return_states is True)
+    tensors = _tensors(config, batched, sizes, text, **keywords) if usable else []
+    used = [symbol for symbol in _AXIS_ORDER if any(symbol in t.axes for t in tensors)]
+
+    if input_shape is not None:
+        shape = format_shape(input_shape) if is_shape(input_shape) else repr(input_shape)
+        title = text["title.shape"].format(layer=config.signature(), shape=shape)
+    else:
+        symbols = ", ".join(s for s in ("L", "N") if s in used) or "L, N"
+        title = text["title.symbolic"].format(layer=config.signature(), symbols=symbols)
+    return Explanation(
+        config=config,
+        input_shape=tuple(input_shape) if is_shape(input_shape) else input_shape,
+        lengths=list(lengths) if is_shape(lengths) else lengths,
+        return_states=return_states,
+        lang=lang,
+        title=title,
+        arguments=tuple(
+            (name, value, meaning(name, lang)) for name, value in config.arguments().items()
+        ),
+        equations=tuple(_equations(config, text)) if usable else (),
+        tensors=tuple(tensors),
+        axes=tuple((s, sizes[s], _axis_meaning(s, config, text)) for s in used),
+        parameters=tuple(_parameters(config, text)) if usable else (),
+        notes=tuple(_notes(config, batched, text, **keywords)) if usable else (),
+        problems=tuple(problems),
+    )
+
+
+# -- checks ------------------------------------------------------------------------
+
+
+def _argument_problems(config: LayerConfig, text: dict[str, Any]) -> list[Problem]:
+    """What the layer's constructor would reject, explained.
+
+    The verdicts are those of the checks every rnnkit layer runs
+    (:mod:`rnnkit.layers.checks`, which raise what ``torch.nn`` raises): the
+    exception each raises picks the explanation, in the explanation's language.
+    """
+    problems: list[Problem] = []
+
+    def problem(subject: str, key: str, **values: Any) -> None:
+        problems.append(Problem(subject, text[key].format(name=subject, **values)))
+
+    layer, taken = config.class_name, config.taken
+    for name in ("num_layers", "nonlinearity", "batch_first", "dropout", "bidirectional", "proj_size"):
+        value = getattr(config, name)
+        if name not in taken and value != DEFAULTS[name]:
+            reason = text.get(f"reason.{name}", text["reason.cell"]).format(owners=_owners(name, text))
+            problem(name, "problem.not_argument", value=value, layer=layer, reason=reason)
+
+    for name in ("input_size", "hidden_size", "num_layers"):
+        value = getattr(config, name)
+        if name in taken:
+            error = _rejection(checks.check_size, name, value)
+            if error is not None:
+                problem(name, "problem.int" if error is TypeError else "problem.positive", value=value)
+    for name in ("bias", "batch_first", "bidirectional"):
+        value = getattr(config, name)
+        if name in taken and _rejection(checks.check_flag, name, value):
+            problem(name, "problem.bool", value=value)
+    if "dropout" in taken and _rejection(checks.check_dropout, config.dropout, config.num_layers):
+        problem("dropout", "problem.dropout", value=config.dropout)
+    arguments = config.arguments()
+    if "nonlinearity" in taken and _rejection(checks.check_nonlinearity, arguments["nonlinearity"]):
+        problem("nonlinearity", "problem.nonlinearity", value=config.nonlinearity)
+    if "proj_size" in taken:
+        proj, hidden = config.proj_size, config.hidden_size
+        alone = _rejection(checks.check_proj_size, proj, math.inf)  # any hidden size
+        if alone is TypeError:
+            problem("proj_size", "problem.int", value=proj)
+        elif alone is not None:
+            problem("proj_size", "problem.proj_negative", value=proj)
+        elif (
+            _rejection(checks.check_size, "hidden_size", hidden) is None
+            and _rejection(checks.check_proj_size, proj, hidden) is not None
+        ):
+            problem("proj_size", "problem.proj_large", value=proj, hidden=hidden)
+    return problems
+
+
+def _keyword_problems(
+    config: LayerConfig, lengths: Any, return_states: Any, text: dict[str, Any]
+) -> list[Problem]:
+    """What the forward would reject in its keywords, whatever the input."""
+    given = {"lengths": lengths is not None, "return_states": return_states is not False}
+    if config.cell_only:
+        value = {"lengths": lengths, "return_states": return_states}
+        return [
+            Problem(name, text["problem.not_argument"].format(
+                name=name, value=value[name], layer=config.class_name, reason=text["reason.cell"]
+            ))
+            for name in given if given[name]
+        ]
+    problems = []
+    if lengths is not None and lengths is not True and not is_shape(lengths):
+        problems.append(Problem("lengths", text["problem.lengths_type"].format(value=lengths)))
+    if not isinstance(return_states, bool):
+        problems.append(Problem(
+            "return_states", text["problem.bool"].format(name="return_states", value=return_states)
+        ))
+    return problems
+
+
+def _lengths_problems(
+    lengths: Any, batched: bool, sizes: dict[str, Size], input_shape: Any, text: dict[str, Any]
+) -> list[Problem]:
+    """What the forward would say about ``lengths`` given this input (checked
+    only as far as the input shape settles ``N`` and ``L``)."""
+    if lengths is None:
+        return []
+    if not batched:
+        return [Problem("lengths", text["problem.lengths_unbatched"].format(shape=format_shape(input_shape)))]
+    if lengths is True:
+        return []
+    batch, steps = sizes["N"], sizes["L"]
+    if is_int(batch) and len(lengths) != batch:
+        return [Problem("lengths", text["problem.lengths_count"].format(got=len(lengths), n=batch))]
+    for index, value in enumerate(lengths):
+        if value < 1 or (is_int(steps) and value > steps):
+            return [Problem("lengths", text["problem.lengths_range"].format(
+                index=index, value=value, steps=steps,
+            ))]
+    return []
+
+
+def _owners(argument: str, text: dict[str, Any]) -> str:
+    """The classes that take ``argument``: ``'RNN and RNNCell'``."""
+    owners = [
+        name for cell in CELLS.values()
+        for name, taken in ((cell.layer, cell.layer_arguments), (cell.cell_class, cell.cell_arguments))
+        if argument in taken
+    ]
+    return text["and"].join(owners)
+
+
+def _rejection(check: Callable[..., object], *arguments: Any) -> type[Exception] | None:
+    """The type of the exception (``TypeError`` or ``ValueError``) that ``check``
+    raises for ``arguments``, or ``None`` when it accepts them. Its warnings
+    (dropout with one layer) are left to the explanation's notes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check(*arguments)
+    except (TypeError, ValueError) as error:
+        return type(error)
+    return None
+
+
+def _read_input_shape(
+    config: LayerConfig, input_shape: Any, text: dict[str, Any]
+) -> tuple[bool, dict[str, Size], list[Problem]]:
+    """Whether the input is batched, the size of every axis symbol, and what
+    keeps the layer from taking ``input_shape``. Sizes the input does not
+    settle (all of them, when it has a problem) stay symbolic."""
+    sizes: dict[str, Size] = {"L": "L", "N": "N"}
+    if all(is_int(getattr(config, n)) for n in ("input_size", "hidden_size", "num_layers", "proj_size")):
+        directions = 2 if config.bidirectional is True and not config.cell_only else 1
+        h_out = config.proj_size or config.hidden_size
+        sizes |= {
+            "H_in": config.input_size, "H_out": h_out, "H_cell": config.hidden_size,
+            "D*num_layers": directions * config.num_layers, "D*H_out": directions * h_out,
+        }
+    if input_shape is None:
+        return True, sizes, []
+
+    def problem(key: str, **values: Any) -> tuple[bool, dict[str, Size], list[Problem]]:
+        return True, sizes, [Problem("input_shape", text[key].format(**values))]
+
+    if not is_shape(input_shape):
+        return problem("problem.shape_type", value=input_shape)
+    shape = tuple(int(size) for size in input_shape)
+    batched_axes, unbatched_axes = (_input_axes(config, batched) for batched in (True, False))
+    if len(shape) not in (len(batched_axes), len(unbatched_axes)):
+        return problem(
+            "problem.ndim", shape=format_shape(shape), n=len(shape), layer=config.class_name,
+            batched=len(batched_axes), batched_axes=format_shape(batched_axes),
+            unbatched=len(unbatched_axes), unbatched_axes=format_shape(unbatched_axes),
+        )
+    if any(size < 0 for size in shape):
+        return problem("problem.negative", shape=format_shape(shape))
+    batched = len(shape) == len(batched_axes)
+    axes = batched_axes if batched else unbatched_axes
+    if shape[-1] != config.input_size:
+        return problem("problem.features", got=shape[-1], want=config.input_size)
+    if "L" in axes and shape[axes.index("L")] == 0:
+        return problem("problem.empty", index=axes.index("L"))
+    return batched, sizes | dict(zip(axes, shape)), []
+
+
+# -- what the layer does -------------------------------------------------------------
+
+_AXIS_ORDER = ("L", "N", "H_in", "H_out", "H_cell", "D*num_layers", "D*H_out")
+
+
+def _input_axes(config: LayerConfig, batched: bool) -> tuple[str, ...]:
+    if config.cell_only:
+        axes: tuple[str, ...] = ("N", "H_in")
+    else:
+        axes = ("N", "L", "H_in") if config.batch_first is True else ("L", "N", "H_in")
+    return axes if batched else tuple(a for a in axes if a != "N")
+
+
+def _tensors(
+    config: LayerConfig,
+    batched: bool,
+    sizes: dict[str, Size],
+    text: dict[str, Any],
+    lengths: bool = False,
+    return_states: bool = False,
+) -> list[TensorShape]:
+    """input (and its lengths), the initial state, output (sequence layers),
+    the final state, and every step's states when the forward returns them."""
+    state = ("N",) if config.cell_only else ("D*num_layers", "N")
+    # h has H_out features (the projection's, if any); every other part, such as c, H_cell.
+    states = {part: (*state, "H_out" if part == "h" else "H_cell") for part in config.entry.state}
+    final = "1" if config.cell_only else "n"
+    axes = {"input": _input_axes(config, True)}
+    if lengths:
+        axes["lengths"] = ("N",)
+    axes |= {f"{s}_0": a for s, a in states.items()}
+    if not config.cell_only:
+        axes["output"] = (*axes["input"][:-1], "D*H_out")
+    axes |= {f"{s}_{final}": a for s, a in states.items()}
+    if return_states:
+        steps = ("N", "L") if config.batch_first is True else ("L", "N")
+        for name, part in _states_names(config).items():
+            axes[name] = ("D*num_layers", *steps, states[part][-1])
+
+    meanings = text["tensor.cell" if config.cell_only else "tensor.layer"]
+    shapes = []
+    for name, named in axes.items():
+        named = named if batched else tuple(a for a in named if a != "N")
+        shapes.append(TensorShape(name, named, tuple(sizes[a] for a in named), meanings[name]))
+    return shapes
+
+
+def _states_names(config: LayerConfig) -> dict[str, str]:
+    """What ``return_states=True`` returns, by name -> the state part it holds:
+    ``states`` for a one-part state, ``h_states``, ``c_states`` for an LSTM's."""
+    parts = config.entry.state
+    return {"states": parts[0]} if len(parts) == 1 else {f"{p}_states": p for p in parts}
+
+
+def _axis_meaning(symbol: str, config: LayerConfig, text: dict[str, Any]) -> str:
+    if symbol == "H_out" and config.proj_size:
+        return text["axis"]["H_out.proj"]
+    return text["axis"][symbol]
+
+
+def _parameters(config: LayerConfig, text: dict[str, Any]) -> list[ParameterShape]:
+    """Every parameter in ``torch.nn``'s order, with the matrices it stacks."""
+    gates = config.entry.gates
+
+    def stacked(kind: str, part: str) -> str:
+        """``W_ih`` for an RNN (whose one block is ``h``); ``W_ii|W_if|W_ig|W_io`` for an LSTM."""
+        return "|".join(f"{kind}_{part}{gate}" for gate in gates)
+
+    symbols = {
+        "weight_ih": stacked("W", "i"), "weight_hh": stacked("W", "h"),
+        "bias_ih": stacked("b", "i"), "bias_hh": stacked("b", "h"), "weight_hr": text["projection"],
+    }
+    if config.cell_only:  # one step: the first layer's forward parameters, without a suffix
+        blocks = parameter_shapes(len(gates), config.input_size, config.hidden_size, bias=config.bias)
+    else:
+        blocks = parameter_shapes(
+            len(gates), config.input_size, config.hidden_size, config.num_layers, config.bias,
+            config.bidirectional, config.proj_size,
+        )
+    parameters = []
+    for k, d, shapes in blocks:
+        name_suffix = where = ""
+        if not config.cell_only:
+            name_suffix = suffix(k, d)
+            where = text["where.layer"].format(k=k) + (text["where.reverse"] if d else "")
+        for name, shape in shapes.items():
+            parameters.append(ParameterShape(name + name_suffix, shape, symbols[name] + where))
+    return parameters
+
+
+_BIAS_TERM = re.compile(r" \+ b_\w+")
+
+
+def _equations(config: LayerConfig, text: dict[str, Any]) -> list[str]:
+    """The recurrence as torch documents it (:attr:`rnnkit.kinds.Cell.equations`),
+    without the b terms when bias=False and through ``W_hr`` with a projection;
+    then the legend of the symbols."""
+    arguments = config.arguments()
+    equations = [line.format(nonlinearity=arguments.get("nonlinearity")) for line in config.entry.equations]
+    if config.bias is not True:
+        equations = [_BIAS_TERM.sub("", line) for line in equations]
+    if config.proj_size:
+        equations[-1] = equations[-1].replace("h_t = ", "h_t = W_hr (", 1) + ")"
+    legend = [text["legend.cell" if config.cell_only else "legend.layer"]]
+    gates = text.get(f"gates.{config.cell}")
+    return equations + legend + ([gates] if gates else [])
+
+
+def _notes(
+    config: LayerConfig,
+    batched: bool,
+    text: dict[str, Any],
+    lengths: bool = False,
+    return_states: bool = False,
+) -> list[str]:
+    """What the options change, for the options set."""
+    notes = []
+    parts = config.entry.state
+    finals = ", ".join(f"{p}_n" for p in parts)
+    finals = f"({finals})" if len(parts) > 1 else finals
+    if config.cell_only:
+        notes.append(text["note.cell"])
+    if len(parts) > 1:
+        final = "1" if config.cell_only else "n"
+        notes.append(text["note.state_tuple"].format(
+            layer=config.class_name,
+            state_in=", ".join(f"{p}_0" for p in parts),
+            state_out=", ".join(f"{p}_{final}" for p in parts),
+        ))
+    if config.proj_size:
+        notes.append(text["note.proj"].format(p=config.proj_size, h=config.hidden_size))
+    if config.dropout and config.num_layers > 1:
+        notes.append(text["note.dropout"].format(
+            p=config.dropout, n=config.num_layers - 1, num_layers=config.num_layers
+        ))
+    elif config.dropout:
+        notes.append(text["note.dropout_unused"].format(p=config.dropout))
+    if config.bidirectional:
+        h = config.proj_size or config.hidden_size
+        notes.append(text["note.bidirectional"].format(h=h, d=2 * h))
+    if config.batch_first and batched:
+        states = ", ".join(f"{p}_{end}" for end in "0n" for p in parts)
+        notes.append(text["note.batch_first"].format(states=states))
+    if not batched:
+        notes.append(text["note.unbatched"])
+    if lengths:
+        notes.append(text["note.lengths"].format(final=finals))
+    if return_states:
+        names = list(_states_names(config))
+        states = f"({', '.join(names)})" if len(names) > 1 else names[0]
+        notes.append(text["note.return_states"].format(final=finals, states=states))
+    return notes
