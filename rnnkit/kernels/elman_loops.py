@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, matmul_rows, tanh
+from rnnkit.kernels.numba_ops import jit, product, tanh
 
 
 @jit
-def elman_forward(out, col, w_hh, b_hh, h, lengths, reverse, relu, n0, n1):
+def elman_forward(out, col, w_hh, b_hh, h, lengths, reverse, relu, n0, n1, gemm):
     """Run the recurrence ``h_t = act(xp_t + (W_hh h_{t-1} + b_hh))`` in place.
 
     Args:
@@ -34,6 +34,7 @@ def elman_forward(out, col, w_hh, b_hh, h, lengths, reverse, relu, n0, n1):
             ``h_t`` (zeros past each row's length) on return.
         w_hh: ``(H, H)`` C-contiguous; ``b_hh`` ``(H,)`` (zeros without bias).
         h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
+        gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = out.shape[0]
     hidden = h.shape[1]
@@ -41,7 +42,7 @@ def elman_forward(out, col, w_hh, b_hh, h, lengths, reverse, relu, n0, n1):
     z = np.empty((n1 - n0, hidden), dtype=h.dtype)  # W_hh h_{t-1}, before h is overwritten
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        matmul_rows(h, 0, w_hh, z, n0, n1)
+        product(h, 0, w_hh, z, n0, n1, gemm)
         for n in range(n0, n1):
             # Views indexed from 0: with ``col + i`` numba would check for a
             # negative index on every element, and the loop would not vectorise.
@@ -57,7 +58,7 @@ def elman_forward(out, col, w_hh, b_hh, h, lengths, reverse, relu, n0, n1):
 
 
 @jit
-def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n0, n1):
+def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n0, n1, gemm):
     """Back-propagate through the steps of :func:`elman_forward`, last step first.
 
     Args:
@@ -85,7 +86,7 @@ def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n
             else:
                 for i in range(hidden):
                     d[i] = (dhn[i] + gy[i]) * (one - y[i] * y[i])
-        matmul_rows(dz[t], col, w_hh_t, g, n0, n1)  # dL/dh_{t-1} = W_hh^T dz_t
+        product(dz[t], col, w_hh_t, g, n0, n1, gemm)  # dL/dh_{t-1} = W_hh^T dz_t
         for n in range(n0, n1):
             if t < lengths[n]:
                 dh[n] = g[n - n0]

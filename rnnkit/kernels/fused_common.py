@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels import parallel, reference
+from rnnkit.kernels import blas, parallel, reference
 from rnnkit.kernels.reference import DirectionWeights
 
 
@@ -113,15 +113,31 @@ def project_inputs(x: Tensor, weights: list[DirectionWeights]) -> Tensor:
 
 
 def run_pieces(
-    work: Callable[[parallel.Piece], None], weights: list[DirectionWeights], batch: int, steps: int
+    work: Callable[[parallel.Piece, int], None], weights: list[DirectionWeights], batch: int, steps: int
 ) -> None:
-    """``work(piece)`` for every direction and batch chunk, on as many
+    """``work(piece, gemm)`` for every direction and batch chunk, on as many
     threads as the work is worth (see :func:`parallel.plan`): the
     recurrence's multiply-adds per row and direction are those of its
-    per-step products, with ``W_hh`` and, if any, ``W_hr``."""
+    per-step products, with ``W_hh`` and, if any, ``W_hr``.
+
+    ``gemm`` says how the loops do those products
+    (:func:`rnnkit.kernels.blas.per_step_gemm`); where it is a BLAS, the
+    chunks are whole blocks of its rows, and each piece keeps the BLAS on
+    its own thread."""
     w = weights[0]
     per_step = w.w_hh.numel() + (0 if w.w_hr is None else w.w_hr.numel())
-    parallel.run(work, *parallel.plan(len(weights), batch, steps * per_step))
+    library, gemm = blas.per_step_gemm(w.w_hh.dtype == torch.float64, batch, w.w_hh.shape[1])
+    if library is None:
+        pieces, threads = parallel.plan(len(weights), batch, steps * per_step)
+        parallel.run(lambda piece: work(piece, gemm), pieces, threads)
+        return
+
+    def work_on_one_blas_thread(piece: parallel.Piece) -> None:
+        with library.one_thread():
+            work(piece, gemm)
+
+    pieces, threads = parallel.plan(len(weights), batch, steps * per_step, blas.BLAS_ROWS)
+    parallel.run(work_on_one_blas_thread, pieces, threads)
 
 
 def flatten(weights: list[DirectionWeights], fields: int) -> list[Tensor | None]:

@@ -60,11 +60,11 @@ def _forward(
     b_hh = common.as_arrays([w.b_hh for w in weights], (3 * hidden,), x.dtype)
     gates_a, out_a, hns_a, h_a = (common.as_array(t) for t in (gates, out, hns, h_n))
 
-    def work(piece: parallel.Piece) -> None:
+    def work(piece: parallel.Piece, gemm: int) -> None:
         d = piece.d
         gru_forward(
             gates_a, d * 3 * hidden, w_hh[d], b_hh[d], out_a, d * hidden, hns_a, h_a[d],
-            lengths, d == 1, piece.n0, piece.n1,
+            lengths, d == 1, piece.n0, piece.n1, gemm,
         )
 
     common.run_pieces(work, weights, batch, steps)
@@ -112,11 +112,11 @@ class GRUFunction(torch.autograd.Function):
             common.as_array(t) for t in (gates, hns, out, grad_out, grad_h0)
         )
 
-        def work(piece: parallel.Piece) -> None:
+        def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             gru_backward(
                 gates_a, d * 3 * hidden, hns_a, out_a, d * hidden, h0_a[d], w_hh_t[d], grad_out_a,
-                dh_a[d], lengths_a, d == 1, piece.n0, piece.n1,
+                dh_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, weights, batch, steps)

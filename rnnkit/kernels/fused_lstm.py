@@ -61,11 +61,11 @@ def _forward(
     w_hr = common.as_arrays([w.w_hr for w in weights], (0, hidden), x.dtype)
     gates_a, out_a, cells_a, h_a, c_a = (common.as_array(t) for t in (gates, out, cells, h_n, c_n))
 
-    def work(piece: parallel.Piece) -> None:
+    def work(piece: parallel.Piece, gemm: int) -> None:
         d = piece.d
         lstm_forward(
             gates_a, d * 4 * hidden, w_hh[d], b_hh[d], w_hr[d], out_a, d * width,
-            cells_a, d * hidden, h_a[d], c_a[d], lengths, d == 1, piece.n0, piece.n1,
+            cells_a, d * hidden, h_a[d], c_a[d], lengths, d == 1, piece.n0, piece.n1, gemm,
         )
 
     common.run_pieces(work, weights, batch, steps)
@@ -124,11 +124,11 @@ class LSTMFunction(torch.autograd.Function):
         arrays = [common.as_array(t) for t in (gates, cells, grad_out, grad_h0, grad_c0, dhs)]
         gates_a, cells_a, grad_out_a, dh_a, dc_a, dhs_a = arrays
 
-        def work(piece: parallel.Piece) -> None:
+        def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             lstm_backward(
                 gates_a, d * 4 * hidden, cells_a, d * hidden, c0_a[d], w_hh_t[d], w_hr_t[d],
-                grad_out_a, d * width, dh_a[d], dc_a[d], dhs_a, lengths_a, d == 1, piece.n0, piece.n1,
+                grad_out_a, d * width, dh_a[d], dc_a[d], dhs_a, lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, weights, batch, steps)

@@ -54,10 +54,10 @@ def _forward(
     b_hh = common.as_arrays([w.b_hh for w in weights], (hidden,), x.dtype)
     out_a, h_a = common.as_array(out), common.as_array(h_n)
 
-    def work(piece: parallel.Piece) -> None:
+    def work(piece: parallel.Piece, gemm: int) -> None:
         d = piece.d
         elman_forward(
-            out_a, d * hidden, w_hh[d], b_hh[d], h_a[d], lengths, d == 1, relu, piece.n0, piece.n1
+            out_a, d * hidden, w_hh[d], b_hh[d], h_a[d], lengths, d == 1, relu, piece.n0, piece.n1, gemm
         )
 
     common.run_pieces(work, weights, batch, steps)
@@ -107,11 +107,11 @@ class ElmanFunction(torch.autograd.Function):
         out_a, dz_a, dh_a = common.as_array(out), common.as_array(dz), common.as_array(grad_h0)
         grad_out_a = common.as_array(grad_out)
 
-        def work(piece: parallel.Piece) -> None:
+        def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             elman_backward(
                 out_a, grad_out_a, dz_a, d * hidden, w_hh_t[d], dh_a[d], lengths_a,
-                d == 1, ctx.relu, piece.n0, piece.n1,
+                d == 1, ctx.relu, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, weights, batch, steps)

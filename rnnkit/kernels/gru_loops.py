@@ -28,10 +28,10 @@ therefore run the forward loop again first.
 Each direction of a step is a step function (:func:`gru_forward_step`,
 :func:`gru_backward_step`: everything but the product with ``W_hh``); the
 sequence loops (:func:`gru_forward`, :func:`gru_backward`) alternate it with
-that product, done by :func:`~rnnkit.kernels.numba_ops.matmul_rows`. (Doing
-that product with BLAS instead, from a Python loop over the steps, measured no
-faster even at ``H = 512``, batch 64: the loops' threads share the batch for
-the whole sequence, without meeting at every step.) The products over all
+that product, done by :func:`~rnnkit.kernels.numba_ops.product` (numba's own
+``matmul_rows`` or a BLAS GEMM called from the compiled loop; a Python loop
+over the steps calling BLAS measured no faster: the loops' threads share the
+batch for the whole sequence, without meeting at every step). The products over all
 steps (the weight gradients, the input's gradient) are left to the caller, who
 does them with BLAS after the loop.
 """
@@ -40,11 +40,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, matmul_rows, sigmoid, tanh
+from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
 
 
 @jit
-def gru_forward(gates, gcol, w_hh, b_hh, out, ocol, hns, h, lengths, reverse, n0, n1):
+def gru_forward(gates, gcol, w_hh, b_hh, out, ocol, hns, h, lengths, reverse, n0, n1, gemm):
     """Run the recurrence in place (see the module docstring for the arrays)::
 
         r = σ(x_r + (W_hr h + b_hr)),  z = σ(x_z + (W_hz h + b_hz))
@@ -53,12 +53,13 @@ def gru_forward(gates, gcol, w_hh, b_hh, out, ocol, hns, h, lengths, reverse, n0
     Args:
         w_hh: ``(3H, H)`` C-contiguous; ``b_hh`` ``(3H,)`` (zeros without bias).
         h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
+        gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = gates.shape[0]
     z = np.empty((n1 - n0, w_hh.shape[0]), dtype=h.dtype)  # W_hh h_{t-1}
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        matmul_rows(h, 0, w_hh, z, n0, n1)
+        product(h, 0, w_hh, z, n0, n1, gemm)
         gru_forward_step(gates, gcol, z, b_hh, out, ocol, hns, h, lengths, t, n0, n1)
 
 
@@ -94,7 +95,7 @@ def gru_forward_step(gates, gcol, z, b_hh, out, ocol, hns, h, lengths, t, n0, n1
 
 
 @jit
-def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dh, lengths, reverse, n0, n1):
+def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dh, lengths, reverse, n0, n1, gemm):
     """Back-propagate through the steps of :func:`gru_forward`, last step first,
     turning the saved activations into gradients in place.
 
@@ -118,7 +119,7 @@ def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dh, lengths,
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         gru_backward_step(gates, gcol, hns, out, ocol, h0, grad_out, dh, hid, lengths, t, reverse, n0, n1)
-        matmul_rows(hid, 0, w_hh_t, back, 0, rows)
+        product(hid, 0, w_hh_t, back, 0, rows, gemm)
         for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
             d, b = dh[n], back[n - n0]
             for k in range(hidden):

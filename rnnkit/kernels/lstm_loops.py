@@ -27,10 +27,10 @@ the same forward pass must therefore run the forward loop again first.
 Each direction of a step is a step function (:func:`lstm_forward_step`,
 :func:`lstm_backward_step`: everything but the product with ``W_hh``); the
 sequence loops (:func:`lstm_forward`, :func:`lstm_backward`) alternate it with
-that product, done by :func:`~rnnkit.kernels.numba_ops.matmul_rows`. (Doing
-that product with BLAS instead, from a Python loop over the steps, measured no
-faster even at ``H = 512``, batch 64: the loops' threads share the batch for
-the whole sequence, without meeting at every step.) The products over all
+that product, done by :func:`~rnnkit.kernels.numba_ops.product` (numba's own
+``matmul_rows`` or a BLAS GEMM called from the compiled loop; a Python loop
+over the steps calling BLAS measured no faster: the loops' threads share the
+batch for the whole sequence, without meeting at every step). The products over all
 steps (the weight gradients, the input's gradient) are left to the caller, who
 does them with BLAS after the loop.
 """
@@ -39,26 +39,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, matmul_rows, sigmoid, tanh
+from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
 
 
 @jit
-def lstm_forward(gates, gcol, w_hh, b_hh, w_hr, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1):
+def lstm_forward(
+    gates, gcol, w_hh, b_hh, w_hr, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm
+):
     """Run the recurrence in place (see the module docstring for the arrays).
 
     Args:
         w_hh: ``(4H, P)`` C-contiguous; ``b_hh`` ``(4H,)`` (zeros without bias).
         h: ``(N, P)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
         c: ``(N, H)`` C-contiguous: ``c_0`` on entry, ``c_n`` on return.
+        gemm: how the per-step products run (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = gates.shape[0]
     z = np.empty((n1 - n0, w_hh.shape[0]), dtype=c.dtype)  # W_hh h_{t-1}
     m, projected = forward_scratch(n1 - n0, c.shape[1], h.shape[1], c.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        matmul_rows(h, 0, w_hh, z, n0, n1)
+        product(h, 0, w_hh, z, n0, n1, gemm)
         lstm_forward_step(
-            gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1
+            gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
         )
 
 
@@ -70,7 +73,9 @@ def forward_scratch(rows, hidden, width, dtype):
 
 
 @jit(inline="always")
-def lstm_forward_step(gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1):
+def lstm_forward_step(
+    gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
+):
     """Step ``t`` of the recurrence for rows ``n0 <= n < n1``, given
     ``z (n1 - n0, 4H) = W_hh h_{t-1}`` of those rows; ``m`` and ``projected``
     are :func:`forward_scratch`'s."""
@@ -98,7 +103,7 @@ def lstm_forward_step(gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, 
             cn[k] = kept[k] = f * cn[k] + i * g
             mn[k] = o * tanh(cn[k])
     if project:
-        matmul_rows(m, 0, w_hr, projected, 0, n1 - n0)
+        product(m, 0, w_hr, projected, 0, n1 - n0, gemm)
     result = projected if project else m
     for n in range(n0, n1):
         o_row = out[t, n, ocol : ocol + width]
@@ -111,7 +116,7 @@ def lstm_forward_step(gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, 
 
 @jit
 def lstm_backward(
-    gates, gcol, cells, ccol, c0, w_hh_t, w_hr_t, grad_out, ocol, dh, dc, dhs, lengths, reverse, n0, n1
+    gates, gcol, cells, ccol, c0, w_hh_t, w_hr_t, grad_out, ocol, dh, dc, dhs, lengths, reverse, n0, n1, gemm
 ):
     """Back-propagate through the steps of :func:`lstm_forward`, last step first,
     turning the saved activations into gradients in place.
@@ -140,9 +145,9 @@ def lstm_backward(
         t = s if reverse else steps - 1 - s
         lstm_backward_step(
             gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dh, dc, dhs, gh, dm, m,
-            lengths, t, reverse, n0, n1,
+            lengths, t, reverse, n0, n1, gemm,
         )
-        matmul_rows(gates[t], gcol, w_hh_t, back, n0, n1)
+        product(gates[t], gcol, w_hh_t, back, n0, n1, gemm)
         for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
             d, b = dh[n], back[n - n0]
             for k in range(width):
@@ -163,7 +168,7 @@ def backward_scratch(rows, hidden, width, dtype):
 @jit(inline="always")
 def lstm_backward_step(
     gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dh, dc, dhs, gh, dm, m,
-    lengths, t, reverse, n0, n1,
+    lengths, t, reverse, n0, n1, gemm,
 ):
     """Step ``t`` of :func:`lstm_backward` for rows ``n0 <= n < n1``, all but
     the product with ``W_hh``: it consumes ``dh`` (rows still running are set
@@ -185,7 +190,7 @@ def lstm_backward_step(
         if project:
             dhs[t, n, ocol : ocol + width] = g
     if project:
-        matmul_rows(gh, 0, w_hr_t, dm, 0, n1 - n0)
+        product(gh, 0, w_hr_t, dm, 0, n1 - n0, gemm)
     dm_all = dm if project else gh
     for n in range(n0, n1):
         a, c_t = gates[t, n, gcol : gcol + 4 * hidden], cells[t, n, ccol : ccol + hidden]
