@@ -387,6 +387,81 @@ def _blas_threads(name: str) -> int:
     return get_threads()
 
 
+def lstm_by_hand(x, state, weights, lengths):
+    """torch.nn.LSTM's equations stepped in plain torch: ``(output, cells)``,
+    ``cells (T, N, D*H)`` every step's ``c_t``, zeros past each length."""
+    steps, batch, _ = x.shape
+    lengths = torch.full((batch,), steps) if lengths is None else lengths
+    outputs, cells = [], []
+    for d, w in enumerate(weights):
+        h, c = state[0][d], state[1][d]
+        out_d, cells_d = [None] * steps, [None] * steps
+        for t in reversed(range(steps)) if d == 1 else range(steps):
+            z = x[t] @ w.w_ih.T + h @ w.w_hh.T
+            if w.b_ih is not None:
+                z = z + w.b_ih + w.b_hh
+            i, f, g, o = z.chunk(4, dim=1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            if w.w_hr is not None:
+                h_new = h_new @ w.w_hr.T
+            alive = (t < lengths)[:, None]
+            c, h = torch.where(alive, c_new, c), torch.where(alive, h_new, h)
+            out_d[t], cells_d[t] = h_new * alive, c_new * alive
+        outputs.append(torch.stack(out_d))
+        cells.append(torch.stack(cells_d))
+    return torch.cat(outputs, 2), torch.cat(cells, 2)
+
+
+CELLS_CASES = [
+    Case("lstm", directions, True, dtype, lengths, steps=7, batch=5, hidden=6, proj=proj)
+    for directions, dtype, lengths, proj in [
+        (1, torch.float64, None, 0),
+        (2, torch.float64, VARIABLE, 0),
+        (2, torch.float64, VARIABLE, 3),
+        (1, torch.float32, (7, 0, 3, 7, 5), 3),
+        (2, torch.float32, None, 0),
+    ]
+]
+
+
+@pytest.mark.parametrize("case", CELLS_CASES, ids=str)
+def test_the_lstm_returns_every_cell_state_and_back_propagates_through_them(case):
+    x, state, weights, lengths = make_inputs(case)
+    output, final, cells = fused.run_layer("lstm", x, state, weights, lengths, return_cells=True)
+    expected_output, expected_cells = lstm_by_hand(x, state, weights, lengths)
+    assert cells.shape == (case.steps, case.batch, case.directions * case.hidden)
+    assert_close(output, expected_output, "output")
+    assert_close(cells, expected_cells, "cells")
+    g = torch.Generator().manual_seed(5)
+    weigh_out = torch.randn(output.shape, generator=g, dtype=case.dtype)
+    weigh_cells = torch.randn(cells.shape, generator=g, dtype=case.dtype)
+    wrt = leaves(x, state, weights)
+    ours = torch.autograd.grad((output * weigh_out).sum() + (cells * weigh_cells).sum(), wrt, retain_graph=True)
+    theirs = torch.autograd.grad((expected_output * weigh_out).sum() + (expected_cells * weigh_cells).sum(), wrt)
+    for name, a, b in zip(leaf_names(case)[len(final) + 1 :], ours, theirs):
+        assert_close(a, b, name)
+    kept = cells.detach().clone()
+    again = torch.autograd.grad((cells * weigh_cells).sum() + (output * weigh_out).sum(), wrt)
+    assert torch.equal(cells, kept)  # the backward loop's in-place work does not reach the caller's cells
+    for name, a, b in zip(leaf_names(case)[len(final) + 1 :], again, theirs):
+        assert_close(a, b, name)
+
+
+def test_cells_without_autograd_are_the_same_cells():
+    case = CELLS_CASES[2]
+    x, state, weights, lengths = make_inputs(case, requires_grad=False)
+    _, _, cells = fused.run_layer("lstm", x, state, weights, lengths, return_cells=True)
+    assert_close(cells, lstm_by_hand(x, state, weights, lengths)[1], "cells")
+
+
+@pytest.mark.parametrize("mode", ["rnn_tanh", "rnn_relu", "gru"])
+def test_cells_are_the_lstm_s_only(mode):
+    x, state, weights, lengths = make_inputs(Case(mode))
+    with pytest.raises(ValueError, match=f"return_cells=True is for the LSTM only .* not '{mode}'"):
+        fused.run_layer(mode, x, state, weights, lengths, return_cells=True)
+
+
 # -- through the layers -------------------------------------------------------------------
 
 

@@ -73,14 +73,21 @@ def _transforms_active() -> bool:
 
 
 def run_layer(
-    mode: str,
+    kind: str,
     x: Tensor,
     state: State,
     weights: list[DirectionWeights],
     lengths: Tensor | None,
-) -> tuple[Tensor, State]:
-    """Run one layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
-    return LAYERS[mode](mode, x, state, weights, common.clean_lengths(lengths, x.shape[0]))
+    return_cells: bool = False,
+) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
+    """Run one layer; the interface of :func:`rnnkit.kernels.reference.run_layer`
+    (``return_cells``, every step's ``c_t`` as a third result, is the LSTM's only)."""
+    lengths = common.clean_lengths(lengths, x.shape[0])
+    if return_cells:
+        if kind != "lstm":
+            raise ValueError(f"return_cells=True is for the LSTM only (its cells c_t), not {kind!r}")
+        return LAYERS[kind](kind, x, state, weights, lengths, return_cells=True)
+    return LAYERS[kind](kind, x, state, weights, lengths)
 
 
 def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:

@@ -239,16 +239,21 @@ def reference_backward(
 
     ``flat`` holds each direction's weights, ``len(flat) // D`` tensors each,
     in :class:`DirectionWeights` order; ``grad_outputs`` are the gradients of
-    the output and of each final state.
+    the output, of each final state and, one more, of the LSTM's cells where
+    the call returned them.
     """
     weights = unflatten(flat, len(flat) // state[0].shape[0])
+    with_cells = len(grad_outputs) > 1 + len(state)
     with torch.enable_grad():
-        output, final = reference.run_layer(mode, x, state, weights, lengths)
+        if with_cells:
+            output, final, cells = reference.run_layer(mode, x, state, weights, lengths, return_cells=True)
+            outputs = (output, *final, cells)
+        else:
+            output, final = reference.run_layer(mode, x, state, weights, lengths)
+            outputs = (output, *final)
     inputs = [x, *state, *flat]
     wanted = [t for t in inputs if t is not None and t.requires_grad]
-    found = iter(torch.autograd.grad(
-        (output, *final), wanted, grad_outputs, create_graph=True, allow_unused=True
-    ))
+    found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=True, allow_unused=True))
     return [next(found) if t is not None and t.requires_grad else None for t in inputs]
 
 

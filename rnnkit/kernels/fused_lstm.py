@@ -47,7 +47,8 @@ def _forward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The forward pass: ``(gates, cells, out, h_n, c_n)``, ``gates`` holding
     the activations and ``cells`` every ``c_t`` when ``keep`` (else one
-    step's worth of scratch)."""
+    step's worth of scratch). ``keep`` is also how the caller asks for the
+    cells themselves."""
     steps, batch, _ = x.shape
     directions, _, width = h0.shape
     hidden = c0.shape[2]
@@ -73,10 +74,11 @@ def _forward(
 
 
 class LSTMFunction(torch.autograd.Function):
-    """``(keep, lengths, x, h0, c0, *flat_weights) -> (output, h_n, c_n)``.
+    """``(keep, return_cells, lengths, x, h0, c0, *flat_weights) -> (output, h_n, c_n[, cells])``.
 
     ``keep`` says whether a backward pass may follow (then what it needs is
-    kept). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
+    kept); ``return_cells`` adds ``cells (T, N, D*H)``, every step's ``c_t``
+    (zeros past each length), differentiable. Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
     ``x (T, N, H_in)``, ``h0 (D, N, P)``, ``c0 (D, N, H)``; ``flat_weights`` is
     ``w_ih, w_hh, b_ih, b_hh, w_hr`` per direction (biases ``None`` without
     bias, ``w_hr`` ``None`` without projection). Returns ``output (T, N, D*P)``,
@@ -85,33 +87,39 @@ class LSTMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor, *flat: Tensor | None
+        ctx, keep: bool, return_cells: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor,
+        *flat: Tensor | None,
     ):
         lengths_a = common.lengths_array(lengths, x.shape[1], x.shape[0])
-        gates, cells, out, h_n, c_n = _forward(x, h0, c0, common.unflatten(flat, FIELDS), lengths_a, keep)
+        weights = common.unflatten(flat, FIELDS)
+        gates, cells, out, h_n, c_n = _forward(x, h0, c0, weights, lengths_a, keep or return_cells)
+        ctx.return_cells = return_cells
         if keep:
             ctx.save_for_backward(x, h0, c0, gates, cells, *flat)
             ctx.lengths, ctx.lengths_a = lengths, lengths_a
             common.keep_output(ctx, out, single_use=True)
-        return out, h_n, c_n
+        return (out, h_n, c_n, cells) if return_cells else (out, h_n, c_n)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor, grad_h_n: Tensor, grad_c_n: Tensor):
+    def backward(ctx, grad_out: Tensor, grad_h_n: Tensor, grad_c_n: Tensor, *grad_cells: Tensor):
         x, h0, c0, gates, cells, *flat = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
             grads = common.reference_backward(
-                "lstm", ctx.lengths, x, (h0, c0), flat, (grad_out, grad_h_n, grad_c_n)
+                "lstm", ctx.lengths, x, (h0, c0), flat, (grad_out, grad_h_n, grad_c_n, *grad_cells)
             )
-            return None, None, *grads
+            return None, None, None, *grads
         weights = common.unflatten(flat, FIELDS)
         lengths_a = ctx.lengths_a
         out = common.kept_output(ctx)
-        if out is None:
-            gates, cells, out, _, _ = _forward(x, h0, c0, weights, lengths_a, keep=True)
         steps, batch, _ = x.shape
         directions, _, width = h0.shape
         hidden = c0.shape[2]
         project = weights[0].w_hr is not None
+        if out is None:
+            gates, cells, out, _, _ = _forward(x, h0, c0, weights, lengths_a, keep=True)
+        elif project and ctx.return_cells:
+            cells = cells.clone()  # the loop below overwrites it, and the caller holds it as an output
+        cells_grad = grad_cells[0] if grad_cells else x.new_empty(0, batch, directions * hidden)
 
         grad_h0 = grad_h_n.clone(memory_format=torch.contiguous_format)
         grad_c0 = grad_c_n.clone(memory_format=torch.contiguous_format)
@@ -121,21 +129,21 @@ class LSTMFunction(torch.autograd.Function):
             [None if w.w_hr is None else w.w_hr.t() for w in weights], (0, width), x.dtype
         )
         c0_a = common.as_array(c0)
-        arrays = [common.as_array(t) for t in (gates, cells, grad_out, grad_h0, grad_c0, dhs)]
-        gates_a, cells_a, grad_out_a, dh_a, dc_a, dhs_a = arrays
+        arrays = [common.as_array(t) for t in (gates, cells, grad_out, cells_grad, grad_h0, grad_c0, dhs)]
+        gates_a, cells_a, grad_out_a, cells_grad_a, dh_a, dc_a, dhs_a = arrays
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             lstm_backward(
                 gates_a, d * 4 * hidden, cells_a, d * hidden, c0_a[d], w_hh_t[d], w_hr_t[d],
-                grad_out_a, d * width, dh_a[d], dc_a[d], dhs_a, lengths_a, d == 1, piece.n0, piece.n1, gemm,
+                grad_out_a, cells_grad_a, d * width, dh_a[d], dc_a[d], dhs_a, lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, weights, batch, steps)
         needs = ctx.needs_input_grad
         # gates now holds dL/d(gate pre-activations); with a projection, cells o * tanh(c_t)
-        need_weights = any(needs[5:])
-        grad_x, grads = common.weight_grads(gates, x, h0, out, weights, lengths_a, needs[2], need_weights)
+        need_weights = any(needs[6:])
+        grad_x, grads = common.weight_grads(gates, x, h0, out, weights, lengths_a, needs[3], need_weights)
         flat_grads: list[Tensor | None] = []
         for d in range(directions):
             grad_w_hr = None
@@ -145,23 +153,26 @@ class LSTMFunction(torch.autograd.Function):
                 grad_w_hr = dh_d.t() @ cells[:, :, d * hidden : (d + 1) * hidden].reshape(pairs, hidden)
             flat_grads += [*grads[4 * d : 4 * d + 4], grad_w_hr]
         return (
-            None, None, grad_x, grad_h0 if needs[3] else None, grad_c0 if needs[4] else None,
+            None, None, None, grad_x, grad_h0 if needs[4] else None, grad_c0 if needs[5] else None,
             *flat_grads,
         )
 
 
 def run_layer(
-    mode: str,
+    kind: str,
     x: Tensor,
     state: State,
     weights: list[DirectionWeights],
     lengths: Tensor | None,
-) -> tuple[Tensor, State]:
-    """One LSTM layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
+    return_cells: bool = False,
+) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
+    """One LSTM layer; the interface of :func:`rnnkit.kernels.reference.run_layer`:
+    ``(output, (h_n, c_n))``, and ``cells (T, N, D*H)`` after them with
+    ``return_cells``."""
     flat = common.flatten(weights, FIELDS)
     h0, c0 = state
-    output, h_n, c_n = LSTMFunction.apply(
-        common.backward_may_follow(x, *state, *flat), lengths,
+    output, h_n, c_n, *cells = LSTMFunction.apply(
+        common.backward_may_follow(x, *state, *flat), return_cells, lengths,
         x, h0, c0, *flat,
     )
-    return output, (h_n, c_n)
+    return (output, (h_n, c_n), *cells)

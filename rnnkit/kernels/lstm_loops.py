@@ -10,9 +10,9 @@ with hidden size ``H`` and output size ``P`` (``P = H`` without a projection):
   loop by one matrix product; the forward loop overwrites it in place with
   the gates' activations, which is what the backward loop needs.
 * ``out (T, N, D*P)``: columns ``ocol:ocol + P`` receive ``h_t``.
-* ``cells (T, N, D*H)``: columns ``ccol:ccol + H`` receive ``c_t``, which the
-  backward pass needs; when none will follow, an array of one step serves
-  as scratch.
+* ``cells (T, N, D*H)``: columns ``ccol:ccol + H`` receive ``c_t`` (zeros past
+  each length), which the backward pass needs (and the caller may ask for);
+  when neither will, an array of one step serves as scratch.
 * ``lengths (N,)`` int64, ``<= T``: steps ``t >= lengths[n]`` output zeros and
   leave row ``n``'s state (``h`` and ``c``) as it is; a ``reverse`` pass runs
   from ``T - 1`` down, so its first real step is ``lengths[n] - 1``.
@@ -87,6 +87,8 @@ def lstm_forward_step(
     bg, bo = b_hh[2 * hidden : 3 * hidden], b_hh[3 * hidden :]
     for n in range(n0, n1):
         if t >= lengths[n]:
+            if keep:
+                cells[t, n, ccol : ccol + hidden] = zero
             continue
         # Views indexed from 0, so that the loop vectorises (see elman_loops).
         a = gates[t, n, gcol : gcol + 4 * hidden]
@@ -116,7 +118,8 @@ def lstm_forward_step(
 
 @jit
 def lstm_backward(
-    gates, gcol, cells, ccol, c0, w_hh_t, w_hr_t, grad_out, ocol, dh, dc, dhs, lengths, reverse, n0, n1, gemm
+    gates, gcol, cells, ccol, c0, w_hh_t, w_hr_t, grad_out, grad_cells, ocol, dh, dc, dhs, lengths, reverse,
+    n0, n1, gemm,
 ):
     """Back-propagate through the steps of :func:`lstm_forward`, last step first,
     turning the saved activations into gradients in place.
@@ -131,6 +134,8 @@ def lstm_backward(
         w_hh_t: ``(P, 4H)``, ``W_hh`` transposed, C-contiguous.
         w_hr_t: ``(H, P)``, ``W_hr`` transposed, or no rows without a projection.
         grad_out: ``(T, N, D*P)``, the loss's gradient with respect to the output.
+        grad_cells: ``(T, N, D*H)``, the loss's gradient with respect to every
+            ``c_t``, where the caller took them as an output; no steps if not.
         dh: ``(N, P)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
         dc: ``(N, H)``: ``dL/dc_n`` on entry, ``dL/dc_0`` on return.
         dhs: ``(T, N, D*P)``; with a projection it receives ``dL/dh_t`` (zeros
@@ -144,7 +149,7 @@ def lstm_backward(
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         lstm_backward_step(
-            gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dh, dc, dhs, gh, dm, m,
+            gates, gcol, cells, ccol, c0, w_hr_t, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
             lengths, t, reverse, n0, n1, gemm,
         )
         product(gates[t], gcol, w_hh_t, back, n0, n1, gemm)
@@ -167,7 +172,7 @@ def backward_scratch(rows, hidden, width, dtype):
 
 @jit(inline="always")
 def lstm_backward_step(
-    gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dh, dc, dhs, gh, dm, m,
+    gates, gcol, cells, ccol, c0, w_hr_t, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
     lengths, t, reverse, n0, n1, gemm,
 ):
     """Step ``t`` of :func:`lstm_backward` for rows ``n0 <= n < n1``, all but
@@ -177,7 +182,7 @@ def lstm_backward_step(
     ``dm`` and ``m`` are :func:`backward_scratch`'s."""
     hidden, width = dc.shape[1], dh.shape[1]
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
-    project = w_hr_t.shape[0] > 0
+    project, cells_wanted = w_hr_t.shape[0] > 0, grad_cells.shape[0] > 0
     for n in range(n0, n1):
         g = gh[n - n0]
         if t < lengths[n]:
@@ -203,6 +208,10 @@ def lstm_backward_step(
         c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, ccol : ccol + hidden]
         ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
         dmn, dcn = dm_all[n - n0], dc[n]
+        if cells_wanted:  # c_t as an output of its own: its gradient joins dL/dc_t
+            gc = grad_cells[t, n, ccol : ccol + hidden]
+            for k in range(hidden):
+                dcn[k] += gc[k]
         for k in range(hidden):
             i, f, g, o = ai[k], af[k], ag[k], ao[k]
             tc = tanh(c_t[k])
