@@ -6,7 +6,8 @@ with hidden size ``H``:
 
 * ``gates (T, N, D*3H)``, C-contiguous; this direction owns columns
   ``gcol:gcol + 3H``, the gates ``r, z, n`` in that order. It holds the input
-  projection ``W_ih x_t + b_ih`` of every step, computed before the loop by
+  projection ``W_ih x_t + b_ih`` of every step, with ``b_hr`` and ``b_hz``
+  folded in (``b_hn`` cannot be: the reset gate scales it), computed before the loop by
   one matrix product; the forward loop overwrites it in place with the gates'
   activations, which is what the backward loop needs.
 * ``out (T, N, D*H)``: columns ``ocol:ocol + H`` receive ``h_t``.
@@ -44,14 +45,14 @@ from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
 
 
 @jit
-def gru_forward(gates, gcol, w_hh, b_hh, out, ocol, hns, h, lengths, reverse, n0, n1, gemm):
+def gru_forward(gates, gcol, w_hh, b_hn, out, ocol, hns, h, lengths, reverse, n0, n1, gemm):
     """Run the recurrence in place (see the module docstring for the arrays)::
 
-        r = σ(x_r + (W_hr h + b_hr)),  z = σ(x_z + (W_hz h + b_hz))
+        r = σ((x_r + b_hr) + W_hr h),  z = σ((x_z + b_hz) + W_hz h)
         n = tanh(x_n + r * (W_hn h + b_hn)),  h' = n + z * (h - n)
 
     Args:
-        w_hh: ``(3H, H)`` C-contiguous; ``b_hh`` ``(3H,)`` (zeros without bias).
+        w_hh: ``(3H, H)`` C-contiguous; ``b_hn`` ``(H,)`` (zeros without bias).
         h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
         gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
@@ -60,18 +61,17 @@ def gru_forward(gates, gcol, w_hh, b_hh, out, ocol, hns, h, lengths, reverse, n0
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         product(h, 0, w_hh, z, n0, n1, gemm)
-        gru_forward_step(gates, gcol, z, b_hh, out, ocol, hns, h, lengths, t, n0, n1)
+        gru_forward_step(gates, gcol, z, b_hn, out, ocol, hns, h, lengths, t, n0, n1)
 
 
 @jit(inline="always")
-def gru_forward_step(gates, gcol, z, b_hh, out, ocol, hns, h, lengths, t, n0, n1):
+def gru_forward_step(gates, gcol, z, b_hn, out, ocol, hns, h, lengths, t, n0, n1):
     """Step ``t`` of the recurrence for rows ``n0 <= n < n1``, given
     ``z (n1 - n0, 3H) = W_hh h_{t-1}`` of those rows."""
     steps = gates.shape[0]
     hidden = h.shape[1]
     zero = h.dtype.type(0)
     keep = hns.shape[0] == steps
-    br, bz, bn = b_hh[:hidden], b_hh[hidden : 2 * hidden], b_hh[2 * hidden :]
     for n in range(n0, n1):
         o = out[t, n, ocol : ocol + hidden]
         if t >= lengths[n]:
@@ -86,9 +86,9 @@ def gru_forward_step(gates, gcol, z, b_hh, out, ocol, hns, h, lengths, t, n0, n1
         # vectorising: measured three times slower)
         hn, kept = h[n], hns[t if keep else 0, n, ocol : ocol + hidden]
         for k in range(hidden):
-            r = sigmoid(ar[k] + (zr[k] + br[k]))
-            u = sigmoid(az[k] + (zz[k] + bz[k]))
-            kept[k] = zh[k] + bn[k]
+            r = sigmoid(ar[k] + zr[k])
+            u = sigmoid(az[k] + zz[k])
+            kept[k] = zh[k] + b_hn[k]
             new = tanh(an[k] + r * kept[k])
             ar[k], az[k], an[k] = r, u, new
             hn[k] = o[k] = new + u * (hn[k] - new)

@@ -6,7 +6,7 @@ with hidden size ``H`` and output size ``P`` (``P = H`` without a projection):
 
 * ``gates (T, N, D*4H)``, C-contiguous; this direction owns columns
   ``gcol:gcol + 4H``, the gates ``i, f, g, o`` in that order. It holds the
-  input projection ``W_ih x_t + b_ih`` of every step, computed before the
+  input projection ``W_ih x_t + b_ih + b_hh`` of every step (both biases), computed before the
   loop by one matrix product; the forward loop overwrites it in place with
   the gates' activations, which is what the backward loop needs.
 * ``out (T, N, D*P)``: columns ``ocol:ocol + P`` receive ``h_t``.
@@ -44,12 +44,12 @@ from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
 
 @jit
 def lstm_forward(
-    gates, gcol, w_hh, b_hh, w_hr, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm
+    gates, gcol, w_hh, w_hr, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm
 ):
     """Run the recurrence in place (see the module docstring for the arrays).
 
     Args:
-        w_hh: ``(4H, P)`` C-contiguous; ``b_hh`` ``(4H,)`` (zeros without bias).
+        w_hh: ``(4H, P)`` C-contiguous.
         h: ``(N, P)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
         c: ``(N, H)`` C-contiguous: ``c_0`` on entry, ``c_n`` on return.
         gemm: how the per-step products run (see :func:`~rnnkit.kernels.numba_ops.product`).
@@ -61,7 +61,7 @@ def lstm_forward(
         t = steps - 1 - s if reverse else s
         product(h, 0, w_hh, z, n0, n1, gemm)
         lstm_forward_step(
-            gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
+            gates, gcol, z, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
         )
 
 
@@ -74,7 +74,7 @@ def forward_scratch(rows, hidden, width, dtype):
 
 @jit(inline="always")
 def lstm_forward_step(
-    gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
+    gates, gcol, z, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
 ):
     """Step ``t`` of the recurrence for rows ``n0 <= n < n1``, given
     ``z (n1 - n0, 4H) = W_hh h_{t-1}`` of those rows; ``m`` and ``projected``
@@ -83,8 +83,6 @@ def lstm_forward_step(
     hidden, width = c.shape[1], h.shape[1]
     zero = c.dtype.type(0)
     keep, project = cells.shape[0] == steps, w_hr.shape[0] > 0
-    bi, bf = b_hh[:hidden], b_hh[hidden : 2 * hidden]
-    bg, bo = b_hh[2 * hidden : 3 * hidden], b_hh[3 * hidden :]
     for n in range(n0, n1):
         if t >= lengths[n]:
             if keep:
@@ -97,10 +95,10 @@ def lstm_forward_step(
         zi, zf, zg, zo = zn[:hidden], zn[hidden : 2 * hidden], zn[2 * hidden : 3 * hidden], zn[3 * hidden :]
         cn, mn, kept = c[n], m[n - n0], cells[t if keep else 0, n, ccol : ccol + hidden]
         for k in range(hidden):
-            i = sigmoid(ai[k] + (zi[k] + bi[k]))
-            f = sigmoid(af[k] + (zf[k] + bf[k]))
-            g = tanh(ag[k] + (zg[k] + bg[k]))
-            o = sigmoid(ao[k] + (zo[k] + bo[k]))
+            i = sigmoid(ai[k] + zi[k])
+            f = sigmoid(af[k] + zf[k])
+            g = tanh(ag[k] + zg[k])
+            o = sigmoid(ao[k] + zo[k])
             ai[k], af[k], ag[k], ao[k] = i, f, g, o
             cn[k] = kept[k] = f * cn[k] + i * g
             mn[k] = o * tanh(cn[k])
