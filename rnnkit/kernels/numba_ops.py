@@ -356,3 +356,14 @@ def product(a, acol, w, res, n0, n1, gemm):
     for b0 in range(n0, n1, BLAS_ROWS):
         b1 = min(b0 + BLAS_ROWS, n1)
         _gemm_at(gemm, m, b1 - b0, k, w, a[b0, acol:], lda, res[b0 - n0], ldres)
+
+
+@jit
+def gemm_repeatedly(gemm, w, a, res, times):
+    """``res = a @ w.T`` ``times`` times over, one call of the GEMM at address
+    ``gemm`` for all rows each time: what a sequence's per-step products cost
+    the BLAS alone, back to back (``rnnkit bench``'s floor). Shapes: ``a (N, K)``,
+    ``w (M, K)``, ``res (N, M)``, C-contiguous."""
+    m, k = w.shape
+    for _ in range(times):
+        _gemm_at(gemm, m, a.shape[0], k, w, a, k, res, m)
