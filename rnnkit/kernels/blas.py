@@ -138,20 +138,26 @@ def _openblas_thread_setters(address: int) -> tuple[Callable[[], int], Callable[
     return None, None
 
 
-@functools.cache
+_mkl = functools.cache(_mkl)
+_openblas = functools.cache(_openblas)
+
+
 def available() -> dict[str, Blas]:
-    """Every BLAS found, best first (MKL, where torch's wheel has it)."""
-    found = {blas.name: blas for blas in (_mkl(), _openblas()) if blas is not None}
-    return found
+    """Every BLAS found, best first (MKL, where torch's wheel has it).
+    Loading SciPy's OpenBLAS starts its thread pool, so the loops ask for it
+    only where it serves (:func:`active`)."""
+    return {blas.name: blas for blas in (_mkl(), _openblas()) if blas is not None}
 
 
 def active() -> Blas:
     """The BLAS the loops use where :func:`per_step_gemm` picks one:
-    ``RNNKIT_BLAS`` if it names one, else the first found."""
-    found = available()
+    ``RNNKIT_BLAS`` if it names one, else MKL where found, else OpenBLAS."""
     name = os.environ.get("RNNKIT_BLAS", "")
-    if name in ("", "none"):
-        return next(iter(found.values()))
+    if name in ("", "none", "mkl") and _mkl() is not None:
+        return _mkl()
+    if name in ("", "none", "openblas"):
+        return _openblas()
+    found = available()
     if name not in found:
         raise ValueError(
             f"RNNKIT_BLAS={name!r}: expected 'none' or one of {', '.join(found)} (the BLAS found here)"
@@ -197,7 +203,7 @@ def per_step_gemm(double: bool, batch: int, width: int) -> tuple[Blas | None, in
     if forced:
         blas = active()
         return blas, blas.gemm(double)
-    mkl = available().get("mkl")
+    mkl = _mkl()
     if mkl is None:
         return None, 0
     if INTEL:
