@@ -10,7 +10,11 @@ heated), and each side's time is the median over the rounds:
 
 * **inference**: a forward pass under ``torch.no_grad()``;
 * **training step**: ``zero_grad``, forward, a loss on the output and final
-  state, backward, and an SGD step.
+  state, backward, and an SGD step;
+* **floor**: the matrix products an inference pass cannot avoid, done back to
+  back by the BLAS the fused loops use (:func:`floor_ms`), in the same run;
+  rnnkit's inference time as a multiple of it says how much the loops add
+  around the products.
 
 Speedup is torch's time over rnnkit's. Peak memory is that of one training
 step, measured in a fresh process per layer and configuration (see
@@ -41,6 +45,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit import kernels
+from rnnkit.kernels import blas
+from rnnkit.kernels.numba_ops import gemm_repeatedly
 from rnnkit.kinds import CELLS
 
 
@@ -200,6 +206,8 @@ class Result:
     training_torch_ms: float
     training_rnnkit_ms: float
     max_abs_diff: float
+    floor_ms: float
+    products: str  # how the fused loops did their per-step products: a BLAS's name or "numba"
     peak_torch_mb: float | None = None
     peak_rnnkit_mb: float | None = None
     regime: Regime | None = field(init=False)
@@ -215,12 +223,18 @@ class Result:
     def training_speedup(self) -> float:
         return self.training_torch_ms / self.training_rnnkit_ms
 
+    @property
+    def floor_multiple(self) -> float:
+        """rnnkit's inference time over the floor's."""
+        return self.inference_rnnkit_ms / self.floor_ms
+
     def to_json(self) -> dict:
         data = asdict(self)
         data.update(
             label=self.config.label,
             inference_speedup=self.inference_speedup,
             training_speedup=self.training_speedup,
+            floor_multiple=self.floor_multiple,
         )
         return data
 
@@ -299,13 +313,63 @@ def measure(
 
     inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2)
     train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2)
+    library, _ = blas.per_step_gemm(dtype == torch.float64, config.batch, config.proj_size or config.hidden)
     result = Result(
-        config, backend, rounds, inf_theirs, inf_ours, train_theirs, train_ours, max_abs_diff
+        config, backend, rounds, inf_theirs, inf_ours, train_theirs, train_ours, max_abs_diff,
+        floor_ms(config, dtype, min_time / 4), "numba" if library is None else library.name,
     )
     if memory:
         result.peak_torch_mb = peak_memory_mb(config, dtype, "torch")
         result.peak_rnnkit_mb = peak_memory_mb(config, dtype, "rnnkit")
     return result
+
+
+def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_rounds: int = 5) -> float:
+    """The floor of an inference pass, in ms (median of rounds): for each
+    layer, its input projection ``(T*N, H_in) @ (H_in, D*G*H)`` by
+    ``torch.addmm``, and for each direction ``T`` per-step products
+    ``(N, P) @ (P, G*H)`` (and, with a projection, ``(N, H) @ (H, P)``), each
+    one GEMM call from compiled code into :func:`blas.active`'s library, on
+    one thread (a product this small gains little from more, and an OpenMP
+    team waking for every step costs more than it on a busy machine). Nothing
+    else: no gates, no copies."""
+    gates = len(CELLS[config.cell].gates)
+    hidden, width = config.hidden, config.proj_size or config.hidden
+    directions = 2 if config.bidirectional else 1
+    library = blas.active()
+    gemm = library.gemm(dtype == torch.float64)
+    rows = config.steps * config.batch
+
+    def zeros(*shape: int):
+        return torch.zeros(shape, dtype=dtype)
+
+    layers = []
+    for layer in range(config.layers):
+        features = config.input_size if layer == 0 else directions * width
+        layers.append((zeros(rows, features), zeros(features, directions * gates * hidden),
+                       zeros(directions * gates * hidden), zeros(rows, directions * gates * hidden)))
+    w_hh, h = zeros(gates * hidden, width).numpy(), zeros(config.batch, width).numpy()
+    z = zeros(config.batch, gates * hidden).numpy()
+    w_hr, m = zeros(width, hidden).numpy(), zeros(config.batch, hidden).numpy()
+    p = zeros(config.batch, width).numpy()
+
+    def run() -> None:
+        for x_rows, w_ih_t, b_ih, out in layers:
+            torch.addmm(b_ih, x_rows, w_ih_t, out=out)
+            with library.one_thread():
+                for _ in range(directions):
+                    gemm_repeatedly(gemm, w_hh, h, z, config.steps)
+                    if config.proj_size:
+                        gemm_repeatedly(gemm, w_hr, m, p, config.steps)
+
+    times = []
+    start = time.perf_counter()
+    run()  # warm-up
+    while len(times) < min_rounds or (time.perf_counter() - start < min_time and len(times) < 200):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
 
 
 # -- padded batches: lengths= against torch's pack, run, unpack -------------------------
@@ -414,6 +478,7 @@ def environment() -> dict:
     return dict(
         cpu=cpu, cpus=os.cpu_count(), threads=torch.get_num_threads(), torch=torch.__version__,
         rnnkit=rnnkit.__version__, python=platform.python_version(), system=platform.system(),
+        blas=blas.active().name,
     )
 
 

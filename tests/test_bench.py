@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from rnnkit import bench
-from rnnkit.bench import BenchConfig, REGIMES, peak_memory_mb, regime_of
+from rnnkit.bench import BenchConfig, REGIMES, floor_ms, peak_memory_mb, regime_of
 from rnnkit.cli.main import main
+from rnnkit.kernels import blas
 from rnnkit.kinds import CELLS
 
 
@@ -31,8 +32,28 @@ def test_quick_json_run(capsys, keep_threads):
     assert result["label"] == "RNN T=6 N=2 3->4 x2 layers bidir"
     assert result["backend"] == "fused"
     assert result["max_abs_diff"] < 1e-5
-    for key in ("inference_speedup", "training_speedup", "inference_torch_ms", "training_rnnkit_ms"):
+    for key in ("inference_speedup", "training_speedup", "inference_torch_ms", "training_rnnkit_ms",
+                "floor_ms"):
         assert result[key] > 0
+    assert result["floor_multiple"] == pytest.approx(result["inference_rnnkit_ms"] / result["floor_ms"])
+    assert report["environment"]["blas"] in blas.available()
+    assert result["products"] in ("numba", *blas.available())
+
+
+@pytest.mark.parametrize("cell, spec", [("rnn", "T=30,N=3,H=5"), ("lstm", "T=30,N=3,H=5,P=2,L=2,bi,lstm"),
+                                        ("gru", "T=30,N=3,H=5,gru")])
+def test_the_floor_is_the_products_alone(cell, spec):
+    """More steps, more products: the floor grows with the sequence."""
+    config = BenchConfig.parse(spec)
+    longer = BenchConfig.parse(spec.replace("T=30", "T=3000"))
+    assert 0 < floor_ms(config, torch.float32, 0.0) < floor_ms(longer, torch.float32, 0.0)
+
+
+def test_the_table_says_how_the_products_ran(capsys, monkeypatch):
+    monkeypatch.setenv("RNNKIT_BLAS", "none")
+    assert main(["bench", "--config", "T=5,N=1,H=3", "--no-memory", "--min-time", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "fused (numba)" in out and f"BLAS {blas.active().name}" in out and "floor ms" in out
 
 
 def test_table_run(capsys):

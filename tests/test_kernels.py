@@ -3,7 +3,9 @@ gradient, configuration by configuration; then the backend choice itself."""
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import os
 import zlib
 from dataclasses import dataclass
 
@@ -13,7 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.kernels import fused, fused_common, parallel, reference
+from rnnkit.kernels import blas, fused, fused_common, parallel, reference
 from rnnkit.kernels.numba_ops import ROW_BLOCK
 from rnnkit.kernels.reference import DirectionWeights
 from rnnkit.kinds import KINDS, cell_of
@@ -306,6 +308,173 @@ def test_the_plan_covers_every_row_once_in_aligned_chunks(directions, batch, thr
 def test_small_work_stays_on_the_calling_thread(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     assert parallel.plan(2, 4, work_per_row=100)[1] == 1
+
+
+PRODUCTS = ["none", *blas.available()]
+"""Every way the loops can do their per-step products here: numba's own
+``matmul_rows`` (``RNNKIT_BLAS=none``) and each BLAS found."""
+
+PRODUCT_CASES = [
+    Case(mode, directions, bias, dtype, lengths, steps=6, batch=37, hidden=hidden, input_size=5, proj=proj)
+    for mode, proj, hidden in [
+        ("rnn_tanh", 0, 9), ("rnn_relu", 0, 9), ("lstm", 0, 9), ("lstm", 4, 9), ("gru", 0, 9),
+    ]
+    for directions, bias, dtype, lengths in [
+        (1, True, torch.float64, None),
+        (2, True, torch.float32, (6,) * 20 + (3, 1, 0) + (5,) * 14),
+        (2, False, torch.float64, (1,) + (6,) * 36),
+    ]
+]
+"""Batches of more than two blocks of ``BLAS_ROWS`` rows and a remainder."""
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("case", PRODUCT_CASES, ids=str)
+def test_every_product_path_matches_reference(case, product, monkeypatch):
+    monkeypatch.setenv("RNNKIT_BLAS", product)
+    assert (blas.per_step_gemm(case.dtype == torch.float64, case.batch, case.width)[1] == 0) == (product == "none")
+    inputs = make_inputs(case)
+    ours = forward_and_grads(fused.run_layer, case, inputs)
+    expected = forward_and_grads(reference.run_layer, case, inputs)
+    for name, a, b in zip(leaf_names(case), ours, expected):
+        assert_close(a, b, name)
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
+def test_every_product_path_is_bitwise_deterministic_whatever_the_thread_count(mode, product, monkeypatch):
+    """With BLAS, the batch goes to threads in whole blocks of BLAS_ROWS rows,
+    and each block is one BLAS call, whatever the split."""
+    monkeypatch.setenv("RNNKIT_BLAS", product)
+    case = Case(mode, dtype=torch.float32, steps=60, batch=40, hidden=33, input_size=8)
+    inputs = make_inputs(case)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = forward_and_grads(fused.run_layer, case, inputs)
+        torch.set_num_threads(2)
+        rows = ROW_BLOCK if product == "none" else blas.BLAS_ROWS
+        pieces, threads = parallel.plan(1, case.batch, case.steps * len(cell_of(mode).gates) * case.hidden**2, rows)
+        assert threads == 2 and len(pieces) == 2
+        split = forward_and_grads(fused.run_layer, case, inputs)
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(split, single):
+        assert torch.equal(a, b)
+
+
+def test_the_automatic_choice_depends_on_the_shape_only(monkeypatch):
+    monkeypatch.delenv("RNNKIT_BLAS", raising=False)
+    for double, batch, width in itertools.product((False, True), (1, 4, 16, 64), (16, 32, 64, 512)):
+        library, gemm = blas.per_step_gemm(double, batch, width)
+        assert (library is None) == (gemm == 0)
+        if library is not None:
+            assert gemm == library.gemm(double) and library.name == "mkl"
+    assert blas.per_step_gemm(False, 1, 512) == (None, 0)  # one row of a wide layer: numba's
+
+
+def test_an_unknown_blas_is_refused(monkeypatch):
+    monkeypatch.setenv("RNNKIT_BLAS", "atlas")
+    with pytest.raises(ValueError, match="RNNKIT_BLAS='atlas': expected 'none' or one of"):
+        blas.per_step_gemm(False, 64, 64)
+
+
+@pytest.mark.parametrize("name", list(blas.available()))
+def test_one_blas_thread_inside_and_the_setting_restored_after(name):
+    """Inside ``one_thread`` the BLAS runs on one thread; afterwards it has
+    its thread count back."""
+    library = blas.available()[name]
+    before = _blas_threads(name)
+    with library.one_thread():
+        assert _blas_threads(name) == 1
+        with library.one_thread():  # nested, as concurrent pieces are
+            assert _blas_threads(name) == 1
+        assert _blas_threads(name) == 1
+    assert _blas_threads(name) == before
+
+
+def _blas_threads(name: str) -> int:
+    """The thread count ``name`` would use now, on this thread."""
+    if name == "mkl":
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        return lib.MKL_Get_Max_Threads()
+    get_threads, _ = blas._openblas_thread_setters(blas.available()["openblas"].sgemm)
+    return get_threads()
+
+
+def lstm_by_hand(x, state, weights, lengths):
+    """torch.nn.LSTM's equations stepped in plain torch: ``(output, cells)``,
+    ``cells (T, N, D*H)`` every step's ``c_t``, zeros past each length."""
+    steps, batch, _ = x.shape
+    lengths = torch.full((batch,), steps) if lengths is None else lengths
+    outputs, cells = [], []
+    for d, w in enumerate(weights):
+        h, c = state[0][d], state[1][d]
+        out_d, cells_d = [None] * steps, [None] * steps
+        for t in reversed(range(steps)) if d == 1 else range(steps):
+            z = x[t] @ w.w_ih.T + h @ w.w_hh.T
+            if w.b_ih is not None:
+                z = z + w.b_ih + w.b_hh
+            i, f, g, o = z.chunk(4, dim=1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            if w.w_hr is not None:
+                h_new = h_new @ w.w_hr.T
+            alive = (t < lengths)[:, None]
+            c, h = torch.where(alive, c_new, c), torch.where(alive, h_new, h)
+            out_d[t], cells_d[t] = h_new * alive, c_new * alive
+        outputs.append(torch.stack(out_d))
+        cells.append(torch.stack(cells_d))
+    return torch.cat(outputs, 2), torch.cat(cells, 2)
+
+
+CELLS_CASES = [
+    Case("lstm", directions, True, dtype, lengths, steps=7, batch=5, hidden=6, proj=proj)
+    for directions, dtype, lengths, proj in [
+        (1, torch.float64, None, 0),
+        (2, torch.float64, VARIABLE, 0),
+        (2, torch.float64, VARIABLE, 3),
+        (1, torch.float32, (7, 0, 3, 7, 5), 3),
+        (2, torch.float32, None, 0),
+    ]
+]
+
+
+@pytest.mark.parametrize("case", CELLS_CASES, ids=str)
+def test_the_lstm_returns_every_cell_state_and_back_propagates_through_them(case):
+    x, state, weights, lengths = make_inputs(case)
+    output, final, cells = fused.run_layer("lstm", x, state, weights, lengths, return_cells=True)
+    expected_output, expected_cells = lstm_by_hand(x, state, weights, lengths)
+    assert cells.shape == (case.steps, case.batch, case.directions * case.hidden)
+    assert_close(output, expected_output, "output")
+    assert_close(cells, expected_cells, "cells")
+    g = torch.Generator().manual_seed(5)
+    weigh_out = torch.randn(output.shape, generator=g, dtype=case.dtype)
+    weigh_cells = torch.randn(cells.shape, generator=g, dtype=case.dtype)
+    wrt = leaves(x, state, weights)
+    ours = torch.autograd.grad((output * weigh_out).sum() + (cells * weigh_cells).sum(), wrt, retain_graph=True)
+    theirs = torch.autograd.grad((expected_output * weigh_out).sum() + (expected_cells * weigh_cells).sum(), wrt)
+    for name, a, b in zip(leaf_names(case)[len(final) + 1 :], ours, theirs):
+        assert_close(a, b, name)
+    kept = cells.detach().clone()
+    again = torch.autograd.grad((cells * weigh_cells).sum() + (output * weigh_out).sum(), wrt)
+    assert torch.equal(cells, kept)  # the backward loop's in-place work does not reach the caller's cells
+    for name, a, b in zip(leaf_names(case)[len(final) + 1 :], again, theirs):
+        assert_close(a, b, name)
+
+
+def test_cells_without_autograd_are_the_same_cells():
+    case = CELLS_CASES[2]
+    x, state, weights, lengths = make_inputs(case, requires_grad=False)
+    _, _, cells = fused.run_layer("lstm", x, state, weights, lengths, return_cells=True)
+    assert_close(cells, lstm_by_hand(x, state, weights, lengths)[1], "cells")
+
+
+@pytest.mark.parametrize("mode", ["rnn_tanh", "rnn_relu", "gru"])
+def test_cells_are_the_lstm_s_only(mode):
+    x, state, weights, lengths = make_inputs(Case(mode))
+    with pytest.raises(ValueError, match=f"return_cells=True is for the LSTM only .* not '{mode}'"):
+        fused.run_layer(mode, x, state, weights, lengths, return_cells=True)
 
 
 # -- through the layers -------------------------------------------------------------------

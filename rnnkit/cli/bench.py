@@ -18,8 +18,11 @@ Time rnnkit's RNN, LSTM and GRU against torch.nn's on the same weights and
 input, in one process: a forward pass under no_grad (inference) and a training step
 (zero_grad, forward, loss, backward, SGD step). Runs of the two alternate and
 each time is the median of its runs; speedup = torch time / rnnkit time, so
-above 1 means rnnkit is faster. Peak memory is the rise in resident memory
-during one training step, each layer measured in a fresh process.
+above 1 means rnnkit is faster. The floor is the time of the matrix
+products an inference pass needs (the input projections and every step's
+product with W_hh), done back to back by the BLAS the kernels call, and
+beside it rnnkit's inference time as a multiple of it. Peak memory is the rise in resident
+memory during one training step, each layer measured in a fresh process.
 
 The default configurations cover, for each cell type, the size regimes
 rnnkit sets itself targets in (printed beside each speedup): small batches
@@ -46,7 +49,9 @@ examples:
 
 Force the plain-torch reference recurrence (to see what the fused kernels
 bring) with RNNKIT_BACKEND=reference in the environment; the table's
-'backend' column says which one ran.
+'backend' column says which one ran, and for the fused one how it did the
+per-step products (numba's own loop, or the BLAS named in the title;
+RNNKIT_BLAS=mkl, openblas or none forces one).
 """
 
 
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                   sys.stdout, indent=2)
         print()
     else:
-        Console(width=max(Console().width, 140)).print(table(results, environment))
+        Console(width=max(Console().width, 160)).print(table(results, environment))
     return 0
 
 
@@ -156,25 +161,29 @@ def table(results: list, environment: dict):
 
     title = (
         f"rnnkit {environment['rnnkit']} vs torch {environment['torch']}: {environment['cpu']}, "
-        f"{environment['cpus']} CPUs, {environment['threads']} torch threads, {environment['dtype']}"
+        f"{environment['cpus']} CPUs, {environment['threads']} torch threads, {environment['dtype']}, "
+        f"BLAS {environment['blas']}"
     )
     caption = "; ".join(f"{key}: {regime.name}" for key, regime in REGIMES.items())
     t = Table(title=title, caption=f"regimes: {caption}")
     for name in (
         "configuration", "regime", "backend", "inference ms\ntorch / rnnkit", "speedup\n(target)",
-        "training step ms\ntorch / rnnkit", "speedup\n(target)", "peak MiB\ntorch / rnnkit",
-        "max |diff|",
+        "training step ms\ntorch / rnnkit", "speedup\n(target)", "floor ms\n(rnnkit x)",
+        "peak MiB\ntorch / rnnkit", "max |diff|",
     ):
-        t.add_column(name, justify="left" if name in ("configuration", "regime", "backend") else "right")
+        left = name in ("configuration", "regime", "backend")
+        t.add_column(name, justify="left" if left else "right", no_wrap=name == "configuration")
     keys = {regime: key for key, regime in REGIMES.items()}
     for r in results:
         regime = r.regime
+        backend = f"{r.backend} ({r.products})" if r.backend == "fused" else r.backend
         t.add_row(
-            r.config.label, keys.get(regime, "-"), r.backend,
+            r.config.label, keys.get(regime, "-"), backend,
             pair(r.inference_torch_ms, r.inference_rnnkit_ms, 2),
             speedup(r.inference_speedup, regime and regime.inference_target),
             pair(r.training_torch_ms, r.training_rnnkit_ms, 2),
             speedup(r.training_speedup, regime and regime.training_target),
+            f"{r.floor_ms:.2f} ({r.floor_multiple:.1f}x)",
             pair(r.peak_torch_mb, r.peak_rnnkit_mb, 1), f"{r.max_abs_diff:.0e}",
         )
     return t

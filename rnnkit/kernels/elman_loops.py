@@ -5,14 +5,14 @@ Both loops work on one direction of one layer, for the batch rows
 different threads), inside arrays shared by all directions:
 
 * ``out (T, N, D*H)``, C-contiguous; this direction owns columns
-  ``col:col + H``. The input projection ``W_ih x_t + b_ih`` of every
-  step is computed before the loop by one matrix product; the forward loop
+  ``col:col + H``. The input projection ``W_ih x_t + b_ih + b_hh`` of every
+  step (both biases folded in) is computed before the loop by one matrix product; the forward loop
   overwrites it in place with ``h_t``, so the loop needs no buffer of its own.
 * ``lengths (N,)`` int64, ``<= T``: steps ``t >= lengths[n]`` output zeros and
   leave row ``n``'s state as it is; a ``reverse`` pass runs from ``T - 1``
   down, so its first real step is ``lengths[n] - 1``.
 * ``relu`` picks ``h' = relu(z)`` over ``h' = tanh(z)``, ``z`` being the
-  pre-activation ``W_ih x + b_ih + W_hh h + b_hh``.
+  pre-activation ``W_ih x + b_ih + b_hh + W_hh h``.
 
 The products with all steps at once (the weight gradients, the input's
 gradient) are left to the caller, who does them with BLAS after the loop.
@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, matmul_rows, tanh
+from rnnkit.kernels.numba_ops import jit, product, tanh
 
 
 @jit
-def elman_forward(out, col, w_hh, b_hh, h, lengths, reverse, relu, n0, n1):
-    """Run the recurrence ``h_t = act(xp_t + (W_hh h_{t-1} + b_hh))`` in place.
+def elman_forward(out, col, w_hh, h, lengths, reverse, relu, n0, n1, gemm):
+    """Run the recurrence ``h_t = act(xp_t + W_hh h_{t-1})`` in place.
 
     Args:
         out: ``(T, N, D*H)``; columns ``col:col+H`` hold ``xp_t`` on entry and
             ``h_t`` (zeros past each row's length) on return.
-        w_hh: ``(H, H)`` C-contiguous; ``b_hh`` ``(H,)`` (zeros without bias).
+        w_hh: ``(H, H)`` C-contiguous.
         h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
+        gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = out.shape[0]
     hidden = h.shape[1]
@@ -41,7 +42,7 @@ def elman_forward(out, col, w_hh, b_hh, h, lengths, reverse, relu, n0, n1):
     z = np.empty((n1 - n0, hidden), dtype=h.dtype)  # W_hh h_{t-1}, before h is overwritten
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        matmul_rows(h, 0, w_hh, z, n0, n1)
+        product(h, 0, w_hh, z, n0, n1, gemm)
         for n in range(n0, n1):
             # Views indexed from 0: with ``col + i`` numba would check for a
             # negative index on every element, and the loop would not vectorise.
@@ -50,14 +51,14 @@ def elman_forward(out, col, w_hh, b_hh, h, lengths, reverse, relu, n0, n1):
                 o[:] = zero
             elif relu:
                 for i in range(hidden):
-                    hn[i] = o[i] = max(o[i] + (zn[i] + b_hh[i]), zero)
+                    hn[i] = o[i] = max(o[i] + zn[i], zero)
             else:
                 for i in range(hidden):
-                    hn[i] = o[i] = tanh(o[i] + (zn[i] + b_hh[i]))
+                    hn[i] = o[i] = tanh(o[i] + zn[i])
 
 
 @jit
-def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n0, n1):
+def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n0, n1, gemm):
     """Back-propagate through the steps of :func:`elman_forward`, last step first.
 
     Args:
@@ -85,7 +86,7 @@ def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n
             else:
                 for i in range(hidden):
                     d[i] = (dhn[i] + gy[i]) * (one - y[i] * y[i])
-        matmul_rows(dz[t], col, w_hh_t, g, n0, n1)  # dL/dh_{t-1} = W_hh^T dz_t
+        product(dz[t], col, w_hh_t, g, n0, n1, gemm)  # dL/dh_{t-1} = W_hh^T dz_t
         for n in range(n0, n1):
             if t < lengths[n]:
                 dh[n] = g[n - n0]

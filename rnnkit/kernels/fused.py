@@ -85,9 +85,12 @@ def run_layer(
     lengths: Tensor | None,
     return_cells: bool = False,
 ) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
-    """Run one layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
+    """Run one layer; the interface of :func:`rnnkit.kernels.reference.run_layer`
+    (``return_cells``, every step's ``c_t`` as a third result, is the LSTM's only)."""
     lengths = common.clean_lengths(lengths, x.shape[0])
     if return_cells:
+        if kind != "lstm":
+            raise ValueError(f"return_cells=True is for the LSTM only (its cells c_t), not {kind!r}")
         return LAYERS[kind](kind, x, state, weights, lengths, return_cells=True)
     return LAYERS[kind](kind, x, state, weights, lengths)
 

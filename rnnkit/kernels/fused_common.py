@@ -1,14 +1,17 @@
-"""What the fused layers (Elman, LSTM, GRU) share: the products over all steps,
-and the plumbing between torch and the numba loops.
+"""What the fused layers (Elman, LSTM, GRU) share: one autograd Function that
+runs any cell's loops, the products over all steps, and the plumbing between
+torch and the numba loops.
 
-Each fused layer is a ``torch.autograd.Function`` of the same shape, for
-``D`` directions, ``G`` gates of hidden size ``H`` and outputs of size ``P``:
+Each cell is a :class:`Cell` (``fused_rnn.Elman``, ``fused_lstm.LSTM``,
+``fused_gru.GRU``) that :class:`FusedLayer` runs, for ``D`` directions,
+``G`` gates of hidden size ``H`` and outputs of size ``P``:
 
 forward
     :func:`project_inputs` computes every step's input projection
-    ``W_ih x_t + b_ih`` for all directions by one matrix product, into a
-    ``(T, N, D*G*H)`` buffer; the cell's forward loop then runs the recurrence
-    on it, each direction and batch chunk on a thread (:func:`run_pieces`).
+    ``W_ih x_t + b_ih`` (plus whatever of ``b_hh`` the cell lets it fold in)
+    for all directions by one matrix product, into a ``(T, N, D*G*H)``
+    buffer; the cell's forward loop then runs the recurrence on it, each
+    direction and batch chunk on a thread (:func:`run_pieces`).
 backward
     the cell's backward loop walks the steps back and leaves the gradient of
     every gate pre-activation in a buffer; :func:`weight_grads` turns that
@@ -23,13 +26,13 @@ autograd records the call (:func:`backward_may_follow`).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels import parallel, reference
+from rnnkit.kernels import blas, parallel, reference
 from rnnkit.kernels.reference import DirectionWeights
 
 
@@ -94,14 +97,18 @@ def stack(tensors: list[Tensor | None]) -> Tensor | None:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
-def project_inputs(x: Tensor, weights: list[DirectionWeights]) -> Tensor:
+def project_inputs(x: Tensor, weights: list[DirectionWeights], folded: Sequence[Tensor] | None = None) -> Tensor:
     """``W_ih x_t + b_ih`` of every step and direction: ``(T, N, H_in) ->
     (T, N, D*G*H)``, contiguous, since the loops write into it, and a tensor
     of its own rather than a view (the Elman layer returns it, and autograd
     forbids changing a Function's view outputs in place). Call it with
-    autograd off, as inside a Function's forward."""
+    autograd off, as inside a Function's forward.
+
+    ``folded``: each direction's bias ``(G*H,)`` to add in place of ``b_ih``
+    (``b_ih + b_hh`` where the cell allows it, so that the loops need not add
+    ``b_hh`` at every step); ``None`` means ``b_ih``."""
     w_ih = stack([w.w_ih for w in weights])
-    b_ih = stack([w.b_ih for w in weights])
+    b_ih = stack(list(folded) if folded is not None else [w.b_ih for w in weights])
     steps, batch, features = x.shape
     out = x.new_empty(steps, batch, w_ih.shape[0])
     rows, x_rows = out.view(steps * batch, out.shape[2]), x.reshape(steps * batch, features)
@@ -113,15 +120,31 @@ def project_inputs(x: Tensor, weights: list[DirectionWeights]) -> Tensor:
 
 
 def run_pieces(
-    work: Callable[[parallel.Piece], None], weights: list[DirectionWeights], batch: int, steps: int
+    work: Callable[[parallel.Piece, int], None], weights: list[DirectionWeights], batch: int, steps: int
 ) -> None:
-    """``work(piece)`` for every direction and batch chunk, on as many
+    """``work(piece, gemm)`` for every direction and batch chunk, on as many
     threads as the work is worth (see :func:`parallel.plan`): the
     recurrence's multiply-adds per row and direction are those of its
-    per-step products, with ``W_hh`` and, if any, ``W_hr``."""
+    per-step products, with ``W_hh`` and, if any, ``W_hr``.
+
+    ``gemm`` says how the loops do those products
+    (:func:`rnnkit.kernels.blas.per_step_gemm`); where it is a BLAS, the
+    chunks are whole blocks of its rows, and each piece keeps the BLAS on
+    its own thread."""
     w = weights[0]
     per_step = w.w_hh.numel() + (0 if w.w_hr is None else w.w_hr.numel())
-    parallel.run(work, *parallel.plan(len(weights), batch, steps * per_step))
+    library, gemm = blas.per_step_gemm(w.w_hh.dtype == torch.float64, batch, w.w_hh.shape[1])
+    if library is None:
+        pieces, threads = parallel.plan(len(weights), batch, steps * per_step)
+        parallel.run(lambda piece: work(piece, gemm), pieces, threads)
+        return
+
+    def work_on_one_blas_thread(piece: parallel.Piece) -> None:
+        with library.one_thread():
+            work(piece, gemm)
+
+    pieces, threads = parallel.plan(len(weights), batch, steps * per_step, blas.BLAS_ROWS)
+    parallel.run(work_on_one_blas_thread, pieces, threads)
 
 
 def flatten(weights: list[DirectionWeights], fields: int) -> list[Tensor | None]:
@@ -133,6 +156,101 @@ def flatten(weights: list[DirectionWeights], fields: int) -> list[Tensor | None]
 def unflatten(flat: Sequence[Tensor | None], fields: int) -> list[DirectionWeights]:
     """:func:`flatten` undone."""
     return [DirectionWeights(*flat[k : k + fields]) for k in range(0, len(flat), fields)]
+
+
+class Wanted(NamedTuple):
+    """Which gradients autograd asks a fused layer for."""
+
+    x: bool
+    state: tuple[bool, ...]  # one per state tensor (h0, and c0 for the LSTM)
+    weights: bool  # any of the weights (none when all are frozen)
+
+
+class Cell(Protocol):
+    """One cell type's part of :class:`FusedLayer`: its loops, around what
+    every cell shares.
+
+    ``state_size`` is 1 (``h``) or 2 (``h, c``); ``fields`` the tensors per
+    direction in the flat weight list (:class:`DirectionWeights` order);
+    ``single_use`` whether the backward loop overwrites what the forward
+    pass kept (then a second backward pass runs the forward loop again)."""
+
+    kind: str
+    state_size: int
+    fields: int
+    single_use: bool
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, ...], weights: list[DirectionWeights], lengths: np.ndarray,
+        keep: bool,
+    ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """``(outputs, kept)``: the Function's outputs, ``output (T, N, D*P)``
+        first, then the final state (and what else the cell returns); and,
+        when ``keep``, the extra tensors its backward pass needs."""
+
+    def backward(
+        self, x: Tensor, state: tuple[Tensor, ...], weights: list[DirectionWeights], kept: tuple[Tensor, ...],
+        out: Tensor, lengths: np.ndarray, grads: tuple[Tensor, ...], wanted: Wanted,
+    ) -> tuple[Tensor | None, tuple[Tensor | None, ...], list[Tensor | None]]:
+        """``(grad_x, grad_state, grad_flat)`` from ``grads``, the gradients of
+        the outputs, in the forward pass's order; ``out`` is the forward
+        output, ``kept`` what the forward pass kept."""
+
+
+class FusedLayer(torch.autograd.Function):
+    """``(cell, keep, lengths, x, *state, *flat_weights) -> cell's outputs``.
+
+    ``keep`` says whether a backward pass may follow (then what it needs is
+    kept). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
+    ``x (T, N, H_in)``, each state tensor ``(D, N, *)``; ``flat_weights`` is
+    each direction's first ``cell.fields`` weights (``None`` where there is
+    none). The skeleton every cell shares: keeping the output and what the
+    cell asks for, the differentiable backward through the reference, running
+    the forward loop again when what was kept is spent, and which input
+    gradients are wanted.
+    """
+
+    LEADING = 3
+    """Arguments before ``x`` (``cell, keep, lengths``), which get no gradient."""
+
+    @staticmethod
+    def forward(ctx, cell: Cell, keep: bool, lengths: Tensor | None, x: Tensor, *tensors: Tensor | None):
+        state, flat = tensors[: cell.state_size], tensors[cell.state_size :]
+        lengths_a = lengths_array(lengths, x.shape[1], x.shape[0])
+        outputs, kept = cell.forward(x, state, unflatten(flat, cell.fields), lengths_a, keep)
+        if keep:
+            ctx.save_for_backward(x, *state, *kept, *flat)
+            ctx.cell, ctx.kept_count, ctx.lengths, ctx.lengths_a = cell, len(kept), lengths, lengths_a
+            keep_output(ctx, outputs[0], cell.single_use)
+        return outputs
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        cell = ctx.cell
+        x, *saved = ctx.saved_tensors
+        state, saved = tuple(saved[: cell.state_size]), saved[cell.state_size :]
+        kept, flat = tuple(saved[: ctx.kept_count]), saved[ctx.kept_count :]
+        skipped = (None,) * FusedLayer.LEADING
+        if torch.is_grad_enabled():  # create_graph=True
+            return *skipped, *reference_backward(cell.kind, ctx.lengths, x, state, flat, grads)
+        weights = unflatten(flat, cell.fields)
+        out = kept_output(ctx)
+        if out is None:
+            outputs, kept = cell.forward(x, state, weights, ctx.lengths_a, True)
+            out = outputs[0]
+        needs = ctx.needs_input_grad[FusedLayer.LEADING :]
+        wanted = Wanted(needs[0], tuple(needs[1 : 1 + cell.state_size]), any(needs[1 + cell.state_size :]))
+        grad_x, grad_state, grad_flat = cell.backward(x, state, weights, kept, out, ctx.lengths_a, grads, wanted)
+        grad_state = tuple(g if w else None for g, w in zip(grad_state, wanted.state))
+        return *skipped, grad_x if wanted.x else None, *grad_state, *grad_flat
+
+
+def run_cell(
+    cell: Cell, x: Tensor, state: tuple[Tensor, ...], weights: list[DirectionWeights], lengths: Tensor | None
+) -> tuple[Tensor, ...]:
+    """Run ``cell`` over a layer through :class:`FusedLayer`: its outputs."""
+    flat = flatten(weights, cell.fields)
+    return FusedLayer.apply(cell, backward_may_follow(x, *state, *flat), lengths, x, *state, *flat)
 
 
 def weight_grads(
@@ -223,16 +341,21 @@ def reference_backward(
 
     ``flat`` holds each direction's weights, ``len(flat) // D`` tensors each,
     in :class:`DirectionWeights` order; ``grad_outputs`` are the gradients of
-    the output and of each final state.
+    the output, of each final state and, one more, of the LSTM's cells where
+    the call returned them.
     """
     weights = unflatten(flat, len(flat) // state[0].shape[0])
+    with_cells = len(grad_outputs) > 1 + len(state)
     with torch.enable_grad():
-        output, final = reference.run_layer(mode, x, state, weights, lengths)
+        if with_cells:
+            output, final, cells = reference.run_layer(mode, x, state, weights, lengths, return_cells=True)
+            outputs = (output, *final, cells)
+        else:
+            output, final = reference.run_layer(mode, x, state, weights, lengths)
+            outputs = (output, *final)
     inputs = [x, *state, *flat]
     wanted = [t for t in inputs if t is not None and t.requires_grad]
-    found = iter(torch.autograd.grad(
-        (output, *final), wanted, grad_outputs, create_graph=True, allow_unused=True
-    ))
+    found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=True, allow_unused=True))
     return [next(found) if t is not None and t.requires_grad else None for t in inputs]
 
 

@@ -1,15 +1,18 @@
-"""The fused LSTM layer, with or without a projection: a ``torch.autograd.Function``.
+"""The fused LSTM layer, with or without a projection: its cell for
+:class:`~rnnkit.kernels.fused_common.FusedLayer`.
 
 Forward, for a layer with ``D`` directions over ``(T, N, H_in)``, hidden size
 ``H`` and output size ``P`` (``proj_size``, else ``H``):
 
 1. one matrix product gives every step's input projection for all
-   directions, ``W_ih x_t + b_ih``, into a gates buffer ``(T, N, D*4H)``;
+   directions, ``W_ih x_t + b_ih + b_hh``, into a gates buffer ``(T, N, D*4H)``;
 2. :func:`~rnnkit.kernels.lstm_loops.lstm_forward` runs the recurrence,
    turning the gates buffer into the gates' activations in place and, when
    a backward pass may follow, keeping every ``c_t`` in ``(T, N, D*H)``.
 
-Backward, from ``dL/d output``, ``dL/d h_n`` and ``dL/d c_n``:
+Asked for (``return_cells``), every ``c_t`` is an output too, differentiable.
+
+Backward, from ``dL/d output``, ``dL/d h_n``, ``dL/d c_n`` (and ``dL/d cells``):
 
 1. :func:`~rnnkit.kernels.lstm_loops.lstm_backward` walks the steps back and
    turns the activations into the gradients of the gate pre-activations, in
@@ -35,83 +38,67 @@ from torch import Tensor
 
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
+from rnnkit.kernels.fused_common import Wanted
 from rnnkit.kernels.lstm_loops import lstm_backward, lstm_forward
 from rnnkit.kernels.reference import DirectionWeights, State
 
-FIELDS = 5
-"""Tensors per direction in the flat argument list: ``w_ih, w_hh, b_ih, b_hh, w_hr``."""
 
+class LSTM:
+    """The LSTM cell (:class:`~rnnkit.kernels.fused_common.Cell`): outputs
+    ``output (T, N, D*P)``, ``h_n (D, N, P)``, ``c_n (D, N, H)`` and, with
+    ``return_cells``, ``cells (T, N, D*H)``; keeps the gates' activations and
+    every ``c_t``, which its backward loop overwrites."""
 
-def _forward(
-    x: Tensor, h0: Tensor, c0: Tensor, weights: list[DirectionWeights], lengths: np.ndarray, keep: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The forward pass: ``(gates, cells, out, h_n, c_n)``, ``gates`` holding
-    the activations and ``cells`` every ``c_t`` when ``keep`` (else one
-    step's worth of scratch)."""
-    steps, batch, _ = x.shape
-    directions, _, width = h0.shape
-    hidden = c0.shape[2]
-    gates = common.project_inputs(x, weights)  # (T, N, D*4H)
-    out = x.new_empty(steps, batch, directions * width)
-    cells = x.new_empty(steps if keep else 1, batch, directions * hidden)
-    h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-    c_n = c0.detach().clone(memory_format=torch.contiguous_format)
-    w_hh = [common.as_array(w.w_hh) for w in weights]
-    b_hh = common.as_arrays([w.b_hh for w in weights], (4 * hidden,), x.dtype)
-    w_hr = common.as_arrays([w.w_hr for w in weights], (0, hidden), x.dtype)
-    gates_a, out_a, cells_a, h_a, c_a = (common.as_array(t) for t in (gates, out, cells, h_n, c_n))
+    kind, state_size, fields, single_use = "lstm", 2, 5, True  # w_ih, w_hh, b_ih, b_hh, w_hr
 
-    def work(piece: parallel.Piece) -> None:
-        d = piece.d
-        lstm_forward(
-            gates_a, d * 4 * hidden, w_hh[d], b_hh[d], w_hr[d], out_a, d * width,
-            cells_a, d * hidden, h_a[d], c_a[d], lengths, d == 1, piece.n0, piece.n1,
-        )
+    def __init__(self, return_cells: bool):
+        self.return_cells = return_cells
 
-    common.run_pieces(work, weights, batch, steps)
-    return gates, cells, out, h_n, c_n
-
-
-class LSTMFunction(torch.autograd.Function):
-    """``(keep, lengths, x, h0, c0, *flat_weights) -> (output, h_n, c_n)``.
-
-    ``keep`` says whether a backward pass may follow (then what it needs is
-    kept). Shapes: ``lengths (N,)`` int64 in ``[0, T]`` (``None``: all ``T``),
-    ``x (T, N, H_in)``, ``h0 (D, N, P)``, ``c0 (D, N, H)``; ``flat_weights`` is
-    ``w_ih, w_hh, b_ih, b_hh, w_hr`` per direction (biases ``None`` without
-    bias, ``w_hr`` ``None`` without projection). Returns ``output (T, N, D*P)``,
-    ``h_n (D, N, P)`` and ``c_n (D, N, H)``.
-    """
-
-    @staticmethod
     def forward(
-        ctx, keep: bool, lengths: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor, *flat: Tensor | None
-    ):
-        lengths_a = common.lengths_array(lengths, x.shape[1], x.shape[0])
-        gates, cells, out, h_n, c_n = _forward(x, h0, c0, common.unflatten(flat, FIELDS), lengths_a, keep)
-        if keep:
-            ctx.save_for_backward(x, h0, c0, gates, cells, *flat)
-            ctx.lengths, ctx.lengths_a = lengths, lengths_a
-            common.keep_output(ctx, out, single_use=True)
-        return out, h_n, c_n
+        self, x: Tensor, state: tuple[Tensor, ...], weights: list[DirectionWeights], lengths: np.ndarray,
+        keep: bool,
+    ) -> tuple[tuple[Tensor, ...], tuple[Tensor, Tensor]]:
+        """Keeps ``(gates, cells)``: the activations, and every ``c_t``; the
+        cells are written whole where they are returned too (else one step's
+        worth of scratch serves)."""
+        h0, c0 = state
+        steps, batch, _ = x.shape
+        directions, _, width = h0.shape
+        hidden = c0.shape[2]
+        biases = None if weights[0].b_ih is None else [w.b_ih + w.b_hh for w in weights]
+        gates = common.project_inputs(x, weights, biases)  # (T, N, D*4H)
+        out = x.new_empty(steps, batch, directions * width)
+        cells = x.new_empty(steps if keep or self.return_cells else 1, batch, directions * hidden)
+        h_n = h0.detach().clone(memory_format=torch.contiguous_format)
+        c_n = c0.detach().clone(memory_format=torch.contiguous_format)
+        w_hh = [common.as_array(w.w_hh) for w in weights]
+        w_hr = common.as_arrays([w.w_hr for w in weights], (0, hidden), x.dtype)
+        gates_a, out_a, cells_a, h_a, c_a = (common.as_array(t) for t in (gates, out, cells, h_n, c_n))
 
-    @staticmethod
-    def backward(ctx, grad_out: Tensor, grad_h_n: Tensor, grad_c_n: Tensor):
-        x, h0, c0, gates, cells, *flat = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True
-            grads = common.reference_backward(
-                "lstm", ctx.lengths, x, (h0, c0), flat, (grad_out, grad_h_n, grad_c_n)
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            lstm_forward(
+                gates_a, d * 4 * hidden, w_hh[d], w_hr[d], out_a, d * width,
+                cells_a, d * hidden, h_a[d], c_a[d], lengths, d == 1, piece.n0, piece.n1, gemm,
             )
-            return None, None, *grads
-        weights = common.unflatten(flat, FIELDS)
-        lengths_a = ctx.lengths_a
-        out = common.kept_output(ctx)
-        if out is None:
-            gates, cells, out, _, _ = _forward(x, h0, c0, weights, lengths_a, keep=True)
+
+        common.run_pieces(work, weights, batch, steps)
+        outputs = (out, h_n, c_n, cells) if self.return_cells else (out, h_n, c_n)
+        return outputs, ((gates, cells) if keep else ())
+
+    def backward(
+        self, x: Tensor, state: tuple[Tensor, ...], weights: list[DirectionWeights], kept: tuple[Tensor, ...],
+        out: Tensor, lengths: np.ndarray, grads: tuple[Tensor, ...], wanted: Wanted,
+    ) -> tuple[Tensor | None, tuple[Tensor, Tensor], list[Tensor | None]]:
+        (h0, c0), (gates, cells) = state, kept
+        grad_out, grad_h_n, grad_c_n, *grad_cells = grads
         steps, batch, _ = x.shape
         directions, _, width = h0.shape
         hidden = c0.shape[2]
         project = weights[0].w_hr is not None
+        if project and self.return_cells:
+            cells = cells.clone()  # the loop below overwrites it, and the caller may hold it as an output
+        cells_grad = grad_cells[0] if grad_cells else x.new_empty(0, batch, directions * hidden)
 
         grad_h0 = grad_h_n.clone(memory_format=torch.contiguous_format)
         grad_c0 = grad_c_n.clone(memory_format=torch.contiguous_format)
@@ -121,47 +108,41 @@ class LSTMFunction(torch.autograd.Function):
             [None if w.w_hr is None else w.w_hr.t() for w in weights], (0, width), x.dtype
         )
         c0_a = common.as_array(c0)
-        arrays = [common.as_array(t) for t in (gates, cells, grad_out, grad_h0, grad_c0, dhs)]
-        gates_a, cells_a, grad_out_a, dh_a, dc_a, dhs_a = arrays
+        arrays = [common.as_array(t) for t in (gates, cells, grad_out, cells_grad, grad_h0, grad_c0, dhs)]
+        gates_a, cells_a, grad_out_a, cells_grad_a, dh_a, dc_a, dhs_a = arrays
 
-        def work(piece: parallel.Piece) -> None:
+        def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             lstm_backward(
                 gates_a, d * 4 * hidden, cells_a, d * hidden, c0_a[d], w_hh_t[d], w_hr_t[d],
-                grad_out_a, d * width, dh_a[d], dc_a[d], dhs_a, lengths_a, d == 1, piece.n0, piece.n1,
+                grad_out_a, cells_grad_a, d * width, dh_a[d], dc_a[d], dhs_a, lengths, d == 1,
+                piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, weights, batch, steps)
-        needs = ctx.needs_input_grad
         # gates now holds dL/d(gate pre-activations); with a projection, cells o * tanh(c_t)
-        need_weights = any(needs[5:])
-        grad_x, grads = common.weight_grads(gates, x, h0, out, weights, lengths_a, needs[2], need_weights)
+        grad_x, grads = common.weight_grads(gates, x, h0, out, weights, lengths, wanted.x, wanted.weights)
         flat_grads: list[Tensor | None] = []
         for d in range(directions):
             grad_w_hr = None
-            if project and need_weights:
+            if project and wanted.weights:
                 pairs = dhs.shape[0] * dhs.shape[1]
                 dh_d = dhs[:, :, d * width : (d + 1) * width].reshape(pairs, width)
                 grad_w_hr = dh_d.t() @ cells[:, :, d * hidden : (d + 1) * hidden].reshape(pairs, hidden)
             flat_grads += [*grads[4 * d : 4 * d + 4], grad_w_hr]
-        return (
-            None, None, grad_x, grad_h0 if needs[3] else None, grad_c0 if needs[4] else None,
-            *flat_grads,
-        )
+        return grad_x, (grad_h0, grad_c0), flat_grads
 
 
 def run_layer(
-    mode: str,
+    kind: str,
     x: Tensor,
     state: State,
     weights: list[DirectionWeights],
     lengths: Tensor | None,
-) -> tuple[Tensor, State]:
-    """One LSTM layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
-    flat = common.flatten(weights, FIELDS)
-    h0, c0 = state
-    output, h_n, c_n = LSTMFunction.apply(
-        common.backward_may_follow(x, *state, *flat), lengths,
-        x, h0, c0, *flat,
-    )
-    return output, (h_n, c_n)
+    return_cells: bool = False,
+) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
+    """One LSTM layer; the interface of :func:`rnnkit.kernels.reference.run_layer`:
+    ``(output, (h_n, c_n))``, and ``cells (T, N, D*H)`` after them with
+    ``return_cells``."""
+    output, h_n, c_n, *cells = common.run_cell(LSTM(return_cells), x, state, weights, lengths)
+    return (output, (h_n, c_n), *cells)

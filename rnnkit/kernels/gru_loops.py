@@ -6,7 +6,8 @@ with hidden size ``H``:
 
 * ``gates (T, N, D*3H)``, C-contiguous; this direction owns columns
   ``gcol:gcol + 3H``, the gates ``r, z, n`` in that order. It holds the input
-  projection ``W_ih x_t + b_ih`` of every step, computed before the loop by
+  projection ``W_ih x_t + b_ih`` of every step, with ``b_hr`` and ``b_hz``
+  folded in (``b_hn`` cannot be: the reset gate scales it), computed before the loop by
   one matrix product; the forward loop overwrites it in place with the gates'
   activations, which is what the backward loop needs.
 * ``out (T, N, D*H)``: columns ``ocol:ocol + H`` receive ``h_t``.
@@ -28,10 +29,10 @@ therefore run the forward loop again first.
 Each direction of a step is a step function (:func:`gru_forward_step`,
 :func:`gru_backward_step`: everything but the product with ``W_hh``); the
 sequence loops (:func:`gru_forward`, :func:`gru_backward`) alternate it with
-that product, done by :func:`~rnnkit.kernels.numba_ops.matmul_rows`. (Doing
-that product with BLAS instead, from a Python loop over the steps, measured no
-faster even at ``H = 512``, batch 64: the loops' threads share the batch for
-the whole sequence, without meeting at every step.) The products over all
+that product, done by :func:`~rnnkit.kernels.numba_ops.product` (numba's own
+``matmul_rows`` or a BLAS GEMM called from the compiled loop; a Python loop
+over the steps calling BLAS measured no faster: the loops' threads share the
+batch for the whole sequence, without meeting at every step). The products over all
 steps (the weight gradients, the input's gradient) are left to the caller, who
 does them with BLAS after the loop.
 """
@@ -40,37 +41,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, matmul_rows, sigmoid, tanh
+from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
 
 
 @jit
-def gru_forward(gates, gcol, w_hh, b_hh, out, ocol, hns, h, lengths, reverse, n0, n1):
+def gru_forward(gates, gcol, w_hh, b_hn, out, ocol, hns, h, lengths, reverse, n0, n1, gemm):
     """Run the recurrence in place (see the module docstring for the arrays)::
 
-        r = σ(x_r + (W_hr h + b_hr)),  z = σ(x_z + (W_hz h + b_hz))
+        r = σ((x_r + b_hr) + W_hr h),  z = σ((x_z + b_hz) + W_hz h)
         n = tanh(x_n + r * (W_hn h + b_hn)),  h' = n + z * (h - n)
 
     Args:
-        w_hh: ``(3H, H)`` C-contiguous; ``b_hh`` ``(3H,)`` (zeros without bias).
+        w_hh: ``(3H, H)`` C-contiguous; ``b_hn`` ``(H,)`` (zeros without bias).
         h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
+        gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = gates.shape[0]
     z = np.empty((n1 - n0, w_hh.shape[0]), dtype=h.dtype)  # W_hh h_{t-1}
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        matmul_rows(h, 0, w_hh, z, n0, n1)
-        gru_forward_step(gates, gcol, z, b_hh, out, ocol, hns, h, lengths, t, n0, n1)
+        product(h, 0, w_hh, z, n0, n1, gemm)
+        gru_forward_step(gates, gcol, z, b_hn, out, ocol, hns, h, lengths, t, n0, n1)
 
 
 @jit(inline="always")
-def gru_forward_step(gates, gcol, z, b_hh, out, ocol, hns, h, lengths, t, n0, n1):
+def gru_forward_step(gates, gcol, z, b_hn, out, ocol, hns, h, lengths, t, n0, n1):
     """Step ``t`` of the recurrence for rows ``n0 <= n < n1``, given
     ``z (n1 - n0, 3H) = W_hh h_{t-1}`` of those rows."""
     steps = gates.shape[0]
     hidden = h.shape[1]
     zero = h.dtype.type(0)
     keep = hns.shape[0] == steps
-    br, bz, bn = b_hh[:hidden], b_hh[hidden : 2 * hidden], b_hh[2 * hidden :]
     for n in range(n0, n1):
         o = out[t, n, ocol : ocol + hidden]
         if t >= lengths[n]:
@@ -85,16 +86,16 @@ def gru_forward_step(gates, gcol, z, b_hh, out, ocol, hns, h, lengths, t, n0, n1
         # vectorising: measured three times slower)
         hn, kept = h[n], hns[t if keep else 0, n, ocol : ocol + hidden]
         for k in range(hidden):
-            r = sigmoid(ar[k] + (zr[k] + br[k]))
-            u = sigmoid(az[k] + (zz[k] + bz[k]))
-            kept[k] = zh[k] + bn[k]
+            r = sigmoid(ar[k] + zr[k])
+            u = sigmoid(az[k] + zz[k])
+            kept[k] = zh[k] + b_hn[k]
             new = tanh(an[k] + r * kept[k])
             ar[k], az[k], an[k] = r, u, new
             hn[k] = o[k] = new + u * (hn[k] - new)
 
 
 @jit
-def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dh, lengths, reverse, n0, n1):
+def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dh, lengths, reverse, n0, n1, gemm):
     """Back-propagate through the steps of :func:`gru_forward`, last step first,
     turning the saved activations into gradients in place.
 
@@ -118,7 +119,7 @@ def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dh, lengths,
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         gru_backward_step(gates, gcol, hns, out, ocol, h0, grad_out, dh, hid, lengths, t, reverse, n0, n1)
-        matmul_rows(hid, 0, w_hh_t, back, 0, rows)
+        product(hid, 0, w_hh_t, back, 0, rows, gemm)
         for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
             d, b = dh[n], back[n - n0]
             for k in range(hidden):

@@ -6,13 +6,13 @@ with hidden size ``H`` and output size ``P`` (``P = H`` without a projection):
 
 * ``gates (T, N, D*4H)``, C-contiguous; this direction owns columns
   ``gcol:gcol + 4H``, the gates ``i, f, g, o`` in that order. It holds the
-  input projection ``W_ih x_t + b_ih`` of every step, computed before the
+  input projection ``W_ih x_t + b_ih + b_hh`` of every step (both biases), computed before the
   loop by one matrix product; the forward loop overwrites it in place with
   the gates' activations, which is what the backward loop needs.
 * ``out (T, N, D*P)``: columns ``ocol:ocol + P`` receive ``h_t``.
-* ``cells (T, N, D*H)``: columns ``ccol:ccol + H`` receive ``c_t``, which the
-  backward pass needs; when none will follow, an array of one step serves
-  as scratch.
+* ``cells (T, N, D*H)``: columns ``ccol:ccol + H`` receive ``c_t`` (zeros past
+  each length), which the backward pass needs (and the caller may ask for);
+  when neither will, an array of one step serves as scratch.
 * ``lengths (N,)`` int64, ``<= T``: steps ``t >= lengths[n]`` output zeros and
   leave row ``n``'s state (``h`` and ``c``) as it is; a ``reverse`` pass runs
   from ``T - 1`` down, so its first real step is ``lengths[n] - 1``.
@@ -27,10 +27,10 @@ the same forward pass must therefore run the forward loop again first.
 Each direction of a step is a step function (:func:`lstm_forward_step`,
 :func:`lstm_backward_step`: everything but the product with ``W_hh``); the
 sequence loops (:func:`lstm_forward`, :func:`lstm_backward`) alternate it with
-that product, done by :func:`~rnnkit.kernels.numba_ops.matmul_rows`. (Doing
-that product with BLAS instead, from a Python loop over the steps, measured no
-faster even at ``H = 512``, batch 64: the loops' threads share the batch for
-the whole sequence, without meeting at every step.) The products over all
+that product, done by :func:`~rnnkit.kernels.numba_ops.product` (numba's own
+``matmul_rows`` or a BLAS GEMM called from the compiled loop; a Python loop
+over the steps calling BLAS measured no faster: the loops' threads share the
+batch for the whole sequence, without meeting at every step). The products over all
 steps (the weight gradients, the input's gradient) are left to the caller, who
 does them with BLAS after the loop.
 """
@@ -39,26 +39,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, matmul_rows, sigmoid, tanh
+from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
 
 
 @jit
-def lstm_forward(gates, gcol, w_hh, b_hh, w_hr, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1):
+def lstm_forward(
+    gates, gcol, w_hh, w_hr, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm
+):
     """Run the recurrence in place (see the module docstring for the arrays).
 
     Args:
-        w_hh: ``(4H, P)`` C-contiguous; ``b_hh`` ``(4H,)`` (zeros without bias).
+        w_hh: ``(4H, P)`` C-contiguous.
         h: ``(N, P)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
         c: ``(N, H)`` C-contiguous: ``c_0`` on entry, ``c_n`` on return.
+        gemm: how the per-step products run (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = gates.shape[0]
     z = np.empty((n1 - n0, w_hh.shape[0]), dtype=c.dtype)  # W_hh h_{t-1}
     m, projected = forward_scratch(n1 - n0, c.shape[1], h.shape[1], c.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        matmul_rows(h, 0, w_hh, z, n0, n1)
+        product(h, 0, w_hh, z, n0, n1, gemm)
         lstm_forward_step(
-            gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1
+            gates, gcol, z, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
         )
 
 
@@ -70,7 +73,9 @@ def forward_scratch(rows, hidden, width, dtype):
 
 
 @jit(inline="always")
-def lstm_forward_step(gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1):
+def lstm_forward_step(
+    gates, gcol, z, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
+):
     """Step ``t`` of the recurrence for rows ``n0 <= n < n1``, given
     ``z (n1 - n0, 4H) = W_hh h_{t-1}`` of those rows; ``m`` and ``projected``
     are :func:`forward_scratch`'s."""
@@ -78,10 +83,10 @@ def lstm_forward_step(gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, 
     hidden, width = c.shape[1], h.shape[1]
     zero = c.dtype.type(0)
     keep, project = cells.shape[0] == steps, w_hr.shape[0] > 0
-    bi, bf = b_hh[:hidden], b_hh[hidden : 2 * hidden]
-    bg, bo = b_hh[2 * hidden : 3 * hidden], b_hh[3 * hidden :]
     for n in range(n0, n1):
         if t >= lengths[n]:
+            if keep:
+                cells[t, n, ccol : ccol + hidden] = zero
             continue
         # Views indexed from 0, so that the loop vectorises (see elman_loops).
         a = gates[t, n, gcol : gcol + 4 * hidden]
@@ -90,15 +95,15 @@ def lstm_forward_step(gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, 
         zi, zf, zg, zo = zn[:hidden], zn[hidden : 2 * hidden], zn[2 * hidden : 3 * hidden], zn[3 * hidden :]
         cn, mn, kept = c[n], m[n - n0], cells[t if keep else 0, n, ccol : ccol + hidden]
         for k in range(hidden):
-            i = sigmoid(ai[k] + (zi[k] + bi[k]))
-            f = sigmoid(af[k] + (zf[k] + bf[k]))
-            g = tanh(ag[k] + (zg[k] + bg[k]))
-            o = sigmoid(ao[k] + (zo[k] + bo[k]))
+            i = sigmoid(ai[k] + zi[k])
+            f = sigmoid(af[k] + zf[k])
+            g = tanh(ag[k] + zg[k])
+            o = sigmoid(ao[k] + zo[k])
             ai[k], af[k], ag[k], ao[k] = i, f, g, o
             cn[k] = kept[k] = f * cn[k] + i * g
             mn[k] = o * tanh(cn[k])
     if project:
-        matmul_rows(m, 0, w_hr, projected, 0, n1 - n0)
+        product(m, 0, w_hr, projected, 0, n1 - n0, gemm)
     result = projected if project else m
     for n in range(n0, n1):
         o_row = out[t, n, ocol : ocol + width]
@@ -111,7 +116,8 @@ def lstm_forward_step(gates, gcol, z, b_hh, w_hr, out, ocol, cells, ccol, h, c, 
 
 @jit
 def lstm_backward(
-    gates, gcol, cells, ccol, c0, w_hh_t, w_hr_t, grad_out, ocol, dh, dc, dhs, lengths, reverse, n0, n1
+    gates, gcol, cells, ccol, c0, w_hh_t, w_hr_t, grad_out, grad_cells, ocol, dh, dc, dhs, lengths, reverse,
+    n0, n1, gemm,
 ):
     """Back-propagate through the steps of :func:`lstm_forward`, last step first,
     turning the saved activations into gradients in place.
@@ -126,6 +132,8 @@ def lstm_backward(
         w_hh_t: ``(P, 4H)``, ``W_hh`` transposed, C-contiguous.
         w_hr_t: ``(H, P)``, ``W_hr`` transposed, or no rows without a projection.
         grad_out: ``(T, N, D*P)``, the loss's gradient with respect to the output.
+        grad_cells: ``(T, N, D*H)``, the loss's gradient with respect to every
+            ``c_t``, where the caller took them as an output; no steps if not.
         dh: ``(N, P)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
         dc: ``(N, H)``: ``dL/dc_n`` on entry, ``dL/dc_0`` on return.
         dhs: ``(T, N, D*P)``; with a projection it receives ``dL/dh_t`` (zeros
@@ -139,10 +147,10 @@ def lstm_backward(
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         lstm_backward_step(
-            gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dh, dc, dhs, gh, dm, m,
-            lengths, t, reverse, n0, n1,
+            gates, gcol, cells, ccol, c0, w_hr_t, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
+            lengths, t, reverse, n0, n1, gemm,
         )
-        matmul_rows(gates[t], gcol, w_hh_t, back, n0, n1)
+        product(gates[t], gcol, w_hh_t, back, n0, n1, gemm)
         for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
             d, b = dh[n], back[n - n0]
             for k in range(width):
@@ -162,8 +170,8 @@ def backward_scratch(rows, hidden, width, dtype):
 
 @jit(inline="always")
 def lstm_backward_step(
-    gates, gcol, cells, ccol, c0, w_hr_t, grad_out, ocol, dh, dc, dhs, gh, dm, m,
-    lengths, t, reverse, n0, n1,
+    gates, gcol, cells, ccol, c0, w_hr_t, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
+    lengths, t, reverse, n0, n1, gemm,
 ):
     """Step ``t`` of :func:`lstm_backward` for rows ``n0 <= n < n1``, all but
     the product with ``W_hh``: it consumes ``dh`` (rows still running are set
@@ -172,7 +180,7 @@ def lstm_backward_step(
     ``dm`` and ``m`` are :func:`backward_scratch`'s."""
     hidden, width = dc.shape[1], dh.shape[1]
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
-    project = w_hr_t.shape[0] > 0
+    project, cells_wanted = w_hr_t.shape[0] > 0, grad_cells.shape[0] > 0
     for n in range(n0, n1):
         g = gh[n - n0]
         if t < lengths[n]:
@@ -185,7 +193,7 @@ def lstm_backward_step(
         if project:
             dhs[t, n, ocol : ocol + width] = g
     if project:
-        matmul_rows(gh, 0, w_hr_t, dm, 0, n1 - n0)
+        product(gh, 0, w_hr_t, dm, 0, n1 - n0, gemm)
     dm_all = dm if project else gh
     for n in range(n0, n1):
         a, c_t = gates[t, n, gcol : gcol + 4 * hidden], cells[t, n, ccol : ccol + hidden]
@@ -198,6 +206,10 @@ def lstm_backward_step(
         c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, ccol : ccol + hidden]
         ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
         dmn, dcn = dm_all[n - n0], dc[n]
+        if cells_wanted:  # c_t as an output of its own: its gradient joins dL/dc_t
+            gc = grad_cells[t, n, ccol : ccol + hidden]
+            for k in range(hidden):
+                dcn[k] += gc[k]
         for k in range(hidden):
             i, f, g, o = ai[k], af[k], ag[k], ao[k]
             tc = tanh(c_t[k])

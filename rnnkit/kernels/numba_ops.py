@@ -1,5 +1,5 @@
 """Building blocks of the fused loops, compiled with numba: ``jit``, ``tanh``,
-``sigmoid``, ``matmul_rows``.
+``sigmoid``, ``matmul_rows``, ``product``.
 
 Each cell's loops (``elman_loops.py``, ``lstm_loops.py``, ``gru_loops.py``) are
 written from these pieces, so that what makes them fast is written once:
@@ -14,6 +14,8 @@ written from these pieces, so that what makes them fast is written once:
   vectorises, for the same reason (``math.exp`` is a libm call too).
 * :func:`matmul_rows` is the per-step product ``a @ w.T`` for a block of batch
   rows, written so that it keeps its sums in vector registers.
+* :func:`product` is the per-step product the loops call: ``matmul_rows``, or
+  a BLAS GEMM called through its address (:mod:`rnnkit.kernels.blas`).
 
 Numba's disk cache checks only each function's own source file: after
 editing this module, delete ``rnnkit/kernels/__pycache__/*.nbi`` and
@@ -29,7 +31,10 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+from rnnkit.kernels.blas import BLAS_ROWS
 
 CONTRACT = frozenset({"contract"})
 """fastmath flags of the element-wise loops: fused multiply-add only, no
@@ -289,3 +294,76 @@ def matmul_rows(a, acol, w, res, n0, n1):
                 s0 += wi[j] * a0[j]
             r0[i] = s0
             i += 1
+
+
+# -- the per-step product through BLAS --------------------------------------------------
+
+
+@intrinsic
+def _gemm_at(typingctx, address, m, n, k, w, a, lda, res, ldres):
+    """Call the Fortran GEMM at ``address`` (``sgemm`` or ``dgemm``, matching the
+    arrays' dtype) for ``res[r, i] = sum_j w[i, j] * a[r, j]``, row-major:
+    ``n`` rows of ``a`` (row stride ``lda``) and of ``res`` (``ldres``), ``w (m, k)``
+    C-contiguous. Column-major, that is ``res^T = op(w) a^T`` with ``op = 'T'``:
+    ``gemm('T', 'N', m, n, k, 1, w, k, a, lda, 0, res, ldres)``. Each array's
+    data pointer is where its matrix starts (pass a view)."""
+    dtype = res.dtype
+    sig = types.void(address, m, n, k, w, a, lda, res, ldres)
+
+    def codegen(context, builder, signature, args):
+        address_v, m_v, n_v, k_v, w_v, a_v, lda_v, res_v, ldres_v = args
+        real = context.get_value_type(dtype)
+        int32, char = ir.IntType(32), ir.IntType(8)
+
+        def ref(value):
+            return cgutils.alloca_once_value(builder, value)
+
+        def int_ref(value):
+            return ref(builder.trunc(value, int32))
+
+        def data(array_type, value):
+            return builder.bitcast(context.make_array(array_type)(context, builder, value).data, real.as_pointer())
+
+        w_t, a_t, res_t = signature.args[4], signature.args[5], signature.args[7]
+        arguments = [
+            ref(char(ord("T"))), ref(char(ord("N"))), int_ref(m_v), int_ref(n_v), int_ref(k_v),
+            ref(real(1.0)), data(w_t, w_v), int_ref(k_v), data(a_t, a_v), int_ref(lda_v),
+            ref(real(0.0)), data(res_t, res_v), int_ref(ldres_v),
+        ]
+        function_type = ir.FunctionType(ir.VoidType(), [value.type for value in arguments])
+        builder.call(builder.inttoptr(address_v, function_type.as_pointer()), arguments)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@jit(inline="always")
+def product(a, acol, w, res, n0, n1, gemm):
+    """The per-step product ``res[n - n0] = w @ a[n, acol : acol + K]`` for rows
+    ``n0 <= n < n1``, by :func:`matmul_rows` (``gemm == 0``) or by the BLAS GEMM
+    at address ``gemm`` (see :mod:`rnnkit.kernels.blas`), in calls of
+    ``BLAS_ROWS`` rows counted from row 0 (``n0`` is a multiple of it), so that
+    a row's result does not depend on how the batch was split.
+
+    Shapes: ``a (N, >= acol + K)`` and ``res (n1 - n0, M)`` with unit steps
+    along their rows, ``w (M, K)`` C-contiguous.
+    """
+    if gemm == 0:
+        matmul_rows(a, acol, w, res, n0, n1)
+        return
+    m, k = w.shape
+    lda, ldres = a.strides[0] // a.itemsize, res.strides[0] // res.itemsize
+    for b0 in range(n0, n1, BLAS_ROWS):
+        b1 = min(b0 + BLAS_ROWS, n1)
+        _gemm_at(gemm, m, b1 - b0, k, w, a[b0, acol:], lda, res[b0 - n0], ldres)
+
+
+@jit
+def gemm_repeatedly(gemm, w, a, res, times):
+    """``res = a @ w.T`` ``times`` times over, one call of the GEMM at address
+    ``gemm`` for all rows each time: what a sequence's per-step products cost
+    the BLAS alone, back to back (``rnnkit bench``'s floor). Shapes: ``a (N, K)``,
+    ``w (M, K)``, ``res (N, M)``, C-contiguous."""
+    m, k = w.shape
+    for _ in range(times):
+        _gemm_at(gemm, m, a.shape[0], k, w, a, k, res, m)

@@ -32,7 +32,7 @@ class Piece(NamedTuple):
     n1: int
 
 
-def plan(directions: int, batch: int, work_per_row: int) -> tuple[list[Piece], int]:
+def plan(directions: int, batch: int, work_per_row: int, row_block: int = ROW_BLOCK) -> tuple[list[Piece], int]:
     """Split a layer into pieces and say how many threads should share them.
 
     Args:
@@ -40,17 +40,19 @@ def plan(directions: int, batch: int, work_per_row: int) -> tuple[list[Piece], i
         batch: ``N``.
         work_per_row: multiply-adds of one direction for one batch row over
             the whole sequence (``T * H * H`` for an Elman layer).
+        row_block: the rows the per-step product computes together
+            (:data:`ROW_BLOCK` for numba's, ``BLAS_ROWS`` for BLAS).
 
     Returns:
         ``(pieces, threads)``. Batch chunks start at multiples of
-        :data:`ROW_BLOCK`, so every row is computed by the same arithmetic
+        ``row_block``, so every row is computed by the same arithmetic
         whatever the split.
     """
     total = directions * batch * work_per_row
     threads = max(1, min(torch.get_num_threads(), total // MIN_WORK_PER_THREAD))
-    chunks = max(1, min(-(-threads // directions), batch // ROW_BLOCK))
+    chunks = max(1, min(-(-threads // directions), batch // row_block))
     rows = -(-batch // chunks)
-    rows = max(ROW_BLOCK, -(-rows // ROW_BLOCK) * ROW_BLOCK)  # a multiple of ROW_BLOCK
+    rows = max(row_block, -(-rows // row_block) * row_block)  # a multiple of row_block
     pieces = [
         Piece(d, n0, min(n0 + rows, batch)) for d in range(directions) for n0 in range(0, batch, rows)
     ]
