@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -123,8 +124,9 @@ def test_lengths_match_torch_packed_route(backend, config, batch_first):
 
 @pytest.mark.parametrize(
     "lengths",
-    [LENGTHS, tuple(LENGTHS), torch.tensor(LENGTHS), torch.tensor(LENGTHS, dtype=torch.int32)],
-    ids=["list", "tuple", "int64", "int32"],
+    [LENGTHS, tuple(LENGTHS), [np.int64(n) for n in LENGTHS], torch.tensor(LENGTHS),
+     torch.tensor(LENGTHS, dtype=torch.int32)],
+    ids=["list", "tuple", "numpy-ints", "int64", "int32"],
 )
 def test_lengths_in_every_accepted_form_give_the_same_result(backend, lengths):
     layer = rnnkit.GRU(INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=torch.float64)
@@ -293,6 +295,8 @@ BAD_LENGTHS = [
     ("a bool tensor", torch.tensor([True, True, True]), TypeError, "dtype torch.bool"),
     ("a 2-D tensor", torch.tensor([[6, 2, 4]]), ValueError, r"lengths should be 1-D.*got a 2-D tensor of shape \[1, 3\]"),
     ("a float in a list", [6, 2.0, 4], TypeError, "got an item 2.0 of type float"),
+    ("None in a list", [6, None, 4], TypeError, "got an item None of type NoneType"),
+    ("a bool in a list", [6, True, 4], TypeError, "got an item True of type bool"),
     ("a number", 6, TypeError, "lengths should be a 1-D integer tensor or a list of ints, got int"),
 ]
 
