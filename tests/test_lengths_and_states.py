@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.kernels import fused
+from rnnkit.kernels import fused, reference
 from rnnkit.kernels.reference import DirectionWeights
 from rnnkit.kinds import CLASSES
 from rnnkit.layers.shapes import suffix
@@ -327,3 +327,19 @@ def test_return_states_with_a_packed_sequence_suggests_lengths():
     packed = pack_padded_sequence(torch.randn(STEPS, BATCH, INPUT), torch.tensor(LENGTHS), enforce_sorted=False)
     with pytest.raises(ValueError, match="not a PackedSequence: pass the padded batch with lengths= instead"):
         layer(packed, return_states=True)
+
+
+def test_cells_are_asked_only_of_a_two_part_state_and_go_where_they_are_served():
+    x = torch.zeros(2, 1, 3, dtype=torch.float64)
+    gru = DirectionWeights(torch.zeros(3 * 4, 3, dtype=torch.float64), torch.zeros(3 * 4, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="return_cells needs a kind with a cell state, got 'gru'"):
+        reference.run_layer("gru", x, (torch.zeros(1, 1, 4, dtype=torch.float64),), [gru], None, return_cells=True)
+    lstm = DirectionWeights(torch.randn(4 * 4, 3, dtype=torch.float64), torch.randn(4 * 4, 4, dtype=torch.float64))
+    chosen = kernels.select_backend("lstm", x, [lstm], return_cells=True).name
+    assert chosen == ("fused" if fused_gives_cells() else "reference")
+    assert kernels.select_backend("lstm", x, [lstm]).name == "fused"
+    state = (torch.zeros(1, 1, 4, dtype=torch.float64),) * 2
+    x = torch.randn(2, 1, 3, dtype=torch.float64)
+    output, (h_n, c_n), cells = kernels.run_layer("lstm", x, state, [lstm], torch.tensor([1]), return_cells=True)
+    assert cells.shape == (2, 1, 4) and cells[0].all() and not cells[1].any()  # zeros past the length
+    torch.testing.assert_close(cells[0], c_n[0])
