@@ -377,7 +377,9 @@ def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_round
 Forward = Callable[[nn.Module, torch.Tensor], tuple]
 """How a side runs the input: ``(module, x (T, N, H_in)) -> (output (T, N, ·), state)``."""
 
-LENGTHS_CONFIGS = {cell: [BenchConfig(steps=200, batch=32, hidden=64, cell=cell, lengths=True)] for cell in CELLS}
+LENGTHS_CONFIGS = {
+    cell: [BenchConfig(steps=200, batch=32, hidden=64, cell=cell, lengths=True)] for cell in CELLS
+}
 """For each cell, a padded batch run with ``lengths=`` against torch's packed route."""
 
 

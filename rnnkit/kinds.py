@@ -15,8 +15,9 @@ A new recurrence with a ``torch.nn`` twin adds one :class:`Cell` entry here,
 its step function in :mod:`rnnkit.kernels.reference` (named by
 :attr:`Kind.step`), its layer module ``rnnkit/layers/<name>.py`` holding the
 classes :attr:`Cell.layer` and :attr:`Cell.cell_class`, and, optionally, its
-fused layer (:attr:`Kind.fused`). Layers, kernels, ``explain``, ``bench``,
-``train`` and the tests read the rest from here.
+fused layer (:attr:`Kind.fused`), and, if it likes, a ``gates.<name>`` legend
+of its gate letters in :mod:`rnnkit.explain.wording`. Layers, kernels,
+``explain``, ``bench``, ``train`` and the tests read the rest from here.
 
 >>> CELLS["rnn"].kind("relu").key, KINDS["lstm"].mode, cell_of("gru").gates
 ('rnn_relu', 'LSTM', ('r', 'z', 'n'))

@@ -33,12 +33,12 @@ KIND_OPTIONS = layer_options()
 
 
 def build(config: dict, dtype=torch.float64, **more):
-    """The torch.nn layer for ``config`` (``kind`` and constructor arguments)
+    """The torch.nn layer for ``config`` (``class_name`` and constructor arguments)
     and its rnnkit twin with the same weights: ``(ours, theirs)``."""
     config = dict(config, **more)
-    kind = config.pop("kind")
-    theirs = getattr(nn, kind)(INPUT, HIDDEN, dtype=dtype, **config)
-    return getattr(rnnkit, kind).from_torch(theirs), theirs
+    class_name = config.pop("class_name")
+    theirs = getattr(nn, class_name)(INPUT, HIDDEN, dtype=dtype, **config)
+    return getattr(rnnkit, class_name).from_torch(theirs), theirs
 
 
 def flat(value) -> Tensor:

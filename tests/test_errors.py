@@ -204,10 +204,10 @@ def test_bad_lstm_input(name, config, inputs, error, message):
         rnnkit.LSTM(**config)(*inputs())
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-def test_gated_layers_check_inputs_like_rnn(kind):
-    layer = getattr(rnnkit, kind)(5, 8, 2)
-    with pytest.raises(ValueError, match=f"{kind}: Expected input to be 2D"):
+@pytest.mark.parametrize("class_name", ["LSTM", "GRU"])
+def test_gated_layers_check_inputs_like_rnn(class_name):
+    layer = getattr(rnnkit, class_name)(5, 8, 2)
+    with pytest.raises(ValueError, match=f"{class_name}: Expected input to be 2D"):
         layer(torch.randn(3, 2, 5, 1))
     with pytest.raises(ValueError, match="does not match weight dtype"):
         layer(torch.randn(3, 2, 5, dtype=torch.float64))

@@ -16,21 +16,21 @@ from equivalence import BATCH, HIDDEN, INPUT, KIND_OPTIONS, STEPS, assert_same, 
 
 
 LAYER_CONFIGS = [
-    dict(kind=kind, num_layers=layers, bias=bias, bidirectional=bidirectional, **options)
-    for kind, all_options in KIND_OPTIONS.items()
+    dict(class_name=class_name, num_layers=layers, bias=bias, bidirectional=bidirectional, **options)
+    for class_name, all_options in KIND_OPTIONS.items()
     for options in all_options
     for layers, bias, bidirectional in itertools.product((1, 2, 3), (True, False), (False, True))
 ]
 
 
 def config_id(config: dict) -> str:
-    return "-".join(str(v) if k == "kind" else f"{k}={v}" for k, v in config.items())
+    return "-".join(str(v) if k == "class_name" else f"{k}={v}" for k, v in config.items())
 
 
 def random_state(config: dict, batch: int | None, dtype):
     """A random ``hx`` for ``config``: a tensor, or ``(h_0, c_0)`` for an LSTM."""
     stacked = config.get("num_layers", 1) * (2 if config.get("bidirectional") else 1)
-    parts = CLASSES[config["kind"]][0].state
+    parts = CLASSES[config["class_name"]][0].state
     sizes = [config.get("proj_size") or HIDDEN] + [HIDDEN] * (len(parts) - 1)
     parts = tuple(
         torch.randn((stacked, size) if batch is None else (stacked, batch, size), dtype=dtype)
@@ -40,7 +40,7 @@ def random_state(config: dict, batch: int | None, dtype):
 
 
 def by_kind(every: int):
-    """A sample of LAYER_CONFIGS that still covers every layer kind and option."""
+    """A sample of LAYER_CONFIGS that still covers every layer class_name and option."""
     return LAYER_CONFIGS[::every]
 
 
@@ -82,9 +82,9 @@ def test_packed_input_matches_torch(backend, lengths, config, batch_first, with_
     assert_same(a, b, torch.float64)
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_packed_output_keeps_the_batch_order(kind):
-    ours, theirs = build(dict(kind=kind, num_layers=2, bidirectional=True))
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_packed_output_keeps_the_batch_order(class_name):
+    ours, theirs = build(dict(class_name=class_name, num_layers=2, bidirectional=True))
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
     packed = pack_padded_sequence(x, torch.tensor([2, 6, 4]), enforce_sorted=False)
     out, _ = ours(packed)
@@ -112,14 +112,14 @@ def test_gradcheck(backend, config):
     assert torch.autograd.gradcheck(f, (x, *hx, *ours.parameters()), fast_mode=True)
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_driver_matches_stepping_the_cell_by_hand(kind):
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_driver_matches_stepping_the_cell_by_hand(class_name):
     """A one-layer network is its cell applied step by step (the seed's RNNCell versus RNN)."""
-    layer = getattr(rnnkit, kind)(INPUT, HIDDEN, dtype=torch.float64)
-    cell = getattr(rnnkit, CLASSES[kind][0].cell_class)(INPUT, HIDDEN, dtype=torch.float64)
+    layer = getattr(rnnkit, class_name)(INPUT, HIDDEN, dtype=torch.float64)
+    cell = getattr(rnnkit, CLASSES[class_name][0].cell_class)(INPUT, HIDDEN, dtype=torch.float64)
     cell.load_state_dict({k[: -len("_l0")]: v for k, v in layer.state_dict().items()})
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
-    layered_state = random_state(dict(kind=kind), BATCH, torch.float64)  # (1, N, H) each
+    layered_state = random_state(dict(class_name=class_name), BATCH, torch.float64)  # (1, N, H) each
     output, final = layer(x, layered_state)
     two_part = isinstance(layered_state, tuple)  # an LSTM's (h, c)
     state = tuple(s[0] for s in layered_state) if two_part else layered_state[0]
@@ -132,10 +132,10 @@ def test_driver_matches_stepping_the_cell_by_hand(kind):
         torch.testing.assert_close(final[0], state)
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_reverse_direction_reads_the_sequence_backwards(kind):
-    layer = getattr(rnnkit, kind)(INPUT, HIDDEN, bidirectional=True, dtype=torch.float64)
-    forward_only = getattr(rnnkit, kind)(INPUT, HIDDEN, dtype=torch.float64)
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_reverse_direction_reads_the_sequence_backwards(class_name):
+    layer = getattr(rnnkit, class_name)(INPUT, HIDDEN, bidirectional=True, dtype=torch.float64)
+    forward_only = getattr(rnnkit, class_name)(INPUT, HIDDEN, dtype=torch.float64)
     forward_only.load_state_dict(
         {k.replace("_reverse", ""): v for k, v in layer.state_dict().items() if "_reverse" in k}
     )
@@ -160,24 +160,24 @@ def test_seed_example():
 # -- dropout -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_dropout_is_inactive_in_eval_mode(kind):
-    ours, theirs = build(dict(kind=kind, num_layers=3, dropout=0.5))
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_dropout_is_inactive_in_eval_mode(class_name):
+    ours, theirs = build(dict(class_name=class_name, num_layers=3, dropout=0.5))
     ours.eval(), theirs.eval()
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
     assert_same(run(ours, x), run(theirs, x), torch.float64)
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_dropout_one_zeroes_every_layer_input_but_the_first(backend, kind):
-    ours, theirs = build(dict(kind=kind, num_layers=2, dropout=1.0))
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_dropout_one_zeroes_every_layer_input_but_the_first(backend, class_name):
+    ours, theirs = build(dict(class_name=class_name, num_layers=2, dropout=1.0))
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
     assert_same(run(ours, x), run(theirs, x), torch.float64)
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_dropout_draws_the_same_masks_as_torch_for_the_same_seed(backend, kind):
-    ours, theirs = build(dict(kind=kind, num_layers=3, dropout=0.4, bidirectional=True))
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_dropout_draws_the_same_masks_as_torch_for_the_same_seed(backend, class_name):
+    ours, theirs = build(dict(class_name=class_name, num_layers=3, dropout=0.4, bidirectional=True))
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
     torch.manual_seed(7)
     a = run(ours, x)
@@ -195,16 +195,16 @@ def test_dropout_changes_the_output_in_training_mode_only():
     assert torch.equal(layer(x)[0], layer(x)[0])
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_dropout_with_one_layer_warns_like_torch(kind):
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_dropout_with_one_layer_warns_like_torch(class_name):
     with pytest.warns(UserWarning, match="num_layers greater than 1"):
-        getattr(rnnkit, kind)(INPUT, HIDDEN, dropout=0.5)
+        getattr(rnnkit, class_name)(INPUT, HIDDEN, dropout=0.5)
 
 
 # -- cells ---------------------------------------------------------------------------
 
 CELL_CONFIGS = [
-    dict(kind=CLASSES[layer][0].cell_class, **options)
+    dict(class_name=CLASSES[layer][0].cell_class, **options)
     for layer, variants in KIND_OPTIONS.items()
     for options in variants
     if "proj_size" not in options  # torch's cells have no projection
@@ -213,14 +213,14 @@ CELL_CONFIGS = [
 
 def build_cell(config: dict, dtype=torch.float64, **more):
     config = dict(config, **more)
-    kind = config.pop("kind")
-    theirs = getattr(nn, kind)(INPUT, HIDDEN, dtype=dtype, **config)
-    return getattr(rnnkit, kind).from_torch(theirs), theirs
+    class_name = config.pop("class_name")
+    theirs = getattr(nn, class_name)(INPUT, HIDDEN, dtype=dtype, **config)
+    return getattr(rnnkit, class_name).from_torch(theirs), theirs
 
 
-def random_cell_state(kind: str, batch: int | None, dtype):
+def random_cell_state(class_name: str, batch: int | None, dtype):
     shape = (HIDDEN,) if batch is None else (batch, HIDDEN)
-    parts = tuple(torch.randn(shape, dtype=dtype) for _ in CLASSES[kind][0].state)
+    parts = tuple(torch.randn(shape, dtype=dtype) for _ in CLASSES[class_name][0].state)
     return parts if len(parts) > 1 else parts[0]
 
 
@@ -232,7 +232,7 @@ def random_cell_state(kind: str, batch: int | None, dtype):
 def test_cell_matches_torch(config, bias, dtype, batched, with_hx):
     ours, theirs = build_cell(config, dtype, bias=bias)
     x = torch.randn((BATCH, INPUT) if batched else (INPUT,), dtype=dtype)
-    hx = random_cell_state(config["kind"], BATCH if batched else None, dtype) if with_hx else None
+    hx = random_cell_state(config["class_name"], BATCH if batched else None, dtype) if with_hx else None
     assert_same(run(ours, x, hx), run(theirs, x, hx), dtype)
 
 
@@ -240,7 +240,7 @@ def test_cell_matches_torch(config, bias, dtype, batched, with_hx):
 def test_cell_gradcheck(config):
     ours, _ = build_cell(config)
     x = torch.randn(BATCH, INPUT, dtype=torch.float64, requires_grad=True)
-    hx = random_cell_state(config["kind"], BATCH, torch.float64)
+    hx = random_cell_state(config["class_name"], BATCH, torch.float64)
     if isinstance(hx, tuple):
         h, c = (t.requires_grad_() for t in hx)
         assert torch.autograd.gradcheck(lambda x, h, c: ours(x, (h, c)), (x, h, c))
@@ -254,11 +254,11 @@ def test_cell_gradcheck(config):
 @pytest.mark.parametrize("config", by_kind(5), ids=config_id)
 def test_same_seed_gives_the_same_weights_as_torch(config):
     config = dict(config)
-    kind = config.pop("kind")
+    class_name = config.pop("class_name")
     torch.manual_seed(3)
-    ours = getattr(rnnkit, kind)(INPUT, HIDDEN, **config)
+    ours = getattr(rnnkit, class_name)(INPUT, HIDDEN, **config)
     torch.manual_seed(3)
-    theirs = getattr(nn, kind)(INPUT, HIDDEN, **config)
+    theirs = getattr(nn, class_name)(INPUT, HIDDEN, **config)
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
         assert torch.equal(p, q), name
@@ -271,11 +271,11 @@ def test_same_seed_gives_the_same_weights_as_torch(config):
 @pytest.mark.parametrize("bias", [True, False])
 def test_cell_same_seed_gives_the_same_weights_as_torch(config, bias):
     config = dict(config, bias=bias)
-    kind = config.pop("kind")
+    class_name = config.pop("class_name")
     torch.manual_seed(3)
-    ours = getattr(rnnkit, kind)(INPUT, HIDDEN, **config)
+    ours = getattr(rnnkit, class_name)(INPUT, HIDDEN, **config)
     torch.manual_seed(3)
-    theirs = getattr(nn, kind)(INPUT, HIDDEN, **config)
+    theirs = getattr(nn, class_name)(INPUT, HIDDEN, **config)
     assert (ours.bias_ih is None) == (not bias)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), theirs.parameters()))
@@ -291,11 +291,11 @@ def test_initialisation_bounds():
 @pytest.mark.parametrize("config", by_kind(7), ids=config_id)
 def test_state_dict_round_trips_both_ways(config):
     config = dict(config)
-    kind = config.pop("kind")
-    theirs = getattr(nn, kind)(INPUT, HIDDEN, **config)
-    ours = getattr(rnnkit, kind)(INPUT, HIDDEN, **config)
+    class_name = config.pop("class_name")
+    theirs = getattr(nn, class_name)(INPUT, HIDDEN, **config)
+    ours = getattr(rnnkit, class_name)(INPUT, HIDDEN, **config)
     ours.load_state_dict(theirs.state_dict())
-    back = getattr(nn, kind)(INPUT, HIDDEN, **config)
+    back = getattr(nn, class_name)(INPUT, HIDDEN, **config)
     back.load_state_dict(ours.state_dict())
     for p, q in zip(back.parameters(), theirs.parameters()):
         assert torch.equal(p, q)
@@ -303,13 +303,13 @@ def test_state_dict_round_trips_both_ways(config):
 
 @pytest.mark.parametrize("config", by_kind(6), ids=config_id)
 def test_from_torch_and_to_torch_keep_configuration_and_weights(config):
-    kind = config["kind"]
+    class_name = config["class_name"]
     ours, theirs = build(config, batch_first=True, dropout=0.25 if config["num_layers"] > 1 else 0.0)
     theirs.eval()
-    ours = getattr(rnnkit, kind).from_torch(theirs)
-    assert isinstance(ours, getattr(rnnkit, kind)) and not ours.training
+    ours = getattr(rnnkit, class_name).from_torch(theirs)
+    assert isinstance(ours, getattr(rnnkit, class_name)) and not ours.training
     back = ours.to_torch()
-    assert type(back) is getattr(nn, kind) and not back.training
+    assert type(back) is getattr(nn, class_name) and not back.training
     for name in (*ours.config_names, "mode"):
         assert getattr(ours, name) == getattr(theirs, name) == getattr(back, name), name
     for p, q, r in zip(ours.parameters(), theirs.parameters(), back.parameters()):
@@ -356,17 +356,17 @@ def test_rnn_repr_names_a_relu_nonlinearity():
     assert repr(rnnkit.RNN(5, 8, nonlinearity="relu")) == "RNN(5, 8, nonlinearity=relu)"
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_module_casts_like_any_module(kind):
-    layer = getattr(rnnkit, kind)(INPUT, HIDDEN, num_layers=2).double()
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_module_casts_like_any_module(class_name):
+    layer = getattr(rnnkit, class_name)(INPUT, HIDDEN, num_layers=2).double()
     output, _ = layer(torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64))
     assert output.dtype == torch.float64
     layer.flatten_parameters()  # a no-op kept for code written against torch.nn
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_optimizer_steps_train_the_layer(backend, kind):
-    layer = getattr(rnnkit, kind)(INPUT, HIDDEN, num_layers=2, batch_first=True)
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_optimizer_steps_train_the_layer(backend, class_name):
+    layer = getattr(rnnkit, class_name)(INPUT, HIDDEN, num_layers=2, batch_first=True)
     x, target = torch.randn(8, STEPS, INPUT), torch.randn(8, STEPS, HIDDEN) * 0.3
     optimizer = torch.optim.Adam(layer.parameters(), lr=0.02)
     losses = []
@@ -380,10 +380,10 @@ def test_optimizer_steps_train_the_layer(backend, kind):
     assert losses[-1] < 0.7 * losses[0]
 
 
-@pytest.mark.parametrize("kind, options", [(k, o) for k, opts in KIND_OPTIONS.items() for o in opts])
+@pytest.mark.parametrize("class_name, options", [(k, o) for k, opts in KIND_OPTIONS.items() for o in opts])
 @pytest.mark.parametrize("frozen", ["all", "first layer"])
-def test_frozen_weights_get_no_gradient_and_the_rest_match_torch(backend, kind, options, frozen):
-    ours, theirs = build(dict(kind=kind, num_layers=2, bidirectional=True, **options))
+def test_frozen_weights_get_no_gradient_and_the_rest_match_torch(backend, class_name, options, frozen):
+    ours, theirs = build(dict(class_name=class_name, num_layers=2, bidirectional=True, **options))
     for module in (ours, theirs):
         for name, parameter in module.named_parameters():
             parameter.requires_grad_(frozen == "first layer" and "_l0" not in name)
@@ -414,19 +414,19 @@ def test_forward_never_calls_a_built_in_rnn_op(monkeypatch, backend):
         monkeypatch.setattr(torch, name, forbidden)
     x = torch.randn(STEPS, BATCH, INPUT)
     packed = pack_padded_sequence(x, torch.tensor([6, 2, 3]), enforce_sorted=False)
-    for kind in KIND_OPTIONS:
-        layer = getattr(rnnkit, kind)(INPUT, HIDDEN, num_layers=2, bidirectional=True)
+    for class_name in KIND_OPTIONS:
+        layer = getattr(rnnkit, class_name)(INPUT, HIDDEN, num_layers=2, bidirectional=True)
         layer(x)[0].sum().backward()
         layer(packed)
-        getattr(rnnkit, CLASSES[kind][0].cell_class)(INPUT, HIDDEN)(x[0])
+        getattr(rnnkit, CLASSES[class_name][0].cell_class)(INPUT, HIDDEN)(x[0])
         with pytest.raises(AssertionError, match="built-in RNN op"):
-            getattr(nn, kind)(INPUT, HIDDEN)(x)
+            getattr(nn, class_name)(INPUT, HIDDEN)(x)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_cuda_matches_cpu(kind):
-    ours = getattr(rnnkit, kind)(INPUT, HIDDEN, num_layers=2, bidirectional=True)
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_cuda_matches_cpu(class_name):
+    ours = getattr(rnnkit, class_name)(INPUT, HIDDEN, num_layers=2, bidirectional=True)
     x = torch.randn(STEPS, BATCH, INPUT)
     expected, _ = ours(x)
     actual, _ = ours.cuda()(x.cuda())

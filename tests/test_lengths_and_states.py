@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -16,7 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.kernels import fused
+from rnnkit.kernels import fused, reference
 from rnnkit.kernels.reference import DirectionWeights
 from rnnkit.kinds import CLASSES
 from rnnkit.layers.shapes import suffix
@@ -123,8 +124,9 @@ def test_lengths_match_torch_packed_route(backend, config, batch_first):
 
 @pytest.mark.parametrize(
     "lengths",
-    [LENGTHS, tuple(LENGTHS), torch.tensor(LENGTHS), torch.tensor(LENGTHS, dtype=torch.int32)],
-    ids=["list", "tuple", "int64", "int32"],
+    [LENGTHS, tuple(LENGTHS), [np.int64(n) for n in LENGTHS], torch.tensor(LENGTHS),
+     torch.tensor(LENGTHS, dtype=torch.int32)],
+    ids=["list", "tuple", "numpy-ints", "int64", "int32"],
 )
 def test_lengths_in_every_accepted_form_give_the_same_result(backend, lengths):
     layer = rnnkit.GRU(INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=torch.float64)
@@ -293,6 +295,8 @@ BAD_LENGTHS = [
     ("a bool tensor", torch.tensor([True, True, True]), TypeError, "dtype torch.bool"),
     ("a 2-D tensor", torch.tensor([[6, 2, 4]]), ValueError, r"lengths should be 1-D.*got a 2-D tensor of shape \[1, 3\]"),
     ("a float in a list", [6, 2.0, 4], TypeError, "got an item 2.0 of type float"),
+    ("None in a list", [6, None, 4], TypeError, "got an item None of type NoneType"),
+    ("a bool in a list", [6, True, 4], TypeError, "got an item True of type bool"),
     ("a number", 6, TypeError, "lengths should be a 1-D integer tensor or a list of ints, got int"),
 ]
 
@@ -323,3 +327,19 @@ def test_return_states_with_a_packed_sequence_suggests_lengths():
     packed = pack_padded_sequence(torch.randn(STEPS, BATCH, INPUT), torch.tensor(LENGTHS), enforce_sorted=False)
     with pytest.raises(ValueError, match="not a PackedSequence: pass the padded batch with lengths= instead"):
         layer(packed, return_states=True)
+
+
+def test_cells_are_asked_only_of_a_two_part_state_and_go_where_they_are_served():
+    x = torch.zeros(2, 1, 3, dtype=torch.float64)
+    gru = DirectionWeights(torch.zeros(3 * 4, 3, dtype=torch.float64), torch.zeros(3 * 4, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="return_cells needs a kind with a cell state, got 'gru'"):
+        reference.run_layer("gru", x, (torch.zeros(1, 1, 4, dtype=torch.float64),), [gru], None, return_cells=True)
+    lstm = DirectionWeights(torch.randn(4 * 4, 3, dtype=torch.float64), torch.randn(4 * 4, 4, dtype=torch.float64))
+    chosen = kernels.select_backend("lstm", x, [lstm], return_cells=True).name
+    assert chosen == ("fused" if fused_gives_cells() else "reference")
+    assert kernels.select_backend("lstm", x, [lstm]).name == "fused"
+    state = (torch.zeros(1, 1, 4, dtype=torch.float64),) * 2
+    x = torch.randn(2, 1, 3, dtype=torch.float64)
+    output, (h_n, c_n), cells = kernels.run_layer("lstm", x, state, [lstm], torch.tensor([1]), return_cells=True)
+    assert cells.shape == (2, 1, 4) and cells[0].all() and not cells[1].any()  # zeros past the length
+    torch.testing.assert_close(cells[0], c_n[0])

@@ -11,23 +11,23 @@ from rnnkit import kernels
 from equivalence import BATCH, HIDDEN, INPUT, KIND_OPTIONS, STEPS, build
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_autocast_runs_like_torch(kind):
-    ours, theirs = build(dict(kind=kind, num_layers=2), dtype=torch.float32)
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_autocast_runs_like_torch(class_name):
+    ours, theirs = build(dict(class_name=class_name, num_layers=2), dtype=torch.float32)
     x = torch.randn(STEPS, BATCH, INPUT)
-    if kind == "LSTM":  # torch.nn.LSTM's oneDNN path fails under bfloat16 autocast on CPU
+    if class_name == "LSTM":  # torch.nn.LSTM's oneDNN path fails under bfloat16 autocast on CPU
         expected, _ = theirs(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         actual, _ = ours(x)
-        if kind != "LSTM":
+        if class_name != "LSTM":
             expected, _ = theirs(x)
             assert actual.dtype == expected.dtype
     torch.testing.assert_close(actual.float(), expected.float(), rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_in_place_changes_to_the_output_keep_backward_working(backend, kind):
-    ours, theirs = build(dict(kind=kind, num_layers=2, bidirectional=True))
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_in_place_changes_to_the_output_keep_backward_working(backend, class_name):
+    ours, theirs = build(dict(class_name=class_name, num_layers=2, bidirectional=True))
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
     grads = []
     for module in (ours, theirs):
@@ -39,10 +39,10 @@ def test_in_place_changes_to_the_output_keep_backward_working(backend, kind):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_double_backward_matches_torch(backend, kind):
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_double_backward_matches_torch(backend, class_name):
     """A gradient penalty differentiates the gradient itself (create_graph=True)."""
-    ours, theirs = build(dict(kind=kind, num_layers=2))
+    ours, theirs = build(dict(class_name=class_name, num_layers=2))
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64, requires_grad=True)
     grads = []
     for module in (ours, theirs):
@@ -54,9 +54,9 @@ def test_double_backward_matches_torch(backend, kind):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_torch_func_grad_matches_autograd(backend, kind):
-    layer = getattr(rnnkit, kind)(INPUT, HIDDEN, dtype=torch.float64)
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_torch_func_grad_matches_autograd(backend, class_name):
+    layer = getattr(rnnkit, class_name)(INPUT, HIDDEN, dtype=torch.float64)
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
     params = dict(layer.named_parameters())
 
@@ -75,9 +75,9 @@ def test_torch_func_grad_matches_autograd(backend, kind):
 
 # Dynamo probes .grad of a non-leaf tensor at the graph break around the recurrence
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_torch_compile_runs_the_layer(kind):
-    layer = getattr(rnnkit, kind)(INPUT, HIDDEN, num_layers=2)
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_torch_compile_runs_the_layer(class_name):
+    layer = getattr(rnnkit, class_name)(INPUT, HIDDEN, num_layers=2)
     x = torch.randn(STEPS, BATCH, INPUT)
     compiled = torch.compile(layer, backend="eager")
     torch.testing.assert_close(compiled(x)[0], layer(x)[0])

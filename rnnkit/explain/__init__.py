@@ -16,6 +16,7 @@ The parts, one module each:
 * :mod:`~rnnkit.explain.config`: :class:`LayerConfig`, what is asked about;
 * :mod:`~rnnkit.explain.derive`: :func:`explain`, which works out the answer
   from the arguments and the table of kinds (:mod:`rnnkit.kinds`);
+* :mod:`~rnnkit.explain.checks`: what the layer or its forward would reject;
 * :mod:`~rnnkit.explain.result`: :class:`Explanation`, the answer, and its
   renderings (plain text, rich tables, JSON-ready data);
 * :mod:`~rnnkit.explain.wording`: every sentence, in each language.

@@ -12,6 +12,7 @@ step module behind ``RNNCell``. Subclasses only say which kind they run
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, ClassVar
 
 import torch
@@ -98,13 +99,14 @@ def _check_lengths(owner: str, lengths: Any, steps: int, batch: int) -> Tensor:
             )
         lengths = lengths.to("cpu", torch.int64)
     elif isinstance(lengths, (list, tuple)):
-        wrong = next((v for v in lengths if isinstance(v, bool) or not isinstance(v, int)), None)
-        if wrong is not None:
+        integral = [isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in lengths]
+        if not all(integral):
+            wrong = lengths[integral.index(False)]
             raise TypeError(
                 f"{owner}: lengths should be a list of ints or an integer tensor, "
                 f"got an item {wrong!r} of type {type(wrong).__name__}"
             )
-        lengths = torch.tensor(lengths, dtype=torch.int64).reshape(-1)
+        lengths = torch.tensor([int(v) for v in lengths], dtype=torch.int64)
     else:
         raise TypeError(
             f"{owner}: lengths should be a 1-D integer tensor or a list of ints, "

@@ -59,7 +59,8 @@ def run_stack(
             history[1].append(cells)
         else:
             x, final = kernels.run_layer(kind, x, layer_state, weights, lengths)
-        history[0].append(x)
+        if return_states:  # else each layer's output is freed once the next has read it
+            history[0].append(x)
         finals.append(final)
     state_n = tuple(torch.cat(parts) for parts in zip(*finals))
     if not return_states:
