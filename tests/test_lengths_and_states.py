@@ -70,18 +70,6 @@ def weighted(value) -> Tensor:
     return (v * torch.randn(v.shape, generator=g, dtype=v.dtype)).sum()
 
 
-def fused_gives_cells() -> bool:
-    """Whether the fused backend returns every step's cell state (``return_cells``)."""
-    x = torch.zeros(1, 1, 1, dtype=torch.float64)
-    w = torch.zeros(4, 1, dtype=torch.float64)
-    return fused.refusal("lstm", x, [DirectionWeights(w, w)], True) is None
-
-
-def refused(backend: str, module: nn.Module, return_states: bool) -> bool:
-    """A forced fused backend refuses an LSTM's every-step cell states until it can give them."""
-    return backend == "fused" and return_states and len(parts_of(module)) > 1 and not fused_gives_cells()
-
-
 # -- lengths= is the packed route -----------------------------------------------------
 
 
@@ -196,10 +184,6 @@ def test_states_match_torch_stepped_by_hand(backend, config, with_lengths):
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
     hx = random_hx(ours)
     lengths = LENGTHS if with_lengths else [STEPS] * BATCH
-    if refused(backend, ours, True):
-        with pytest.raises(kernels.UnsupportedCall, match="cell state"):
-            ours(x, as_hx(hx), return_states=True)
-        return
 
     x_ours, hx_ours = x.clone().requires_grad_(), tuple(h.clone().requires_grad_() for h in hx)
     output, h_n, states = ours(x_ours, as_hx(hx_ours), lengths=LENGTHS if with_lengths else None,
@@ -268,10 +252,6 @@ def test_gradcheck_through_states_and_lengths(backend, config):
     steps, lengths = 3, [3, 1]
     x = torch.randn(steps, 2, INPUT, dtype=torch.float64, requires_grad=True)
     hx = tuple(h.requires_grad_() for h in random_hx(ours, batch=2))
-    if refused(backend, ours, True):
-        with pytest.raises(kernels.UnsupportedCall):
-            ours(x, as_hx(hx), return_states=True)
-        return
     names = [name for name, _ in ours.named_parameters()]
 
     def f(x, *tensors):
@@ -329,14 +309,12 @@ def test_return_states_with_a_packed_sequence_suggests_lengths():
         layer(packed, return_states=True)
 
 
-def test_cells_are_asked_only_of_a_two_part_state_and_go_where_they_are_served():
+def test_cells_are_asked_only_of_a_two_part_state():
     x = torch.zeros(2, 1, 3, dtype=torch.float64)
     gru = DirectionWeights(torch.zeros(3 * 4, 3, dtype=torch.float64), torch.zeros(3 * 4, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="return_cells needs a kind with a cell state, got 'gru'"):
         reference.run_layer("gru", x, (torch.zeros(1, 1, 4, dtype=torch.float64),), [gru], None, return_cells=True)
     lstm = DirectionWeights(torch.randn(4 * 4, 3, dtype=torch.float64), torch.randn(4 * 4, 4, dtype=torch.float64))
-    chosen = kernels.select_backend("lstm", x, [lstm], return_cells=True).name
-    assert chosen == ("fused" if fused_gives_cells() else "reference")
     assert kernels.select_backend("lstm", x, [lstm]).name == "fused"
     state = (torch.zeros(1, 1, 4, dtype=torch.float64),) * 2
     x = torch.randn(2, 1, 3, dtype=torch.float64)

@@ -23,7 +23,7 @@ from rnnkit.kernels.reference import DirectionWeights, State
 
 
 class Backend(NamedTuple):
-    """A way to run a layer: ``refusal(kind, x, weights, return_cells)`` says
+    """A way to run a layer: ``refusal(kind, x, weights)`` says
     why it cannot take the call (``None`` when it can), ``run_layer`` does it
     (same interface as the reference)."""
 
@@ -34,7 +34,7 @@ class Backend(NamedTuple):
 
 BACKENDS: dict[str, Backend] = {
     "fused": Backend("fused", fused.refusal, fused.run_layer),
-    "reference": Backend("reference", lambda kind, x, weights, return_cells: None, reference.run_layer),
+    "reference": Backend("reference", lambda kind, x, weights: None, reference.run_layer),
 }
 """Every backend, in order of preference for ``auto``: the last is the fallback."""
 
@@ -55,20 +55,20 @@ def _requested() -> str:
 
 
 def select_backend(
-    kind: str, x: Tensor, weights: list[DirectionWeights], return_cells: bool = False
+    kind: str, x: Tensor, weights: list[DirectionWeights]
 ) -> Backend:
     """The backend that will run this call (see the module docstring)."""
     name = _requested()
     if name != "auto":
         backend = BACKENDS[name]
-        reason = backend.refusal(kind, x, weights, return_cells)
+        reason = backend.refusal(kind, x, weights)
         if reason is not None:
             raise UnsupportedCall(
                 f"rnnkit backend {name!r} cannot run this {kind} call: {reason}; "
                 f"'auto' picks the first backend that can"
             )
         return backend
-    return next(b for b in BACKENDS.values() if b.refusal(kind, x, weights, return_cells) is None)
+    return next(b for b in BACKENDS.values() if b.refusal(kind, x, weights) is None)
 
 
 @contextlib.contextmanager
@@ -99,7 +99,7 @@ def run_layer(
     already, and the reference's loop over time steps would unroll into a
     graph as long as the sequence. It runs as it is, between the compiled
     graphs around it."""
-    backend = select_backend(kind, x, weights, return_cells)
+    backend = select_backend(kind, x, weights)
     if return_cells:
         return backend.run_layer(kind, x, state, weights, lengths, return_cells=True)
     return backend.run_layer(kind, x, state, weights, lengths)

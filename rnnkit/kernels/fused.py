@@ -35,12 +35,10 @@ LAYERS: dict[str, Callable[..., tuple[Tensor, State]]] = {
 DTYPES = (torch.float32, torch.float64)
 
 
-def refusal(
-    kind: str, x: Tensor, weights: list[DirectionWeights], return_cells: bool = False
-) -> str | None:
+def refusal(kind: str, x: Tensor, weights: list[DirectionWeights]) -> str | None:
     """Why the fused loops cannot run this call, or ``None`` when they can.
 
-    They run a known cell type on CPU float32 or float64 tensors, every
+    They run a known cell kind on CPU float32 or float64 tensors, every
     weight with the input's dtype and device; and not under torch machinery
     that the loops, reading raw memory, would escape: autocast (whose
     products would change the dtype under them) and torch.func's transforms
@@ -48,8 +46,6 @@ def refusal(
     all of those."""
     if kind not in LAYERS:
         return f"no fused loops for cell kind {kind!r}"
-    if return_cells:
-        return "the fused LSTM does not return every step's cell state yet"
     if x.device.type != "cpu" or x.dtype not in DTYPES:
         return f"it runs float32 and float64 on the CPU, got {x.dtype} on {x.device}"
     if _autocast_enabled("cpu"):
