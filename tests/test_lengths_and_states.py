@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.kernels import fused, reference
+from rnnkit.kernels import reference
 from rnnkit.kernels.reference import DirectionWeights
 from rnnkit.kinds import CLASSES
 from rnnkit.layers.shapes import suffix
