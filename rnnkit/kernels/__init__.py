@@ -18,7 +18,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from torch import Tensor
 
-from rnnkit.kernels import fused, reference
+from rnnkit.kernels import fused, ops, reference
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
@@ -82,18 +82,46 @@ def use_backend(name: str) -> Iterator[None]:
         _forced = previous
 
 
-@torch.compiler.disable
 def run_layer(
-    mode: str,
+    kind: str,
     x: Tensor,
     state: State,
     weights: list[DirectionWeights],
     lengths: Tensor | None,
-) -> tuple[Tensor, State]:
+    return_cells: bool = False,
+):
     """Run one layer with the selected backend; see :func:`reference.run_layer`.
 
-    torch.compile does not trace into it: the fused loops are compiled
-    already, and the reference's loop over time steps would unroll into a
-    graph as long as the sequence. It runs as it is, between the compiled
-    graphs around it."""
-    return select_backend(mode, x, weights).run_layer(mode, x, state, weights, lengths)
+    A call that torch is tracing into a graph (``torch.compile``,
+    ``torch.export``, ``torch.jit.trace``) becomes one ``rnnkit::layer``
+    operator (:mod:`rnnkit.kernels.ops`), or ONNX's own operator during
+    ONNX export (:mod:`rnnkit.kernels.onnx_layer`), rather than the
+    backend's Python: the fused loops cannot be traced, and the reference's
+    loop over time steps would unroll into a graph as long as the sequence."""
+    if _tracing():
+        if torch.onnx.is_in_onnx_export():
+            from rnnkit.kernels import onnx_layer
+
+            return onnx_layer.layer(kind, x, state, weights, lengths, return_cells)
+        return ops.layer(kind, x, state, weights, lengths, return_cells)
+    return run_selected(kind, x, state, weights, lengths, return_cells)
+
+
+def run_selected(
+    kind: str,
+    x: Tensor,
+    state: State,
+    weights: list[DirectionWeights],
+    lengths: Tensor | None,
+    return_cells: bool = False,
+):
+    """Run one layer with the selected backend, as it is, never through an operator."""
+    # return_cells reaches the backend only when asked for, so that a
+    # backend without the keyword still serves every other call.
+    extra = {"return_cells": True} if return_cells else {}
+    return select_backend(kind, x, weights).run_layer(kind, x, state, weights, lengths, **extra)
+
+
+def _tracing() -> bool:
+    """Whether torch is recording this call into a graph rather than running it."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()

@@ -102,6 +102,15 @@ class _TorchTwin(nn.Module):
         """The ``torch.nn`` module with this module's configuration and weights."""
         return _copy_module(self, self.torch_class, self.config_names)  # type: ignore[arg-type]
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling any:
+        # TorchScript cannot compile the layers' Python (optional inputs of
+        # several forms, the backend table), so say at once what works instead.
+        raise RuntimeError(
+            f"rnnkit.{type(self).__name__} cannot be compiled by torch.jit.script; "
+            f"use torch.jit.trace(model, example_input), torch.export.export or torch.compile"
+        )
+
 
 def _copy_module(source: nn.Module, target_class: type, config_names: tuple[str, ...]):
     weight = next(source.parameters())
