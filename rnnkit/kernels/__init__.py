@@ -99,7 +99,7 @@ def run_layer(
     backend's Python: the fused loops cannot be traced, and the reference's
     loop over time steps would unroll into a graph as long as the sequence."""
     if _tracing():
-        if torch.onnx.is_in_onnx_export():
+        if _exporting_to_onnx():
             from rnnkit.kernels import onnx_layer
 
             return onnx_layer.layer(kind, x, state, weights, lengths, return_cells)
@@ -125,3 +125,13 @@ def run_selected(
 def _tracing() -> bool:
     """Whether torch is recording this call into a graph rather than running it."""
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def _exporting_to_onnx() -> bool:
+    """``torch.onnx.is_in_onnx_export()``, also where torch.compile's tracer
+    (which the ONNX exporter uses for ``strict=True``) folds that call to ``False``."""
+    try:
+        from torch.onnx._internal.exporter import _flags
+    except ImportError:  # an older torch: the public call is all there is
+        return torch.onnx.is_in_onnx_export()
+    return _flags._is_onnx_exporting or torch.onnx.is_in_onnx_export()
