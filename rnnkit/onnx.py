@@ -11,8 +11,11 @@ This module loads on ``import rnnkit.onnx``, not on ``import rnnkit``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from typing import Any
+import logging
+import warnings
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -53,11 +56,9 @@ def export(model: nn.Module, args: tuple, f: Any = None, **kwargs: Any):
         >>> lstm = rnnkit.LSTM(5, 8, batch_first=True)
         >>> rnnkit.onnx.export(lstm, (torch.randn(3, 4, 5),), "lstm.onnx")
     """
-    missing = [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+    missing = missing_requirements()
     if missing:
-        raise ModuleNotFoundError(
-            f"rnnkit.onnx.export needs {' and '.join(missing)}: pip install 'rnnkit[onnx]'"
-        )
+        raise ModuleNotFoundError(f"rnnkit.onnx.export {missing}")
     _check_layers(model)
     if not isinstance(args, tuple):
         args = (args,)
@@ -65,7 +66,32 @@ def export(model: nn.Module, args: tuple, f: Any = None, **kwargs: Any):
         kwargs["dynamic_shapes"] = default_dynamic_shapes(args)
     kwargs.setdefault("opset_version", onnx_layer.OPSET)
     kwargs.setdefault("verbose", False)
-    return torch.onnx.export(model, args, f, dynamo=True, **kwargs)
+    with _without_exporter_noise():
+        return torch.onnx.export(model, args, f, dynamo=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _without_exporter_noise() -> Iterator[None]:
+    """Silence what torch's exporter says about itself, which no caller can act
+    on: that torchvision's operators are not registered (torchvision is not
+    needed), and a deprecation inside its own use of pytrees."""
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+            yield
+    finally:
+        registry_log.setLevel(level)
+
+
+def missing_requirements() -> str | None:
+    """What to install before exporting (``"needs onnxscript: pip install ..."``), or ``None``."""
+    missing = [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return f"needs {' and '.join(missing)}: pip install 'rnnkit[onnx]'"
 
 
 def default_dynamic_shapes(args: Any) -> Any:

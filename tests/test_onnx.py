@@ -21,11 +21,6 @@ onnx = pytest.importorskip("onnx", reason="the onnx extra: pip install 'rnnkit[o
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra: pip install 'rnnkit[onnx]'")
 import rnnkit.onnx  # noqa: E402  (after the skip: it needs the extra)
 
-pytestmark = [
-    # torch's exporter itself: its capture still uses a pytree class it deprecates
-    pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning"),
-]
-
 INPUT, HIDDEN = 3, 4
 
 CASES = {
@@ -123,6 +118,8 @@ def test_writes_a_file_that_onnx_checks(tmp_path):
     assert attributes["linear_before_reset"] == 1
 
 
+# torch's exporter itself: its capture still uses a pytree class it deprecates
+@pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning")
 def test_plain_torch_onnx_export_works_too():
     layer, example = layer_and_inputs("lstm_stacked_bidirectional_batch_first", steps=5, batch=2)
     batch, steps = torch.export.Dim("batch"), torch.export.Dim("steps")
@@ -170,3 +167,61 @@ def test_import_rnnkit_does_not_load_the_exporter():
     code = "import sys, rnnkit; rnnkit.GRU(2, 3); print('rnnkit.onnx' in sys.modules, 'onnx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+# -- rnnkit export ---------------------------------------------------------------------
+
+TINY_RUN = ["--limit", "150", "--hidden-size", "12", "--epochs", "2", "--batch-size", "16",
+            "--device", "cpu", "--no-plots"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tiny bidirectional GRU run on digits (8 features, 10 classes)."""
+    path = tmp_path_factory.mktemp("export") / "run"
+    assert cli(["train", *TINY_RUN, "--cell", "gru", "--bidirectional", "--readout", "mean", "--out", str(path)]) == 0
+    return path
+
+
+def cli(argv):
+    from rnnkit.cli.main import main
+
+    return main(argv)
+
+
+def test_exported_run_predicts_what_rnnkit_predict_does(trained, tmp_path, capsys):
+    onnx_file = tmp_path / "digits.onnx"
+    assert cli(["export", str(trained), "-o", str(onnx_file)]) == 0
+    assert str(onnx_file) in capsys.readouterr().err
+    raw = np.random.default_rng(3).uniform(0, 16, size=(7, 11, 8)).astype(np.float32)  # unscaled, other T
+    np.savez(tmp_path / "raw.npz", x=raw)
+    assert cli(["predict", str(trained), str(tmp_path / "raw.npz"), "--format", "json", "-o", str(tmp_path / "p.json")]) == 0
+    import json
+
+    expected = np.array([row["probabilities"] for row in json.loads((tmp_path / "p.json").read_text())])
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    scores, probabilities = session.run(["scores", "probabilities"], {"x": raw})
+    np.testing.assert_allclose(probabilities, expected, atol=2e-6)  # predict prints 6 decimals
+    np.testing.assert_array_equal(scores.argmax(1), expected.argmax(1))
+
+
+def test_export_refuses_to_overwrite_without_being_asked(trained, tmp_path, capsys):
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_text("keep me")
+    assert cli(["export", str(trained), "-o", str(onnx_file)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"rnnkit export: error: {onnx_file} exists; give --overwrite to replace it"]
+    assert onnx_file.read_text() == "keep me"
+    assert cli(["export", str(trained), "-o", str(onnx_file), "--overwrite"]) == 0
+    onnx.checker.check_model(onnx.load(onnx_file))
+
+
+@pytest.mark.parametrize("problem", ["no run", "no folder for the file"])
+def test_export_errors_are_one_line(trained, tmp_path, capsys, problem):
+    args = [str(tmp_path / "nothing"), "-o", str(tmp_path / "m.onnx")] if problem == "no run" else [
+        str(trained), "-o", str(tmp_path / "missing" / "m.onnx")
+    ]
+    assert cli(["export", *args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rnnkit export: error: "), err
