@@ -189,6 +189,19 @@ class RecurrentLayer(_TorchTwin):
         """The parameters of each layer and direction, as ``torch.nn.RNN.all_weights``."""
         return [[getattr(self, name) for name in names.values()] for names in self._weight_names]
 
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        """Every parameter's name, layer by layer and direction by direction, as
+        ``torch.nn.RNN._flat_weights_names``."""
+        return [name for names in self._weight_names for name in names.values()]
+
+    @property
+    def _flat_weights(self) -> list[nn.Parameter]:
+        """The parameters in :attr:`_flat_weights_names`' order, as
+        ``torch.nn.RNN._flat_weights``: read on each access, so always the
+        current ones, also after a parameter is replaced."""
+        return [getattr(self, name) for name in self._flat_weights_names]
+
     def flatten_parameters(self) -> None:
         """Does nothing: present so that code written for ``torch.nn`` runs unchanged."""
 
@@ -248,6 +261,9 @@ class RecurrentLayer(_TorchTwin):
         output, state_n = run_stack(
             self.cell_type, x, state, self._direction_weights(), lengths, self.dropout, self.training
         )
+        dtype = self._autocast_result_dtype(x)
+        if dtype is not None:
+            output, state_n = output.to(dtype), tuple(s.to(dtype) for s in state_n)
 
         if packed is not None:
             output = self._repack(output, lengths, packed)
@@ -257,6 +273,11 @@ class RecurrentLayer(_TorchTwin):
         elif self.batch_first:
             output = output.transpose(0, 1)
         return output, state_n[0] if len(state_n) == 1 else state_n
+
+    def _autocast_result_dtype(self, x: Tensor) -> torch.dtype | None:
+        """The dtype that the ``torch.nn`` twin's results take under autocast where
+        it differs from what this layer's own operations give, else ``None``."""
+        return None
 
     def _check_input(self, x: Tensor) -> None:
         owner = type(self).__name__

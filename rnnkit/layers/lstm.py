@@ -91,6 +91,19 @@ class LSTM(RecurrentLayer):
             bidirectional, proj_size, device=device, dtype=dtype,
         )
 
+    def _autocast_result_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        # Without a projection, torch.nn.LSTM runs a float32 input on the CPU
+        # as one oneDNN operator (when oneDNN is on), which autocast runs wholly
+        # in its lower precision: output, h_n and c_n come back in it. Step by
+        # step, as here, c (and with it h) stays float32.
+        onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+        if (
+            self.proj_size or not onednn or x.device.type != "cpu" or x.dtype != torch.float32
+            or not torch.is_autocast_enabled("cpu")
+        ):
+            return None
+        return torch.get_autocast_dtype("cpu")
+
 
 class LSTMCell(RecurrentCell):
     r"""An LSTM cell; a drop-in for :class:`torch.nn.LSTMCell`.
