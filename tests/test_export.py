@@ -158,6 +158,14 @@ def test_compile_sees_no_graph_break(name):
     assert explanation.graph_count == 1
 
 
+@pytest.mark.parametrize("name", ["lstm_stacked_bidirectional_batch_first", "gru_batch_first"])
+def test_compile_sees_no_graph_break_under_autocast(name):
+    model, x = model_and_input(name, steps=5, batch=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_compiled_model_matches_eager_at_two_sizes_without_recompiling(backend, name):
     model, x = model_and_input(name, steps=5, batch=2)

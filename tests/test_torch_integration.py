@@ -73,8 +73,6 @@ def test_torch_func_grad_matches_autograd(backend, kind):
         torch.testing.assert_close(grads[name], p.grad)
 
 
-# Dynamo probes .grad of a non-leaf tensor at the graph break around the recurrence
-@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
 @pytest.mark.parametrize("kind", list(KIND_OPTIONS))
 def test_torch_compile_runs_the_layer(kind):
     layer = getattr(rnnkit, kind)(INPUT, HIDDEN, num_layers=2)

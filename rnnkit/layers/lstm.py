@@ -9,6 +9,9 @@ from torch import nn
 
 from rnnkit.layers.base import RecurrentCell, RecurrentLayer
 
+_ONEDNN_BUILT = torch.backends.mkldnn.is_available()
+"""Whether torch has oneDNN (asked once: torch.compile does not trace the question)."""
+
 
 class LSTM(RecurrentLayer):
     r"""A multi-layer LSTM; a drop-in for :class:`torch.nn.LSTM`.
@@ -96,10 +99,10 @@ class LSTM(RecurrentLayer):
         # as one oneDNN operator (when oneDNN is on), which autocast runs wholly
         # in its lower precision: output, h_n and c_n come back in it. Step by
         # step, as here, c (and with it h) stays float32.
-        onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
         if (
-            self.proj_size or not onednn or x.device.type != "cpu" or x.dtype != torch.float32
+            self.proj_size or x.device.type != "cpu" or x.dtype != torch.float32
             or not torch.is_autocast_enabled("cpu")
+            or not (_ONEDNN_BUILT and torch.backends.mkldnn.enabled)
         ):
             return None
         return torch.get_autocast_dtype("cpu")
