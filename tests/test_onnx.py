@@ -25,10 +25,11 @@ INPUT, HIDDEN = 3, 4
 
 CASES = {
     "rnn_tanh": dict(kind="RNN"),
-    "rnn_relu_stacked": dict(kind="RNN", nonlinearity="relu", num_layers=2),
+    "rnn_relu_stacked_bidirectional": dict(kind="RNN", nonlinearity="relu", num_layers=2, bidirectional=True),
     "rnn_tanh_bidirectional_h0": dict(kind="RNN", bidirectional=True, with_h0=True),
     "lstm": dict(kind="LSTM"),
     "lstm_stacked_bidirectional_batch_first": dict(kind="LSTM", num_layers=2, bidirectional=True, batch_first=True),
+    "lstm_stacked_bidirectional_h0": dict(kind="LSTM", num_layers=2, bidirectional=True, with_h0=True),
     "lstm_h0_no_bias": dict(kind="LSTM", bias=False, with_h0=True),
     "gru": dict(kind="GRU"),
     "gru_stacked_bidirectional_h0": dict(kind="GRU", num_layers=2, bidirectional=True, with_h0=True),
