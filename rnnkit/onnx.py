@@ -6,7 +6,8 @@ layer becomes ONNX's ``RNN``, ``LSTM`` or ``GRU`` operator (see
 :mod:`rnnkit.kernels.onnx_layer`), so any ONNX runtime runs it with its own
 kernels. Needs the ``onnx`` extra: ``pip install 'rnnkit[onnx]'``.
 
-This module loads on ``import rnnkit.onnx``, not on ``import rnnkit``.
+This module loads on first use (``import rnnkit.onnx`` or the attribute
+``rnnkit.onnx``), not on ``import rnnkit``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def export(model: nn.Module, args: tuple, f: Any = None, **kwargs: Any):
     Args:
         model: any module; its rnnkit layers become ONNX ``RNN``/``LSTM``/``GRU``
             operators, the rest is exported by torch as usual.
-        args: example inputs, a tuple. Give examples whose batch and
+        args: example inputs, a tuple (one tensor is taken as ``(tensor,)``). Give examples whose batch and
             sequence sizes are above 1 and differ from each other: an axis
             of size 1 stays fixed, and axes of equal size may be taken as one.
         f: a path (or ``None`` to only return the program).
