@@ -46,7 +46,7 @@ def _run_backend(
     lengths: Tensor | None, return_cells: bool,
 ) -> list[Tensor]:
     """The selected backend's results as one list: output, each state part, then the cells if asked."""
-    from rnnkit.kernels import run_selected
+    from rnnkit.kernels import run_selected  # here: rnnkit.kernels imports this module
 
     output, state_n, *cells = run_selected(kind, x, state, weights, lengths, return_cells)
     return [output, *state_n, *cells]
@@ -138,7 +138,9 @@ def _backward(ctx, grads):
     found = _layer_backward_op(
         ctx.kind, x, state, weights, ctx.fields, lengths, ctx.return_cells, list(grads)
     )
-    return None, found[0], found[1 : 1 + ctx.parts], found[1 + ctx.parts :], None, None, None
+    grad_x, grad_state, grad_weights = found[0], found[1 : 1 + ctx.parts], found[1 + ctx.parts :]
+    # One per argument of the operator: kind, x, state, weights, fields, lengths, return_cells.
+    return None, grad_x, grad_state, grad_weights, None, None, None
 
 
 _layer_op.register_autograd(_backward, setup_context=_setup_context)
