@@ -6,7 +6,8 @@
 >>> output.shape, h_n.shape
 (torch.Size([3, 2, 8]), torch.Size([2, 2, 8]))
 
-The layers load torch on first use, not on ``import rnnkit``.
+The layers load torch on first use, not on ``import rnnkit``; so does
+:mod:`rnnkit.onnx` (``rnnkit.onnx.export``), which needs the ``onnx`` extra.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def __getattr__(name: str) -> Any:
         from rnnkit import layers
 
         return getattr(layers, name)
+    if name == "onnx":
+        import importlib
+
+        return importlib.import_module("rnnkit.onnx")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

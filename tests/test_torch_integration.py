@@ -73,11 +73,54 @@ def test_torch_func_grad_matches_autograd(backend, class_name):
         torch.testing.assert_close(grads[name], p.grad)
 
 
-# Dynamo probes .grad of a non-leaf tensor at the graph break around the recurrence
-@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
 @pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
 def test_torch_compile_runs_the_layer(class_name):
     layer = getattr(rnnkit, class_name)(INPUT, HIDDEN, num_layers=2)
     x = torch.randn(STEPS, BATCH, INPUT)
     compiled = torch.compile(layer, backend="eager")
     torch.testing.assert_close(compiled(x)[0], layer(x)[0])
+
+
+AUTOCAST_CASES = [
+    ("RNN", dict(nonlinearity="tanh")), ("RNN", dict(nonlinearity="relu")),
+    ("LSTM", dict()), ("LSTM", dict(proj_size=2)), ("LSTM", dict(num_layers=2, bidirectional=True)),
+    ("GRU", dict()), ("GRU", dict(num_layers=2, bidirectional=True)),
+    ("RNNCell", dict()), ("LSTMCell", dict()), ("GRUCell", dict()),
+]
+"""Every layer and cell, and the options that change torch's path under autocast."""
+
+
+def _result_dtypes(result) -> list[torch.dtype]:
+    return [t.dtype for t in torch.utils._pytree.tree_leaves(result)]
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no_onednn"])
+@pytest.mark.parametrize("with_state", [False, True], ids=["zeros", "hx"])
+@pytest.mark.parametrize("kind,options", AUTOCAST_CASES)
+def test_autocast_result_dtypes_are_torchs(kind, options, with_state, onednn, monkeypatch):
+    theirs = getattr(torch.nn, kind)(INPUT, HIDDEN, **options)
+    ours = getattr(rnnkit, kind).from_torch(theirs)
+    is_cell = kind.endswith("Cell")
+    x = torch.randn(BATCH, INPUT) if is_cell else torch.randn(STEPS, BATCH, INPUT)
+    args = (x,)
+    if with_state:
+        _, state = (None, theirs(x)) if is_cell else theirs(x)
+        args = (x, torch.utils._pytree.tree_map(torch.randn_like, state))
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)  # (its flags() warns about TF32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, actual = _result_dtypes(theirs(*args)), _result_dtypes(ours(*args))
+    assert actual == expected
+
+
+@pytest.mark.parametrize("kind,options", [case for case in AUTOCAST_CASES if not case[0].endswith("Cell")])
+def test_flat_weights_are_torchs_and_stay_current(kind, options):
+    theirs = getattr(torch.nn, kind)(INPUT, HIDDEN, **options)
+    ours = getattr(rnnkit, kind).from_torch(theirs)
+    assert ours._flat_weights_names == theirs._flat_weights_names
+    assert all(a is getattr(ours, n) for a, n in zip(ours._flat_weights, ours._flat_weights_names, strict=True))
+    for module in (ours, theirs):
+        module.weight_hh_l0 = torch.nn.Parameter(torch.full_like(module.weight_hh_l0, 2.0))
+        module.to(torch.float64)
+    for a, b in zip(ours._flat_weights, theirs._flat_weights, strict=True):
+        assert a.dtype == torch.float64
+        torch.testing.assert_close(a, b)

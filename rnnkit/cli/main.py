@@ -15,7 +15,7 @@ import sys
 
 from rnnkit.errors import UserError
 
-SUBCOMMANDS = ("explain", "train", "evaluate", "predict", "bench")
+SUBCOMMANDS = ("explain", "train", "evaluate", "predict", "export", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

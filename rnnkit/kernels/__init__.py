@@ -18,7 +18,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from torch import Tensor
 
-from rnnkit.kernels import fused, reference
+from rnnkit.kernels import fused, ops, reference
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
@@ -84,7 +84,6 @@ def use_backend(name: str) -> Iterator[None]:
         _forced = previous
 
 
-@torch.compiler.disable
 def run_layer(
     kind: str,
     x: Tensor,
@@ -95,11 +94,44 @@ def run_layer(
 ) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
     """Run one layer with the selected backend; see :func:`reference.run_layer`.
 
-    torch.compile does not trace into it: the fused loops are compiled
-    already, and the reference's loop over time steps would unroll into a
-    graph as long as the sequence. It runs as it is, between the compiled
-    graphs around it."""
+    A call that torch is tracing into a graph (``torch.compile``,
+    ``torch.export``, ``torch.jit.trace``) becomes one ``rnnkit::layer``
+    operator (:mod:`rnnkit.kernels.ops`), or ONNX's own operator during
+    ONNX export (:mod:`rnnkit.kernels.onnx_layer`), rather than the
+    backend's Python: the fused loops cannot be traced, and the reference's
+    loop over time steps would unroll into a graph as long as the sequence."""
+    if _tracing():
+        if _exporting_to_onnx():
+            from rnnkit.kernels import onnx_layer
+
+            return onnx_layer.layer(kind, x, state, weights, lengths, return_cells)
+        return ops.layer(kind, x, state, weights, lengths, return_cells)
+    return run_selected(kind, x, state, weights, lengths, return_cells)
+
+
+def run_selected(
+    kind: str,
+    x: Tensor,
+    state: State,
+    weights: list[DirectionWeights],
+    lengths: Tensor | None,
+    return_cells: bool = False,
+) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
+    """Run one layer with the selected backend, as it is, never through an operator."""
     backend = select_backend(kind, x, weights)
-    if return_cells:
-        return backend.run_layer(kind, x, state, weights, lengths, return_cells=True)
-    return backend.run_layer(kind, x, state, weights, lengths)
+    return backend.run_layer(kind, x, state, weights, lengths, return_cells=return_cells)
+
+
+def _tracing() -> bool:
+    """Whether torch is recording this call into a graph rather than running it."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def _exporting_to_onnx() -> bool:
+    """``torch.onnx.is_in_onnx_export()``, also where torch.compile's tracer
+    (which the ONNX exporter uses for ``strict=True``) folds that call to ``False``."""
+    try:
+        from torch.onnx._internal.exporter import _flags
+    except ImportError:  # an older torch: the public call is all there is
+        return torch.onnx.is_in_onnx_export()
+    return _flags._is_onnx_exporting or torch.onnx.is_in_onnx_export()

@@ -159,6 +159,15 @@ class _TorchTwin(nn.Module):
         """The ``torch.nn`` module with this module's configuration and weights."""
         return _copy_module(self, self.torch_class, self.config_names)  # type: ignore[arg-type]
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling any:
+        # TorchScript cannot compile the layers' Python (optional inputs of
+        # several forms, the backend table), so say at once what works instead.
+        raise RuntimeError(
+            f"rnnkit.{type(self).__name__} cannot be compiled by torch.jit.script; "
+            f"use torch.jit.trace(model, example_input), torch.export.export or torch.compile"
+        )
+
 
 def _copy_module(source: nn.Module, target_class: type, config_names: tuple[str, ...]):
     weight = next(source.parameters())
@@ -233,6 +242,19 @@ class RecurrentLayer(_TorchTwin):
     def all_weights(self) -> list[list[nn.Parameter]]:
         """The parameters of each layer and direction, as ``torch.nn.RNN.all_weights``."""
         return [[getattr(self, name) for name in names.values()] for names in self._weight_names]
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        """Every parameter's name, layer by layer and direction by direction, as
+        ``torch.nn.RNN._flat_weights_names``."""
+        return [name for names in self._weight_names for name in names.values()]
+
+    @property
+    def _flat_weights(self) -> list[nn.Parameter]:
+        """The parameters in :attr:`_flat_weights_names`' order, as
+        ``torch.nn.RNN._flat_weights``: read on each access, so always the
+        current ones, also after a parameter is replaced."""
+        return [getattr(self, name) for name in self._flat_weights_names]
 
     def flatten_parameters(self) -> None:
         """Does nothing: present so that code written for ``torch.nn`` runs unchanged."""
@@ -318,6 +340,9 @@ class RecurrentLayer(_TorchTwin):
             self.kind, x, state, self._direction_weights(), lengths, self.dropout, self.training,
             return_states=return_states,
         )
+        dtype = self._autocast_result_dtype(x)
+        if dtype is not None:
+            output, state_n = output.to(dtype), tuple(s.to(dtype) for s in state_n)
 
         if packed is not None:
             output = self._repack(output, lengths, packed)
@@ -333,6 +358,11 @@ class RecurrentLayer(_TorchTwin):
             return output, final
         (parts,) = states
         return output, final, parts[0] if len(parts) == 1 else parts
+
+    def _autocast_result_dtype(self, x: Tensor) -> torch.dtype | None:
+        """The dtype that the ``torch.nn`` twin's results take under autocast where
+        it differs from what this layer's own operations give, else ``None``."""
+        return None
 
     def _check_input(self, x: Tensor) -> None:
         owner = type(self).__name__

@@ -11,6 +11,8 @@ from rnnkit.kinds import CELLS
 from rnnkit.layers.base import RecurrentCell, RecurrentLayer
 
 _CELL = CELLS["lstm"]
+_ONEDNN_BUILT = torch.backends.mkldnn.is_available()
+"""Whether torch has oneDNN (asked once: torch.compile does not trace the question)."""
 
 
 class LSTM(RecurrentLayer):
@@ -95,6 +97,19 @@ class LSTM(RecurrentLayer):
             _CELL.kind().key, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device=device, dtype=dtype,
         )
+
+    def _autocast_result_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        # Without a projection, torch.nn.LSTM runs a float32 input on the CPU
+        # as one oneDNN operator (when oneDNN is on), which autocast runs wholly
+        # in its lower precision: output, h_n and c_n come back in it. Step by
+        # step, as here, c (and with it h) stays float32.
+        if (
+            self.proj_size or x.device.type != "cpu" or x.dtype != torch.float32
+            or not torch.is_autocast_enabled("cpu")
+            or not (_ONEDNN_BUILT and torch.backends.mkldnn.enabled)
+        ):
+            return None
+        return torch.get_autocast_dtype("cpu")
 
 
 class LSTMCell(RecurrentCell):

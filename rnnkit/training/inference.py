@@ -97,3 +97,21 @@ def _model_and_data(
     the data in messages) and scaled with its scaler, both on ``device``."""
     check_compatible(data, checkpoint.input_size, checkpoint.num_classes, role)
     return checkpoint.build_model(device), TensorSet.of(checkpoint.scaler(data), device)
+
+
+class RawInputClassifier(torch.nn.Module):
+    """A checkpoint's classifier with its scaling in front: raw sequences in,
+    logits and class probabilities out, for export (``rnnkit export``).
+
+    Inputs: ``x (N, T, F)``, every step valid. Outputs: ``(scores, probabilities)``, each ``(N, C)``.
+    """
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        super().__init__()
+        self.classifier = checkpoint.build_model("cpu")
+        self.register_buffer("mean", torch.from_numpy(checkpoint.scaler.mean))
+        self.register_buffer("std", torch.from_numpy(checkpoint.scaler.std))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.classifier((x - self.mean) / self.std)
+        return scores, torch.softmax(scores, dim=1)

@@ -1,0 +1,81 @@
+"""``rnnkit export``: a trained run as an ONNX file that any ONNX runtime can run."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from rnnkit.cli.trained_run import add_run_arguments
+from rnnkit.errors import UserError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rnnkit.training.checkpoint import Checkpoint
+
+DESCRIPTION = """\
+Write a run's checkpoint as an ONNX model, its recurrent layer as ONNX's own
+RNN, LSTM or GRU operator.
+
+The model takes the raw sequences, x (batch, steps, features) float32, any
+batch size and length, all steps valid, and applies the run's own scaling
+itself. It returns 'scores' (batch, classes), the logits, and
+'probabilities', their softmax: what 'rnnkit predict' prints. Needs the onnx
+extra (pip install 'rnnkit[onnx]').
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a trained run as an ONNX model (raw input in, class scores out)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--output", "-o", metavar="FILE",
+        help="the ONNX file to write (default: model.onnx in RUN_DIR)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from rnnkit.training.checkpoint import load_checkpoint
+    from rnnkit.training.rundir import RunDir
+
+    run_dir = RunDir.existing(args.run_dir)
+    output = Path(args.output) if args.output else run_dir / "model.onnx"
+    if output.exists() and not args.overwrite:
+        raise UserError(f"{output} exists; give --overwrite to replace it")
+    checkpoint = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
+    write_onnx(checkpoint, output)
+    print(f"wrote {output}: x (batch, steps, {checkpoint.input_size}) -> "
+          f"scores, probabilities (batch, {checkpoint.num_classes})", file=sys.stderr)
+    return 0
+
+
+def write_onnx(checkpoint: Checkpoint, path: Path) -> None:
+    """Export the checkpoint's classifier, scaling included, to ``path``."""
+    import torch
+
+    import rnnkit.onnx
+    from rnnkit.training.inference import RawInputClassifier
+
+    missing = rnnkit.onnx.missing_requirements()
+    if missing:
+        raise UserError(f"exporting {missing}")
+    model = RawInputClassifier(checkpoint).eval()
+    # Batch and steps differ, so that the exporter keeps them apart as two dynamic axes.
+    example = torch.zeros(2, 3, checkpoint.input_size)
+    try:
+        program = rnnkit.onnx.export(
+            model, (example,), input_names=["x"], output_names=["scores", "probabilities"]
+        )
+        program.save(str(path))
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror}") from None

@@ -1,0 +1,163 @@
+"""One recurrent layer as torch custom operators, for graphs that torch builds.
+
+``torch.compile``, ``torch.export`` and ``torch.jit.trace`` record operators,
+not Python: :func:`layer` is the whole layer as one operator,
+``rnnkit::layer``, whose fake (meta) function gives the output shapes from
+the input's and the weights', so a graph holds one node per layer whatever
+the sequence length. Its implementation runs the selected backend (see
+:func:`rnnkit.kernels.select_backend`) with autograd off; its backward is a
+second operator, ``rnnkit::layer_backward``, which runs the layer again
+with autograd on and returns the gradients. Both backends serve, and
+neither needs to know it is being traced.
+
+Eager calls do not come here (the backends' own autograd is faster: it
+keeps what the forward pass computed): :func:`rnnkit.kernels.run_layer`
+routes only traced calls through these operators.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from rnnkit.kernels.reference import DirectionWeights, State
+
+
+def flatten_weights(weights: Sequence[DirectionWeights]) -> tuple[list[Tensor], str]:
+    """``D`` :class:`DirectionWeights` as one list of the tensors present,
+    direction by direction, and the names of the fields they fill (the same
+    for every direction of a layer), comma-separated: an operator's
+    arguments can be lists of tensors and strings, not lists of strings."""
+    fields = [name for name, t in weights[0]._asdict().items() if t is not None]
+    return [getattr(w, name) for w in weights for name in fields], ",".join(fields)
+
+
+def unflatten_weights(flat: Sequence[Tensor], fields: str) -> list[DirectionWeights]:
+    """The inverse of :func:`flatten_weights`."""
+    names = fields.split(",")
+    n = len(names)
+    return [DirectionWeights(**dict(zip(names, flat[i : i + n]))) for i in range(0, len(flat), n)]
+
+
+def _run_backend(
+    kind: str, x: Tensor, state: State, weights: list[DirectionWeights],
+    lengths: Tensor | None, return_cells: bool,
+) -> list[Tensor]:
+    """The selected backend's results as one list: output, each state part, then the cells if asked."""
+    from rnnkit.kernels import run_selected  # here: rnnkit.kernels imports this module
+
+    output, state_n, *cells = run_selected(kind, x, state, weights, lengths, return_cells)
+    return [output, *state_n, *cells]
+
+
+@torch.library.custom_op("rnnkit::layer", mutates_args=())
+def _layer_op(
+    kind: str,
+    x: Tensor,
+    state: list[Tensor],
+    weights: list[Tensor],
+    fields: str,
+    lengths: Optional[Tensor],
+    return_cells: bool,
+) -> list[Tensor]:
+    with torch.no_grad():
+        results = _run_backend(kind, x, tuple(state), unflatten_weights(weights, fields), lengths, return_cells)
+    return _unaliased(results, [x, *state, *weights])
+
+
+def _unaliased(results: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
+    """``results``, each sharing memory with no input and no other result (a
+    custom operator's rule), copied where it would."""
+    seen = {t.untyped_storage().data_ptr() for t in inputs}
+    owned = []
+    for r in results:
+        if r.untyped_storage().data_ptr() in seen:
+            r = r.clone()
+        seen.add(r.untyped_storage().data_ptr())
+        owned.append(r)
+    return owned
+
+
+@_layer_op.register_fake
+def _layer_fake(kind, x, state, weights, fields, lengths, return_cells):
+    steps, batch, _ = x.shape
+    directions = unflatten_weights(weights, fields)
+    output_size = directions[0].w_hh.shape[1]  # H_out: proj_size with a projection, else H
+    results = [x.new_empty(steps, batch, len(directions) * output_size)]
+    results += [s.new_empty(s.shape) for s in state]
+    if return_cells:
+        results.append(x.new_empty(steps, batch, len(directions) * state[1].shape[2]))
+    return results
+
+
+@torch.library.custom_op("rnnkit::layer_backward", mutates_args=())
+def _layer_backward_op(
+    kind: str,
+    x: Tensor,
+    state: list[Tensor],
+    weights: list[Tensor],
+    fields: str,
+    lengths: Optional[Tensor],
+    return_cells: bool,
+    grads: list[Tensor],
+) -> list[Tensor]:
+    """Gradients of ``sum(grads[i] * results[i])`` for ``x``, each state part
+    and each weight, in that order (zeros where one has no effect)."""
+    leaves = [t.detach().requires_grad_() for t in (x, *state, *weights)]
+    parts = len(state)
+    # An operator's implementation runs below autograd (the dispatcher
+    # excludes its keys); this one records the layer again to differentiate it.
+    with torch.enable_grad(), torch._C._SetExcludeDispatchKeyGuard(
+        torch._C.DispatchKey.AutogradFunctionality, False
+    ):
+        results = _run_backend(
+            kind, leaves[0], tuple(leaves[1 : 1 + parts]),
+            unflatten_weights(leaves[1 + parts :], fields), lengths, return_cells,
+        )
+    found = torch.autograd.grad(results, leaves, grads, allow_unused=True)
+    found = [torch.zeros_like(t) if g is None else g for g, t in zip(found, leaves)]
+    return _unaliased(found, [x, *state, *weights, *grads])
+
+
+@_layer_backward_op.register_fake
+def _layer_backward_fake(kind, x, state, weights, fields, lengths, return_cells, grads):
+    return [t.new_empty(t.shape) for t in (x, *state, *weights)]
+
+
+def _setup_context(ctx, inputs, output):
+    kind, x, state, weights, fields, lengths, return_cells = inputs
+    ctx.kind, ctx.fields, ctx.return_cells, ctx.parts = kind, fields, return_cells, len(state)
+    ctx.save_for_backward(lengths, x, *state, *weights)
+
+
+def _backward(ctx, grads):
+    lengths, x, *rest = ctx.saved_tensors
+    state, weights = rest[: ctx.parts], rest[ctx.parts :]
+    found = _layer_backward_op(
+        ctx.kind, x, state, weights, ctx.fields, lengths, ctx.return_cells, list(grads)
+    )
+    grad_x, grad_state, grad_weights = found[0], found[1 : 1 + ctx.parts], found[1 + ctx.parts :]
+    # One per argument of the operator: kind, x, state, weights, fields, lengths, return_cells.
+    return None, grad_x, grad_state, grad_weights, None, None, None
+
+
+_layer_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def layer(
+    kind: str,
+    x: Tensor,
+    state: State,
+    weights: list[DirectionWeights],
+    lengths: Tensor | None,
+    return_cells: bool = False,
+) -> tuple:
+    """:func:`rnnkit.kernels.run_layer` as the ``rnnkit::layer`` operator: the
+    same arguments and results."""
+    flat, fields = flatten_weights(weights)
+    results = _layer_op(kind, x, list(state), flat, fields, lengths, return_cells)
+    parts = len(state)
+    output, state_n = results[0], tuple(results[1 : 1 + parts])
+    return (output, state_n, results[1 + parts]) if return_cells else (output, state_n)
