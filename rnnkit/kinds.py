@@ -57,6 +57,8 @@ class Cell:
     cell_arguments: tuple[str, ...]   # the cell's constructor, likewise
     equations: tuple[str, ...]
     kinds: tuple[Kind, ...]           # the first is the default
+    onnx_operator: str                # ONNX's operator for the layer: 'RNN', 'LSTM', 'GRU'
+    onnx_gates: tuple[str, ...]       # ``gates`` in the order ONNX stacks them
 
     @property
     def cell_class(self) -> str:
@@ -101,6 +103,8 @@ CELLS: dict[str, Cell] = {
                 Kind("rnn_tanh", "RNN_TANH", step="rnn_tanh_step", fused="fused_rnn", nonlinearity="tanh"),
                 Kind("rnn_relu", "RNN_RELU", step="rnn_relu_step", fused="fused_rnn", nonlinearity="relu"),
             ),
+            onnx_operator="RNN",
+            onnx_gates=("h",),
         ),
         Cell(
             name="lstm",
@@ -118,6 +122,8 @@ CELLS: dict[str, Cell] = {
                 "h_t = o_t ⊙ tanh(c_t)",
             ),
             kinds=(Kind("lstm", "LSTM", step="lstm_step", fused="fused_lstm"),),
+            onnx_operator="LSTM",
+            onnx_gates=("i", "o", "f", "g"),  # ONNX's i, o, f, c
         ),
         Cell(
             name="gru",
@@ -133,6 +139,8 @@ CELLS: dict[str, Cell] = {
                 "h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_(t-1)",
             ),
             kinds=(Kind("gru", "GRU", step="gru_step", fused="fused_gru"),),
+            onnx_operator="GRU",
+            onnx_gates=("z", "r", "n"),  # ONNX's z, r, h
         ),
     )
 }

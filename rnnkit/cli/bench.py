@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from rnnkit import bench
 
     try:
-        cells = list(bench.CELLS) if args.cell == "all" else [args.cell]
+        cells = list(CELLS) if args.cell == "all" else [args.cell]
         configs = (
             [bench.BenchConfig.parse(spec) for spec in args.config] if args.config
             else bench.QUICK_CONFIGS if args.quick

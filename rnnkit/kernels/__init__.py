@@ -100,7 +100,7 @@ def run_layer(
     ONNX export (:mod:`rnnkit.kernels.onnx_layer`), rather than the
     backend's Python: the fused loops cannot be traced, and the reference's
     loop over time steps would unroll into a graph as long as the sequence."""
-    if _tracing():
+    if tracing():
         if _exporting_to_onnx():
             from rnnkit.kernels import onnx_layer
 
@@ -122,8 +122,9 @@ def run_selected(
     return backend.run_layer(kind, x, state, weights, lengths, return_cells=return_cells)
 
 
-def _tracing() -> bool:
-    """Whether torch is recording this call into a graph rather than running it."""
+def tracing() -> bool:
+    """Whether torch is recording this call into a graph rather than running it
+    (``torch.compile``, ``torch.export``, ``torch.jit.trace``)."""
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 

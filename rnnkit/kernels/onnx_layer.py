@@ -19,12 +19,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnkit.kernels.reference import GATES, DirectionWeights, State
+from rnnkit.kernels.reference import DirectionWeights, State
+from rnnkit.kinds import KINDS, cell_of
 
-OPERATORS = {"rnn_tanh": "RNN", "rnn_relu": "RNN", "lstm": "LSTM", "gru": "GRU"}
+OPERATORS = {key: cell_of(key).onnx_operator for key in KINDS}
 """The ONNX operator of each cell kind."""
 
-GATE_ORDER = {"rnn_tanh": (0,), "rnn_relu": (0,), "lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
+GATE_ORDER = {key: tuple(map(cell_of(key).gates.index, cell_of(key).onnx_gates)) for key in KINDS}
 """For each kind, torch's index of each of ONNX's gates, in ONNX's order."""
 
 OPSET = 18
@@ -45,7 +46,7 @@ def refusal(kind: str, weights: list[DirectionWeights], return_cells: bool) -> s
 def _reordered(t: Tensor, kind: str) -> Tensor:
     """``t``'s gate blocks (along its first axis) in ONNX's order: one gather
     with a constant index, which the exporter folds into the initialiser."""
-    blocks = t.unflatten(0, (GATES[kind], -1))
+    blocks = t.unflatten(0, (len(GATE_ORDER[kind]), -1))
     order = torch.tensor(GATE_ORDER[kind], device=t.device)
     return blocks.index_select(0, order).flatten(0, 1)
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit import kernels
 from rnnkit.kernels.reference import STEPS, DirectionWeights, State, input_projection
 from rnnkit.kinds import KINDS, cell_of
 from rnnkit.layers.checks import check_dropout, check_flag, check_proj_size, check_size
@@ -114,7 +115,8 @@ def _check_lengths(owner: str, lengths: Any, steps: int, batch: int) -> Tensor:
         )
     if lengths.numel() != batch:
         raise RuntimeError(f"{owner}: Expected {expected}: got {lengths.numel()} lengths")
-    if batch and not (lengths.min() >= 1 and lengths.max() <= steps):
+    # A graph being traced holds no values to check (a data-dependent branch would break it).
+    if batch and not kernels.tracing() and not (lengths.min() >= 1 and lengths.max() <= steps):
         bad = int(((lengths < 1) | (lengths > steps)).nonzero()[0])
         raise RuntimeError(
             f"{owner}: Expected {expected}; got lengths[{bad}] = {int(lengths[bad])}"
