@@ -4,7 +4,8 @@ A backend implements :func:`rnnkit.kernels.reference.run_layer`'s interface.
 ``fused`` runs compiled loops over whole sequences (CPU, float32/float64,
 the cell types it knows); ``reference`` is the plain-torch implementation
 every other backend is tested against, and serves every call. The choice
-is ``auto`` by default (the first backend that supports the call);
+is ``auto`` by default (the first backend that supports the call, except
+that a one-step call goes to the reference: :data:`REFERENCE_MAX_STEPS`);
 ``RNNKIT_BACKEND=reference`` (or ``fused``) in the environment, or
 ``with rnnkit.kernels.use_backend("reference"):``, forces one.
 """
@@ -54,19 +55,32 @@ def _requested() -> str:
     return name
 
 
+REFERENCE_MAX_STEPS = 1
+"""``auto`` gives a sequence of at most this many steps to the reference
+(streaming and decoding call a layer one step at a time). The fused
+Function's fixed cost (taking the tensors apart for numba, the autograd
+Function, the threads' plan) is then more than the reference's few tensor
+ops: on a 2-core CPU, one step ran 1.0-1.8x faster through the reference for
+every cell type at N = 1-64 and H = 16-128, with and without autograd; from two
+steps on the fused loops win (the Elman layer's break even at about three)."""
+
+
 def select_backend(mode: str, x: Tensor, weights: list[DirectionWeights]) -> Backend:
-    """The backend that will run this call (see the module docstring)."""
+    """The backend that will run this call (see the module docstring and
+    :data:`REFERENCE_MAX_STEPS`)."""
     name = _requested()
-    if name != "auto":
-        backend = BACKENDS[name]
-        reason = backend.refusal(mode, x, weights)
-        if reason is not None:
-            raise UnsupportedCall(
-                f"rnnkit backend {name!r} cannot run this {mode} call: {reason}; "
-                f"'auto' picks the first backend that can"
-            )
-        return backend
-    return next(b for b in BACKENDS.values() if b.refusal(mode, x, weights) is None)
+    if name == "auto":
+        if x.shape[0] <= REFERENCE_MAX_STEPS:
+            return BACKENDS["reference"]
+        return next(b for b in BACKENDS.values() if b.refusal(mode, x, weights) is None)
+    backend = BACKENDS[name]
+    reason = backend.refusal(mode, x, weights)
+    if reason is not None:
+        raise UnsupportedCall(
+            f"rnnkit backend {name!r} cannot run this {mode} call: {reason}; "
+            f"'auto' picks the first backend that can"
+        )
+    return backend
 
 
 @contextlib.contextmanager
