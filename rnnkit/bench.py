@@ -226,18 +226,18 @@ class Result:
 
 
 def build(
-    config: BenchConfig, dtype: torch.dtype, seed: int = 0
+    config: BenchConfig, dtype: torch.dtype, seed: int = 0, device: str = "cpu"
 ) -> tuple[nn.Module, nn.Module, torch.Tensor]:
     """torch's layer, rnnkit's with the same weights, and an input ``(T, N, H_in)``."""
     torch.manual_seed(seed)
-    options: dict = dict(bidirectional=config.bidirectional, dtype=dtype)
+    options: dict = dict(bidirectional=config.bidirectional, dtype=dtype, device=device)
     if config.cell == "rnn":
         options["nonlinearity"] = config.nonlinearity
     if config.proj_size:
         options["proj_size"] = config.proj_size
     name = CELLS[config.cell]
     theirs = getattr(nn, name)(config.input_size, config.hidden, config.layers, **options)
-    x = torch.randn(config.steps, config.batch, config.input_size, dtype=dtype)
+    x = torch.randn(config.steps, config.batch, config.input_size, dtype=dtype, device=device)
     return theirs, getattr(rnnkit, name).from_torch(theirs), x
 
 
@@ -252,10 +252,13 @@ def training_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.
 
 
 def _alternate(
-    ours: Callable[[], object], theirs: Callable[[], object], min_time: float, min_rounds: int = 5
+    ours: Callable[[], object], theirs: Callable[[], object], min_time: float, min_rounds: int = 5,
+    device: str = "cpu",
 ) -> tuple[float, float, int]:
     """Medians (ms) of alternated runs: at least ``min_rounds`` rounds and
-    ``min_time`` seconds of both together, at most 200 rounds."""
+    ``min_time`` seconds of both together, at most 200 rounds. On CUDA each
+    run waits for the device before the clock is read (launches are asynchronous)."""
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     for _ in range(2):  # warm-up: compiled code loaded, allocator and caches primed
         ours(), theirs()
     times: tuple[list[float], list[float]] = ([], [])
@@ -264,18 +267,22 @@ def _alternate(
     while rounds < min_rounds or (time.perf_counter() - start < min_time and rounds < 200):
         order = ((0, ours), (1, theirs)) if rounds % 2 == 0 else ((1, theirs), (0, ours))
         for side, run in order:
+            sync()
             t0 = time.perf_counter()
             run()
+            sync()
             times[side].append(time.perf_counter() - t0)
         rounds += 1
     return statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3, rounds
 
 
 def measure(
-    config: BenchConfig, dtype: torch.dtype = torch.float32, min_time: float = 1.0, memory: bool = True
+    config: BenchConfig, dtype: torch.dtype = torch.float32, min_time: float = 1.0, memory: bool = True,
+    device: str = "cpu",
 ) -> Result:
-    """Time inference and a training step of both layers; optionally their peak memory."""
-    theirs, ours, x = build(config, dtype)
+    """Time inference and a training step of both layers on ``device``;
+    optionally their peak memory (the CPU's resident memory: not on CUDA)."""
+    theirs, ours, x = build(config, dtype, device=device)
     with torch.no_grad():
         max_abs_diff = (ours(x)[0] - theirs(x)[0]).abs().max().item()
     backend = kernels.select_backend(ours.cell_type, x, ours._direction_weights()[0]).name
@@ -290,15 +297,126 @@ def measure(
         optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
         return lambda: training_step(module, optimizer, x)
 
-    inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2)
-    train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2)
+    inf_ours, inf_theirs, rounds = _alternate(
+        inference(ours), inference(theirs), min_time / 2, device=device
+    )
+    train_ours, train_theirs, _ = _alternate(
+        training(ours), training(theirs), min_time / 2, device=device
+    )
     result = Result(
         config, backend, rounds, inf_theirs, inf_ours, train_theirs, train_ours, max_abs_diff
     )
-    if memory:
+    if memory and device == "cpu":
         result.peak_torch_mb = peak_memory_mb(config, dtype, "torch")
         result.peak_rnnkit_mb = peak_memory_mb(config, dtype, "rnnkit")
     return result
+
+
+# -- streaming: one step per call ------------------------------------------------------
+
+STREAMING_MODULES = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")
+"""The modules of the streaming set: each sequence layer called on one step,
+and each cell, as a char-RNN sampler or a seq2seq decoder calls them."""
+
+STREAMING_BATCH, STREAMING_INPUT, STREAMING_HIDDEN = 1, 8, 16
+"""The streaming set's sizes: batch 1, 8 input features -> 16 hidden, where
+the fixed cost of a call is nearly all of its time."""
+
+STREAMING_CALLS = 20
+"""Calls timed together as one run (a single one is too short for the clock)."""
+
+
+@dataclass
+class StreamingResult:
+    """Medians per call in microseconds, one step at batch 1; training is a
+    forward and backward pass (:func:`streaming_backward`)."""
+
+    module: str  # a name of STREAMING_MODULES
+    rounds: int
+    inference_torch_us: float
+    inference_rnnkit_us: float
+    training_torch_us: float
+    training_rnnkit_us: float
+
+    @property
+    def label(self) -> str:
+        steps = "" if self.module.endswith("Cell") else " T=1"
+        return f"{self.module}{steps} N={STREAMING_BATCH} {STREAMING_INPUT}->{STREAMING_HIDDEN}"
+
+    @property
+    def inference_speedup(self) -> float:
+        return self.inference_torch_us / self.inference_rnnkit_us
+
+    @property
+    def training_speedup(self) -> float:
+        return self.training_torch_us / self.training_rnnkit_us
+
+    def to_json(self) -> dict:
+        return dict(
+            asdict(self), label=self.label,
+            inference_speedup=self.inference_speedup, training_speedup=self.training_speedup,
+        )
+
+
+def build_streaming(
+    module: str, dtype: torch.dtype, seed: int = 0, device: str = "cpu"
+) -> tuple[nn.Module, nn.Module, tuple]:
+    """torch's module, rnnkit's with the same weights, and the arguments of
+    one call: a sequence layer gets one step ``(1, N, H_in)`` (and a zero
+    state of its own), a cell one step ``(N, H_in)`` and the state ``(N, H)``
+    that a caller carries from call to call."""
+    torch.manual_seed(seed)
+    theirs = getattr(nn, module)(STREAMING_INPUT, STREAMING_HIDDEN, dtype=dtype, device=device)
+    ours = getattr(rnnkit, module).from_torch(theirs)
+    if not module.endswith("Cell"):
+        return theirs, ours, (torch.randn(1, STREAMING_BATCH, STREAMING_INPUT, dtype=dtype, device=device),)
+    x = torch.randn(STREAMING_BATCH, STREAMING_INPUT, dtype=dtype, device=device)
+    h = torch.randn(STREAMING_BATCH, STREAMING_HIDDEN, dtype=dtype, device=device)
+    return theirs, ours, (x, (h, torch.randn_like(h)) if module == "LSTMCell" else h)
+
+
+def output_tensors(value: object) -> list[torch.Tensor]:
+    """Every tensor in a module's output: a tensor, or tuples of them."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    return [t for part in value for t in output_tensors(part)]  # type: ignore[attr-defined]
+
+
+def streaming_backward(module: nn.Module, args: tuple) -> None:
+    """One call with autograd: forward, a loss on every output, backward (the
+    gradients add up in ``.grad``; an optimiser step, which a decoder takes once
+    per sequence rather than per call, is left out)."""
+    loss = sum(t.square().mean() for t in output_tensors(module(*args)))
+    loss.backward()  # type: ignore[union-attr]
+
+
+def measure_streaming(
+    module: str, dtype: torch.dtype = torch.float32, min_time: float = 1.0, device: str = "cpu"
+) -> StreamingResult:
+    """Time one call of both modules, under ``no_grad`` (inference) and with
+    autograd, forward and backward (training)."""
+    theirs, ours, args = build_streaming(module, dtype, device=device)
+
+    def inference(m: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                for _ in range(STREAMING_CALLS):
+                    m(*args)
+        return run
+
+    def training(m: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(STREAMING_CALLS):
+                streaming_backward(m, args)
+        return run
+
+    per_call = 1e3 / STREAMING_CALLS  # ms per run -> us per call
+    inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2, device=device)
+    train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2, device=device)
+    return StreamingResult(
+        module, rounds, inf_theirs * per_call, inf_ours * per_call,
+        train_theirs * per_call, train_ours * per_call,
+    )
 
 
 # -- peak memory ----------------------------------------------------------------------

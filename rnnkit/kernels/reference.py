@@ -139,12 +139,13 @@ def run_direction(
         step; ``state_n`` is the final state, shaped like ``state``.
     """
     step = STEPS[mode]
+    length = x.shape[0]
     xp = input_projection(x, w)
-    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+    steps = range(length - 1, -1, -1) if reverse else range(length)
     valid = None if lengths is None else (
-        torch.arange(x.shape[0]).unsqueeze(1) < lengths.unsqueeze(0)
+        torch.arange(length).unsqueeze(1) < lengths.unsqueeze(0)
     ).to(x.device)  # (T, N)
-    outputs: list[Tensor] = [x.new_empty(0)] * x.shape[0]
+    outputs: list[Tensor] = [None] * length  # type: ignore[list-item]  # each set below
     for t in steps:
         new_state = step(xp[t], state, w)
         if valid is None:
