@@ -45,13 +45,14 @@ class DirectionWeights(NamedTuple):
 def rnn_tanh_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
     """Elman step with tanh: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``."""
     (h,) = state
-    return (torch.tanh(xp + F.linear(h, w.w_hh, w.b_hh)),)
+    # In place on the product, a tensor of the step's own: saves allocations.
+    return (F.linear(h, w.w_hh, w.b_hh).add_(xp).tanh_(),)
 
 
 def rnn_relu_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
     """Elman step with ReLU: ``h' = relu(W_ih x + b_ih + W_hh h + b_hh)``."""
     (h,) = state
-    return (torch.relu(xp + F.linear(h, w.w_hh, w.b_hh)),)
+    return (F.linear(h, w.w_hh, w.b_hh).add_(xp).relu_(),)
 
 
 def lstm_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
@@ -63,7 +64,7 @@ def lstm_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
     """
     h, c = state
     hidden = c.shape[1]
-    gates = xp + F.linear(h, w.w_hh, w.b_hh)
+    gates = F.linear(h, w.w_hh, w.b_hh).add_(xp)
     # One sigmoid over all four gates (g's is not used) and a tanh over g:
     # fewer, larger ops, since a step's cost is mostly per op.
     i, f, _, o = torch.sigmoid(gates).unsafe_chunk(4, dim=1)
@@ -87,8 +88,8 @@ def gru_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
     hidden = h.shape[1]
     hh = F.linear(h, w.w_hh, w.b_hh)  # (N, 3*H): W_hr h + b_hr, W_hz h + b_hz, W_hn h + b_hn
     # One sigmoid over all three gates' sums (n's is not used): a step's cost is mostly per op.
-    r, z, _ = torch.sigmoid(xp + hh).unsafe_chunk(3, dim=1)
-    n = torch.tanh(torch.addcmul(xp[:, 2 * hidden :], r, hh[:, 2 * hidden :]))
+    r, z, _ = (xp + hh).sigmoid_().unsafe_chunk(3, dim=1)
+    n = torch.addcmul(xp[:, 2 * hidden :], r, hh[:, 2 * hidden :]).tanh_()
     if h.dtype != n.dtype:  # under autocast; torch.lerp takes one dtype only
         return (torch.addcmul(n, z, h - n),)
     return (torch.lerp(n, h, z),)
@@ -139,13 +140,12 @@ def run_direction(
         step; ``state_n`` is the final state, shaped like ``state``.
     """
     step = STEPS[mode]
-    length = x.shape[0]
     xp = input_projection(x, w)
-    steps = range(length - 1, -1, -1) if reverse else range(length)
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     valid = None if lengths is None else (
-        torch.arange(length).unsqueeze(1) < lengths.unsqueeze(0)
+        torch.arange(x.shape[0]).unsqueeze(1) < lengths.unsqueeze(0)
     ).to(x.device)  # (T, N)
-    outputs: list[Tensor] = [None] * length  # type: ignore[list-item]  # each set below
+    outputs: list[Tensor] = [x.new_empty(0)] * x.shape[0]
     for t in steps:
         new_state = step(xp[t], state, w)
         if valid is None:

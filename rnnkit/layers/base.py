@@ -40,6 +40,11 @@ def _shape(t: Tensor) -> list[int]:
     return list(t.shape)
 
 
+def _same_device(a: Tensor, b: Tensor) -> bool:
+    # is_cpu first: comparing .device builds two device objects, a cost on every call
+    return (a.is_cpu and b.is_cpu) or a.device == b.device
+
+
 def _check_input_tensor(owner: str, x: Tensor, weight: Tensor) -> None:
     """The input's dtype (except under autocast, as in torch) and device against the weights'."""
     if x.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
@@ -48,7 +53,7 @@ def _check_input_tensor(owner: str, x: Tensor, weight: Tensor) -> None:
             f"({weight.dtype}); convert the input with input.to({weight.dtype}) "
             f"or the module with module.to({x.dtype})"
         )
-    if x.device != weight.device:
+    if not _same_device(x, weight):
         raise RuntimeError(f"{owner}: input is on {x.device} but the weights are on {weight.device}")
 
 
@@ -74,7 +79,7 @@ def _check_state(
                 f"{owner}: {_state_part(names, index)} dtype ({part.dtype}) does not match "
                 f"input dtype ({x.dtype})"
             )
-        if part.device != x.device:
+        if not _same_device(part, x):
             raise RuntimeError(
                 f"{owner}: {_state_part(names, index)} is on {part.device} but the input is on {x.device}"
             )
@@ -84,6 +89,10 @@ def _check_state(
 def _state_part(names: tuple[str, ...], index: int) -> str:
     """How an error message names part ``index`` of a user's ``hx``."""
     return "hx" if len(names) == 1 else f"hx[{index}] ({names[index]})"
+
+
+def _one_direction(tensors: list[Tensor | None]) -> DirectionWeights:
+    return DirectionWeights(*tensors)
 
 
 class _TorchTwin(nn.Module):
@@ -107,11 +116,11 @@ class _TorchTwin(nn.Module):
         replaced by another object, and not kept at all while a weight is not
         a registered parameter but computed on access (weight norm,
         ``torch.nn.utils.parametrize``)."""
-        registered = list(map(self._parameters.get, self._weight_order))
         cache = self._weights_cache
-        # The same objects (by identity: comparing tensors with == would compare values).
-        if cache is not None and list(map(id, cache[0])) == list(map(id, registered)):
+        # The same objects, by identity (== would compare tensors' values).
+        if cache is not None and all(map(operator.is_, cache[0], map(self._parameters.get, self._weight_order))):
             return cache[1]
+        registered = list(map(self._parameters.get, self._weight_order))
         tensors = [getattr(self, name) for name in self._weight_order]
         built = build(tensors)
         plain = all(
@@ -407,7 +416,7 @@ class RecurrentCell(_TorchTwin):
             )
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
-        weights = self._cached_weights(lambda tensors: DirectionWeights(*tensors))
+        weights = self._cached_weights(_one_direction)
         _check_input_tensor(owner, x, weights.w_ih)
         if x.shape[1] != self.input_size:
             raise RuntimeError(
