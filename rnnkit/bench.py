@@ -297,12 +297,8 @@ def measure(
         optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
         return lambda: training_step(module, optimizer, x)
 
-    inf_ours, inf_theirs, rounds = _alternate(
-        inference(ours), inference(theirs), min_time / 2, device=device
-    )
-    train_ours, train_theirs, _ = _alternate(
-        training(ours), training(theirs), min_time / 2, device=device
-    )
+    inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2, device=device)
+    train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2, device=device)
     result = Result(
         config, backend, rounds, inf_theirs, inf_ours, train_theirs, train_ours, max_abs_diff
     )
@@ -321,10 +317,6 @@ and each cell, as a char-RNN sampler or a seq2seq decoder calls them."""
 STREAMING_BATCH, STREAMING_INPUT, STREAMING_HIDDEN = 1, 8, 16
 """The streaming set's sizes: batch 1, 8 input features -> 16 hidden, where
 the fixed cost of a call is nearly all of its time."""
-
-STREAMING_CALLS = 20
-"""Calls timed together as one run (a single one is too short for the clock)."""
-
 
 @dataclass
 class StreamingResult:
@@ -369,7 +361,8 @@ def build_streaming(
     theirs = getattr(nn, module)(STREAMING_INPUT, STREAMING_HIDDEN, dtype=dtype, device=device)
     ours = getattr(rnnkit, module).from_torch(theirs)
     if not module.endswith("Cell"):
-        return theirs, ours, (torch.randn(1, STREAMING_BATCH, STREAMING_INPUT, dtype=dtype, device=device),)
+        step = torch.randn(1, STREAMING_BATCH, STREAMING_INPUT, dtype=dtype, device=device)
+        return theirs, ours, (step,)
     x = torch.randn(STREAMING_BATCH, STREAMING_INPUT, dtype=dtype, device=device)
     h = torch.randn(STREAMING_BATCH, STREAMING_HIDDEN, dtype=dtype, device=device)
     return theirs, ours, (x, (h, torch.randn_like(h)) if module == "LSTMCell" else h)
@@ -400,17 +393,16 @@ def measure_streaming(
     def inference(m: nn.Module) -> Callable[[], None]:
         def run() -> None:
             with torch.no_grad():
-                for _ in range(STREAMING_CALLS):
-                    m(*args)
+                m(*args)
         return run
 
     def training(m: nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            for _ in range(STREAMING_CALLS):
-                streaming_backward(m, args)
-        return run
+        return lambda: streaming_backward(m, args)
 
-    per_call = 1e3 / STREAMING_CALLS  # ms per run -> us per call
+    # Each call timed on its own (8 us and more: well above the clock's
+    # resolution), so that the median leaves out what other processes and
+    # Python's garbage collector now and then add to one of them.
+    per_call = 1e3  # ms -> us
     inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2, device=device)
     train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2, device=device)
     return StreamingResult(

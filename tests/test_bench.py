@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rnnkit.bench import (
-    CELLS, REGIMES, STREAMING_MODULES, BenchConfig, output_tensors, build_streaming, peak_memory_mb, regime_of,
+    CELLS, REGIMES, STREAMING_MODULES, BenchConfig, build_streaming, output_tensors, peak_memory_mb,
+    regime_of,
 )
 from rnnkit.cli.main import main
 

@@ -137,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
     min_time = args.min_time if args.min_time is not None else 0.1 if args.quick else 2.0
     dtype = getattr(torch, args.dtype)
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available to torch (torch.cuda.is_available() is False)")
+        raise UserError(
+            "--device cuda: no CUDA device is available to torch (torch.cuda.is_available() is False)"
+        )
     streaming = (
         [name for cell in cells for name in (SEQUENCE_LAYERS[cell], SEQUENCE_LAYERS[cell] + "Cell")]
         if args.streaming and not args.config else []
@@ -171,7 +173,10 @@ def streaming_table(results: list):
     from rich.table import Table
 
     t = Table(title="streaming: one step per call, microseconds per call (median)")
-    for name in ("module", "inference us\ntorch / rnnkit", "speedup", "forward+backward us\ntorch / rnnkit", "speedup"):
+    for name in (
+        "module", "inference us\ntorch / rnnkit", "speedup",
+        "forward+backward us\ntorch / rnnkit", "speedup",
+    ):
         t.add_column(name, justify="left" if name == "module" else "right")
     for r in results:
         t.add_row(

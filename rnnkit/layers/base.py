@@ -34,6 +34,7 @@ _WEIGHT_FIELDS = {
 
 
 _SHAPE = operator.attrgetter("shape")
+"""A tensor's shape, as a function (for ``map``)."""
 
 
 def _shape(t: Tensor) -> list[int]:
@@ -70,10 +71,13 @@ def _check_state(
     parts = (hx,) if len(names) == 1 else tuple(hx)
     for index, (part, shape) in enumerate(zip(parts, expected)):
         if not isinstance(part, Tensor):
-            what = _state_part(names, index)
-            raise TypeError(f"{owner}: {what} should be a Tensor, got {type(part).__name__}")
+            raise TypeError(
+                f"{owner}: {_state_part(names, index)} should be a Tensor, got {type(part).__name__}"
+            )
         if part.shape != shape:
-            raise RuntimeError(f"{owner}: Expected {_state_part(names, index)} size {shape}, got {_shape(part)}")
+            raise RuntimeError(
+                f"{owner}: Expected {_state_part(names, index)} size {shape}, got {_shape(part)}"
+            )
         if part.dtype != x.dtype:
             raise ValueError(
                 f"{owner}: {_state_part(names, index)} dtype ({part.dtype}) does not match "
@@ -92,6 +96,7 @@ def _state_part(names: tuple[str, ...], index: int) -> str:
 
 
 def _one_direction(tensors: list[Tensor | None]) -> DirectionWeights:
+    """A cell's weights (``weight_ih, weight_hh, bias_ih, bias_hh``) as the steps take them."""
     return DirectionWeights(*tensors)
 
 
@@ -117,9 +122,11 @@ class _TorchTwin(nn.Module):
         a registered parameter but computed on access (weight norm,
         ``torch.nn.utils.parametrize``)."""
         cache = self._weights_cache
-        # The same objects, by identity (== would compare tensors' values).
-        if cache is not None and all(map(operator.is_, cache[0], map(self._parameters.get, self._weight_order))):
-            return cache[1]
+        if cache is not None:
+            # The same objects, by identity (== would compare the tensors' values).
+            now = map(self._parameters.get, self._weight_order)
+            if all(map(operator.is_, cache[0], now)):
+                return cache[1]
         registered = list(map(self._parameters.get, self._weight_order))
         tensors = [getattr(self, name) for name in self._weight_order]
         built = build(tensors)
