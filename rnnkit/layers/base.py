@@ -335,8 +335,10 @@ class RecurrentLayer(_TorchTwin):
         sizes = self._state_sizes()
         if hx is None:
             h0 = x.new_zeros(stacked, batch, sizes[0])
+            if len(sizes) == 1:
+                return (h0,)
             # Only ever read, so c_0 can share h_0's zeros when their sizes agree.
-            return tuple(h0 if size == sizes[0] else x.new_zeros(stacked, batch, size) for size in sizes)
+            return (h0, *(h0 if n == sizes[0] else x.new_zeros(stacked, batch, n) for n in sizes[1:]))
         expected = [(stacked, batch, n) if batched else (stacked, n) for n in sizes]
         state = _check_state(owner, hx, self.state_names, expected, x)
         return state if batched else tuple(part.unsqueeze(1) for part in state)
