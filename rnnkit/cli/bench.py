@@ -31,8 +31,8 @@ A second, small table (the streaming set) times one call as streaming and
 decoding make them: each sequence layer on one step and each cell, batch 1,
 8 -> 16 features, in microseconds per call, under no_grad and as a forward
 and backward pass (no optimiser step, which a decoder takes once per
-sequence). It runs with the default and
---quick configurations (those of --cell's cell types), not with --config.
+sequence). It runs with the default and --quick configurations (for
+--cell's cell types), not with --config; --no-streaming leaves it out.
 
 With --device cuda the same comparison runs on the GPU (peak memory, which
 is the CPU's resident memory, is then not measured). There every call of
