@@ -206,7 +206,7 @@ class Result:
     training_torch_ms: float
     training_rnnkit_ms: float
     max_abs_diff: float
-    floor_ms: float
+    floor_ms: float | None  # None off the CPU: the floor is the CPU BLAS's
     products: str  # how the fused loops did their per-step products: a BLAS's name or "numba"
     peak_torch_mb: float | None = None
     peak_rnnkit_mb: float | None = None
@@ -224,9 +224,9 @@ class Result:
         return self.training_torch_ms / self.training_rnnkit_ms
 
     @property
-    def floor_multiple(self) -> float:
+    def floor_multiple(self) -> float | None:
         """rnnkit's inference time over the floor's."""
-        return self.inference_rnnkit_ms / self.floor_ms
+        return None if self.floor_ms is None else self.inference_rnnkit_ms / self.floor_ms
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -243,18 +243,18 @@ class Result:
 
 
 def build(
-    config: BenchConfig, dtype: torch.dtype, seed: int = 0
+    config: BenchConfig, dtype: torch.dtype, seed: int = 0, device: str = "cpu"
 ) -> tuple[nn.Module, nn.Module, torch.Tensor]:
     """torch's layer, rnnkit's with the same weights, and an input ``(T, N, H_in)``."""
     torch.manual_seed(seed)
-    options: dict = dict(bidirectional=config.bidirectional, dtype=dtype)
+    options: dict = dict(bidirectional=config.bidirectional, dtype=dtype, device=device)
     if "nonlinearity" in CELLS[config.cell].layer_arguments:
         options["nonlinearity"] = config.nonlinearity
     if config.proj_size:
         options["proj_size"] = config.proj_size
     name = CELLS[config.cell].layer
     theirs = getattr(nn, name)(config.input_size, config.hidden, config.layers, **options)
-    x = torch.randn(config.steps, config.batch, config.input_size, dtype=dtype)
+    x = torch.randn(config.steps, config.batch, config.input_size, dtype=dtype, device=device)
     return theirs, getattr(rnnkit, name).from_torch(theirs), x
 
 
@@ -272,10 +272,13 @@ def training_step(
 
 
 def _alternate(
-    ours: Callable[[], object], theirs: Callable[[], object], min_time: float, min_rounds: int = 5
+    ours: Callable[[], object], theirs: Callable[[], object], min_time: float, min_rounds: int = 5,
+    device: str = "cpu",
 ) -> tuple[float, float, int]:
     """Medians (ms) of alternated runs: at least ``min_rounds`` rounds and
-    ``min_time`` seconds of both together, at most 200 rounds."""
+    ``min_time`` seconds of both together, at most 200 rounds. On CUDA each
+    run waits for the device before the clock is read (launches are asynchronous)."""
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     for _ in range(2):  # warm-up: compiled code loaded, allocator and caches primed
         ours(), theirs()
     times: tuple[list[float], list[float]] = ([], [])
@@ -284,18 +287,22 @@ def _alternate(
     while rounds < min_rounds or (time.perf_counter() - start < min_time and rounds < 200):
         order = ((0, ours), (1, theirs)) if rounds % 2 == 0 else ((1, theirs), (0, ours))
         for side, run in order:
+            sync()
             t0 = time.perf_counter()
             run()
+            sync()
             times[side].append(time.perf_counter() - t0)
         rounds += 1
     return statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3, rounds
 
 
 def measure(
-    config: BenchConfig, dtype: torch.dtype = torch.float32, min_time: float = 1.0, memory: bool = True
+    config: BenchConfig, dtype: torch.dtype = torch.float32, min_time: float = 1.0, memory: bool = True,
+    device: str = "cpu",
 ) -> Result:
-    """Time inference and a training step of both layers; optionally their peak memory."""
-    theirs, ours, x = build(config, dtype)
+    """Time inference and a training step of both layers on ``device``;
+    optionally their peak memory (the CPU's resident memory: not on CUDA)."""
+    theirs, ours, x = build(config, dtype, device=device)
     side = forward(config)
     with torch.no_grad():
         max_abs_diff = (side(ours, x)[0] - side(theirs, x)[0]).abs().max().item()
@@ -311,14 +318,15 @@ def measure(
         optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
         return lambda: training_step(module, optimizer, x, side)
 
-    inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2)
-    train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2)
+    inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2, device=device)
+    train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2, device=device)
     library, _ = blas.per_step_gemm(dtype == torch.float64, config.batch, config.proj_size or config.hidden)
     result = Result(
         config, backend, rounds, inf_theirs, inf_ours, train_theirs, train_ours, max_abs_diff,
-        floor_ms(config, dtype, min_time / 4), "numba" if library is None else library.name,
+        floor_ms(config, dtype, min_time / 4) if device == "cpu" else None,
+        "numba" if library is None else library.name,
     )
-    if memory:
+    if memory and device == "cpu":
         result.peak_torch_mb = peak_memory_mb(config, dtype, "torch")
         result.peak_rnnkit_mb = peak_memory_mb(config, dtype, "rnnkit")
     return result
@@ -409,6 +417,109 @@ def _padded(module: nn.Module, x: torch.Tensor) -> tuple:
         return module(x, lengths=lengths)
     output, state = module(pack_padded_sequence(x, lengths, enforce_sorted=False))
     return pad_packed_sequence(output, total_length=x.shape[0])[0], state
+
+
+# -- streaming: one step per call ------------------------------------------------------
+
+STREAMING_MODULES = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")
+"""The modules of the streaming set: each sequence layer called on one step,
+and each cell, as a char-RNN sampler or a seq2seq decoder calls them."""
+
+STREAMING_BATCH, STREAMING_INPUT, STREAMING_HIDDEN = 1, 8, 16
+"""The streaming set's sizes: batch 1, 8 input features -> 16 hidden, where
+the fixed cost of a call is nearly all of its time."""
+
+@dataclass
+class StreamingResult:
+    """Medians per call in microseconds, one step at batch 1; training is a
+    forward and backward pass (:func:`streaming_backward`)."""
+
+    module: str  # a name of STREAMING_MODULES
+    rounds: int
+    inference_torch_us: float
+    inference_rnnkit_us: float
+    training_torch_us: float
+    training_rnnkit_us: float
+
+    @property
+    def label(self) -> str:
+        steps = "" if self.module.endswith("Cell") else " T=1"
+        return f"{self.module}{steps} N={STREAMING_BATCH} {STREAMING_INPUT}->{STREAMING_HIDDEN}"
+
+    @property
+    def inference_speedup(self) -> float:
+        return self.inference_torch_us / self.inference_rnnkit_us
+
+    @property
+    def training_speedup(self) -> float:
+        return self.training_torch_us / self.training_rnnkit_us
+
+    def to_json(self) -> dict:
+        return dict(
+            asdict(self), label=self.label,
+            inference_speedup=self.inference_speedup, training_speedup=self.training_speedup,
+        )
+
+
+def build_streaming(
+    module: str, dtype: torch.dtype, seed: int = 0, device: str = "cpu"
+) -> tuple[nn.Module, nn.Module, tuple]:
+    """torch's module, rnnkit's with the same weights, and the arguments of
+    one call: a sequence layer gets one step ``(1, N, H_in)`` (and a zero
+    state of its own), a cell one step ``(N, H_in)`` and the state ``(N, H)``
+    that a caller carries from call to call."""
+    torch.manual_seed(seed)
+    theirs = getattr(nn, module)(STREAMING_INPUT, STREAMING_HIDDEN, dtype=dtype, device=device)
+    ours = getattr(rnnkit, module).from_torch(theirs)
+    if not module.endswith("Cell"):
+        step = torch.randn(1, STREAMING_BATCH, STREAMING_INPUT, dtype=dtype, device=device)
+        return theirs, ours, (step,)
+    x = torch.randn(STREAMING_BATCH, STREAMING_INPUT, dtype=dtype, device=device)
+    h = torch.randn(STREAMING_BATCH, STREAMING_HIDDEN, dtype=dtype, device=device)
+    return theirs, ours, (x, (h, torch.randn_like(h)) if module == "LSTMCell" else h)
+
+
+def output_tensors(value: object) -> list[torch.Tensor]:
+    """Every tensor in a module's output: a tensor, or tuples of them."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    return [t for part in value for t in output_tensors(part)]  # type: ignore[attr-defined]
+
+
+def streaming_backward(module: nn.Module, args: tuple) -> None:
+    """One call with autograd: forward, a loss on every output, backward (the
+    gradients add up in ``.grad``; an optimiser step, which a decoder takes once
+    per sequence rather than per call, is left out)."""
+    loss = sum(t.square().mean() for t in output_tensors(module(*args)))
+    loss.backward()  # type: ignore[union-attr]
+
+
+def measure_streaming(
+    module: str, dtype: torch.dtype = torch.float32, min_time: float = 1.0, device: str = "cpu"
+) -> StreamingResult:
+    """Time one call of both modules, under ``no_grad`` (inference) and with
+    autograd, forward and backward (training)."""
+    theirs, ours, args = build_streaming(module, dtype, device=device)
+
+    def inference(m: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                m(*args)
+        return run
+
+    def training(m: nn.Module) -> Callable[[], None]:
+        return lambda: streaming_backward(m, args)
+
+    # Each call timed on its own (8 us and more: well above the clock's
+    # resolution), so that the median leaves out what other processes and
+    # Python's garbage collector now and then add to one of them.
+    per_call = 1e3  # ms -> us
+    inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2, device=device)
+    train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2, device=device)
+    return StreamingResult(
+        module, rounds, inf_theirs * per_call, inf_ours * per_call,
+        train_theirs * per_call, train_ours * per_call,
+    )
 
 
 # -- peak memory ----------------------------------------------------------------------

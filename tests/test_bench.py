@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from rnnkit import bench
-from rnnkit.bench import BenchConfig, REGIMES, floor_ms, peak_memory_mb, regime_of
+from rnnkit.bench import (
+    REGIMES, STREAMING_MODULES, BenchConfig, build_streaming, floor_ms, output_tensors, peak_memory_mb,
+    regime_of,
+)
 from rnnkit.cli.main import main
 from rnnkit.kernels import blas
 from rnnkit.kinds import CELLS
@@ -135,3 +138,42 @@ def test_a_lengths_row_runs_and_says_so(capsys):
     assert BenchConfig.parse("T=6,N=3,H=4,lengths") == BenchConfig(6, 3, 4, lengths=True)
     assert all(c.lengths for configs in bench.LENGTHS_CONFIGS.values() for c in configs)
     assert set(bench.LENGTHS_CONFIGS) == set(CELLS)
+
+
+def test_cuda_without_a_device_is_a_one_line_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "--device", "cuda", "--quick", "--no-memory"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit bench: error: --device cuda: no CUDA device")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("module", STREAMING_MODULES)
+def test_the_streaming_set_compares_the_same_call(module):
+    """Both modules get the same weights and the same one-step arguments, and agree."""
+    theirs, ours, args = build_streaming(module, torch.float64)
+    assert args[0].shape == ((1, 8) if module.endswith("Cell") else (1, 1, 8))
+    with torch.no_grad():
+        for got, expected in zip(output_tensors(ours(*args)), output_tensors(theirs(*args)), strict=True):
+            torch.testing.assert_close(got, expected)
+
+
+def test_streaming_rows_come_with_the_default_configurations(capsys):
+    assert main(["bench", "--quick", "--cell", "gru", "--no-memory", "--min-time", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["environment"]["device"] == "cpu"
+    labels = [row["label"] for row in report["streaming"]]
+    assert labels == ["GRU T=1 N=1 8->16", "GRUCell N=1 8->16"]
+    for row in report["streaming"]:
+        for key in ("inference_speedup", "training_speedup", "inference_rnnkit_us", "training_torch_us"):
+            assert row[key] > 0
+
+
+def test_streaming_table_and_opting_out(capsys):
+    assert main(["bench", "--quick", "--cell", "lstm", "--no-memory", "--min-time", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "streaming: one step per call" in out and "LSTMCell N=1 8->16" in out
+    assert main(["bench", "--quick", "--no-streaming", "--no-memory", "--min-time", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["streaming"] == []
+    assert main(["bench", "--config", "T=3,N=1,H=2", "--no-memory", "--min-time", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["streaming"] == []  # --config: those only

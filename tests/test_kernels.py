@@ -618,6 +618,17 @@ def test_auto_picks_fused_where_it_serves_and_the_reference_elsewhere(
     assert kernels.select_backend(kind, x, weights_like(x, w_hr=hr)).name == expected
 
 
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
+def test_auto_gives_a_one_step_call_to_the_reference_and_longer_ones_to_fused(mode):
+    """One step (streaming, decoding) costs less through the reference's few
+    ops than through the fused Function; a forced backend still runs it."""
+    one, two = torch.zeros(1, 2, 4), torch.zeros(2, 2, 4)
+    assert kernels.select_backend(mode, one, weights_like(one)).name == "reference"
+    assert kernels.select_backend(mode, two, weights_like(two)).name == "fused"
+    with kernels.use_backend("fused"):
+        assert kernels.select_backend(mode, one, weights_like(one)).name == "fused"
+
+
 def test_autocast_and_torch_func_transforms_go_to_the_reference():
     """The loops read raw memory: under autocast the input projection would
     change dtype beneath them, and torch.func's tensors are wrappers."""

@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit.kinds import CLASSES, KINDS
-from equivalence import BATCH, HIDDEN, INPUT, KIND_OPTIONS, STEPS, assert_same, build, run
+from equivalence import BATCH, HIDDEN, INPUT, KIND_OPTIONS, STEPS, assert_same, build, flat, run
 
 
 LAYER_CONFIGS = [
@@ -63,6 +63,22 @@ def test_unbatched_input_matches_torch(backend, config, with_hx):
     x = torch.randn(STEPS, INPUT, dtype=torch.float64)
     hx = random_state(config, None, torch.float64) if with_hx else None
     assert_same(run(ours, x, hx), run(theirs, x, hx), torch.float64)
+
+
+@pytest.mark.parametrize("config", by_kind(3), ids=config_id)
+@pytest.mark.parametrize("batch", [1, BATCH])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_one_step_calls_match_torch(config, batch, with_hx):
+    """A layer called one step at a time, as streaming does (``auto`` gives
+    these calls to the reference), state carried from call to call."""
+    ours, theirs = build(config)
+    hx = random_state(config, batch, torch.float64) if with_hx else None
+    for _ in range(2):
+        x = torch.randn(1, batch, INPUT, dtype=torch.float64)
+        ours_run, theirs_run = run(ours, x, hx), run(theirs, x, hx)
+        assert_same(ours_run, theirs_run, torch.float64)
+        with torch.no_grad():
+            hx = theirs(x, hx)[1]
 
 
 @pytest.mark.parametrize("lengths", [[6, 4, 2], [2, 6, 4], [3, 3, 3], [1, 6, 1]], ids=str)
@@ -449,3 +465,100 @@ def test_conversions_keep_frozen_parameters_frozen():
     ours = rnnkit.LSTM.from_torch(theirs)
     assert [p.requires_grad for p in ours.parameters()] == [False, True, True, True]
     assert [p.requires_grad for p in ours.to_torch().parameters()] == [False, True, True, True]
+
+
+# -- the weights a layer keeps between calls follow every change -------------------------
+
+
+def _scale_in_place(module):
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.mul_(1.5)
+
+
+def _load_other_weights(module, assign=False):
+    torch.manual_seed(7)
+    other = {name: torch.randn_like(value) * 0.3 for name, value in module.state_dict().items()}
+    module.load_state_dict(other, assign=assign)
+
+
+def _replace_a_parameter(module):
+    name = next(n for n, _ in module.named_parameters() if "weight_hh" in n)
+    torch.manual_seed(8)
+    setattr(module, name, nn.Parameter(torch.randn_like(getattr(module, name))))
+
+
+def _reregister_a_parameter(module):
+    name = next(n for n, _ in module.named_parameters() if "bias_ih" in n)
+    module.register_parameter(name, nn.Parameter(getattr(module, name).detach() + 1))
+
+
+def _swap_data(module):
+    name = next(n for n, _ in module.named_parameters() if "weight_ih" in n)
+    parameter = getattr(module, name)
+    parameter.data = parameter.data.flip(0).clone()
+
+
+def _optimizer_step(module):
+    x = torch.randn(STEPS, BATCH, INPUT, dtype=next(module.parameters()).dtype)
+    result = module(x) if hasattr(module, "num_layers") else module(x[0])
+    module.zero_grad()
+    flat(result).sum().backward()
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter -= 0.5 * parameter.grad
+
+
+EDITS = {
+    "in-place edit under no_grad": _scale_in_place,
+    "load_state_dict": _load_other_weights,
+    "load_state_dict(assign=True)": lambda m: _load_other_weights(m, assign=True),
+    "a new Parameter assigned": _replace_a_parameter,
+    "register_parameter again": _reregister_a_parameter,
+    "parameter.data replaced": _swap_data,
+    "a gradient step": _optimizer_step,
+    ".to(float64)": lambda m: m.to(torch.float64),
+}
+"""What a user may do to a module's weights between two calls."""
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
+def test_a_layer_sees_every_change_to_its_weights_since_the_last_call(backend, kind, edit):
+    ours, theirs = build(dict(kind=kind, num_layers=2, bidirectional=True), dtype=torch.float32)
+    x = torch.randn(STEPS, BATCH, INPUT)
+    ours(x)  # the weights are now kept from this call
+    for module in (ours, theirs):
+        torch.manual_seed(0)
+        EDITS[edit](module)
+    dtype = next(theirs.parameters()).dtype
+    x = x.to(dtype)
+    assert_same(run(ours, x), run(theirs, x), dtype)
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+@pytest.mark.parametrize("config", CELL_CONFIGS, ids=config_id)
+def test_a_cell_sees_every_change_to_its_weights_since_the_last_call(config, edit):
+    ours, theirs = build_cell(config, dtype=torch.float32)
+    x = torch.randn(BATCH, INPUT)
+    ours(x)
+    for module in (ours, theirs):
+        torch.manual_seed(0)
+        EDITS[edit](module)
+    dtype = next(theirs.parameters()).dtype
+    x = x.to(dtype)
+    assert_same(run(ours, x), run(theirs, x), dtype)
+
+
+def test_a_parametrized_weight_is_computed_afresh_every_call(backend):
+    """With torch.nn.utils.parametrize the weight is no registered parameter
+    but computed on access: it must not be kept from an earlier call."""
+    ours, theirs = build(dict(kind="GRU"))
+    x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
+    ours(x)
+    torch.nn.utils.parametrizations.weight_norm(ours, "weight_hh_l0")
+    for scale in (1.0, 0.5):
+        with torch.no_grad():
+            ours.parametrizations.weight_hh_l0.original0.mul_(scale)  # the magnitude
+            theirs.weight_hh_l0.copy_(ours.weight_hh_l0)
+            torch.testing.assert_close(ours(x)[0], theirs(x)[0])

@@ -29,6 +29,18 @@ rnnkit sets itself targets in (printed beside each speedup): small batches
 with long sequences, batch ~32 with small hidden sizes, hidden sizes 128-256,
 and 512 with batch 64. A default run of one cell type takes a few minutes,
 of all three about ten; --quick takes seconds.
+
+A second, small table (the streaming set) times one call as streaming and
+decoding make them: each sequence layer on one step and each cell, batch 1,
+8 -> 16 features, in microseconds per call, under no_grad and as a forward
+and backward pass (no optimiser step, which a decoder takes once per
+sequence). It runs with the default and --quick configurations (for
+--cell's cell types), not with --config; --no-streaming leaves it out.
+
+With --device cuda the same comparison runs on the GPU (peak memory, which
+is the CPU's resident memory, is then not measured). There every call of
+rnnkit's goes to the step-by-step reference recurrence, one kernel launch
+per op and step, so expect it to be far slower than torch.nn's cuDNN layers.
 """
 
 EPILOG = """\
@@ -84,6 +96,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-memory", dest="memory", action="store_false",
         help="skip the peak-memory measurement (two extra processes per configuration)",
     )
+    what.add_argument(
+        "--no-streaming", dest="streaming", action="store_false",
+        help="skip the streaming set (one step per call, batch 1)",
+    )
+    what.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu",
+        help="where both layers and their inputs live (default: cpu)",
+    )
     how = parser.add_argument_group("how")
     how.add_argument(
         "--threads", type=int, metavar="N",
@@ -124,22 +144,55 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--min-time must be at least 0 seconds, got {args.min_time:g}")
     min_time = args.min_time if args.min_time is not None else 0.1 if args.quick else 2.0
     dtype = getattr(torch, args.dtype)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "--device cuda: no CUDA device is available to torch (torch.cuda.is_available() is False)"
+        )
+    streaming = (
+        [name for cell in cells for name in (SEQUENCE_LAYERS[cell], SEQUENCE_LAYERS[cell] + "Cell")]
+        if args.streaming and not args.config else []
+    )
 
     console = Console(stderr=True)
-    results = []
+    results, streaming_results = [], []
     for index, config in enumerate(configs, 1):
         if not args.json and console.is_terminal:
             console.print(f"[dim]{index}/{len(configs)} {config.label}...[/]", end="\r")
-        results.append(bench.measure(config, dtype, min_time, memory=args.memory))
-    environment = dict(bench.environment(), dtype=args.dtype)
+        results.append(bench.measure(config, dtype, min_time, memory=args.memory, device=args.device))
+    for module in streaming:
+        streaming_results.append(bench.measure_streaming(module, dtype, min_time, device=args.device))
+    environment = dict(bench.environment(), dtype=args.dtype, device=args.device)
 
     if args.json:
-        json.dump(dict(environment=environment, results=[r.to_json() for r in results]),
+        json.dump(dict(environment=environment, results=[r.to_json() for r in results],
+                       streaming=[r.to_json() for r in streaming_results]),
                   sys.stdout, indent=2)
         print()
     else:
-        Console(width=max(Console().width, 160)).print(table(results, environment))
+        out = Console(width=max(Console().width, 160))
+        out.print(table(results, environment))
+        if streaming_results:
+            out.print(streaming_table(streaming_results))
     return 0
+
+
+def streaming_table(results: list):
+    """The streaming set as a rich table: microseconds per call and speedups."""
+    from rich.table import Table
+
+    t = Table(title="streaming: one step per call, microseconds per call (median)")
+    for name in (
+        "module", "inference us\ntorch / rnnkit", "speedup",
+        "forward+backward us\ntorch / rnnkit", "speedup",
+    ):
+        t.add_column(name, justify="left" if name == "module" else "right")
+    for r in results:
+        t.add_row(
+            r.label,
+            f"{r.inference_torch_us:.1f} / {r.inference_rnnkit_us:.1f}", f"{r.inference_speedup:.2f}x",
+            f"{r.training_torch_us:.1f} / {r.training_rnnkit_us:.1f}", f"{r.training_speedup:.2f}x",
+        )
+    return t
 
 
 def table(results: list, environment: dict):
@@ -162,7 +215,7 @@ def table(results: list, environment: dict):
     title = (
         f"rnnkit {environment['rnnkit']} vs torch {environment['torch']}: {environment['cpu']}, "
         f"{environment['cpus']} CPUs, {environment['threads']} torch threads, {environment['dtype']}, "
-        f"BLAS {environment['blas']}"
+        f"BLAS {environment['blas']}, on {environment['device']}"
     )
     caption = "; ".join(f"{key}: {regime.name}" for key, regime in REGIMES.items())
     t = Table(title=title, caption=f"regimes: {caption}")
@@ -183,7 +236,7 @@ def table(results: list, environment: dict):
             speedup(r.inference_speedup, regime and regime.inference_target),
             pair(r.training_torch_ms, r.training_rnnkit_ms, 2),
             speedup(r.training_speedup, regime and regime.training_target),
-            f"{r.floor_ms:.2f} ({r.floor_multiple:.1f}x)",
+            "-" if r.floor_ms is None else f"{r.floor_ms:.2f} ({r.floor_multiple:.1f}x)",
             pair(r.peak_torch_mb, r.peak_rnnkit_mb, 1), f"{r.max_abs_diff:.0e}",
         )
     return t

@@ -46,16 +46,17 @@ def refusal(kind: str, x: Tensor, weights: list[DirectionWeights]) -> str | None
     all of those."""
     if kind not in LAYERS:
         return f"no fused loops for cell kind {kind!r}"
-    if x.device.type != "cpu" or x.dtype not in DTYPES:
-        return f"it runs float32 and float64 on the CPU, got {x.dtype} on {x.device}"
+    dtype = x.dtype
+    if not x.is_cpu or dtype not in DTYPES:
+        return f"it runs float32 and float64 on the CPU, got {dtype} on {x.device}"
     if _autocast_enabled("cpu"):
         return "autocast is on"
     if _transforms_active():
         return "a torch.func transform (grad, vmap, ...) is running"
     for w in weights:
         for t in w:
-            if t is not None and (t.device != x.device or t.dtype != x.dtype):
-                return f"a weight is {t.dtype} on {t.device}, the input {x.dtype} on {x.device}"
+            if t is not None and (not t.is_cpu or t.dtype != dtype):
+                return f"a weight is {t.dtype} on {t.device}, the input {dtype} on {x.device}"
     return None
 
 

@@ -47,13 +47,14 @@ class DirectionWeights(NamedTuple):
 def rnn_tanh_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
     """Elman step with tanh: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``."""
     (h,) = state
-    return (torch.tanh(xp + F.linear(h, w.w_hh, w.b_hh)),)
+    # In place on the product, a tensor of the step's own: saves allocations.
+    return (F.linear(h, w.w_hh, w.b_hh).add_(xp).tanh_(),)
 
 
 def rnn_relu_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
     """Elman step with ReLU: ``h' = relu(W_ih x + b_ih + W_hh h + b_hh)``."""
     (h,) = state
-    return (torch.relu(xp + F.linear(h, w.w_hh, w.b_hh)),)
+    return (F.linear(h, w.w_hh, w.b_hh).add_(xp).relu_(),)
 
 
 def lstm_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
@@ -64,10 +65,14 @@ def lstm_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
         h' = W_hr (o * tanh(c'))      (without W_hr when there is no projection)
     """
     h, c = state
-    gates = xp + F.linear(h, w.w_hh, w.b_hh)
-    i, f, g, o = gates.chunk(4, dim=1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h = torch.sigmoid(o) * torch.tanh(c)
+    hidden = c.shape[1]
+    gates = F.linear(h, w.w_hh, w.b_hh).add_(xp)
+    # One sigmoid over all four gates (g's is not used) and a tanh over g:
+    # fewer, larger ops, since a step's cost is mostly per op.
+    i, f, _, o = torch.sigmoid(gates).unsafe_chunk(4, dim=1)
+    g = torch.tanh(gates[:, 2 * hidden : 3 * hidden])
+    c = torch.addcmul(f * c, i, g)
+    h = o * torch.tanh(c)
     if w.w_hr is not None:
         h = F.linear(h, w.w_hr)
     return (h, c)
@@ -79,15 +84,17 @@ def gru_step(xp: Tensor, state: State, w: DirectionWeights) -> State:
         r = σ(W_ir x + b_ir + W_hr h + b_hr)
         z = σ(W_iz x + b_iz + W_hz h + b_hz)
         n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-        h' = (1 - z) * n + z * h,  computed as n + z * (h - n)
+        h' = (1 - z) * n + z * h,  computed as n + z * (h - n) (torch.lerp)
     """
     (h,) = state
-    x_r, x_z, x_n = xp.chunk(3, dim=1)
-    h_r, h_z, h_n = F.linear(h, w.w_hh, w.b_hh).chunk(3, dim=1)
-    r = torch.sigmoid(x_r + h_r)
-    z = torch.sigmoid(x_z + h_z)
-    n = torch.tanh(x_n + r * h_n)
-    return (n + z * (h - n),)
+    hidden = h.shape[1]
+    hh = F.linear(h, w.w_hh, w.b_hh)  # (N, 3*H): W_hr h + b_hr, W_hz h + b_hz, W_hn h + b_hn
+    # One sigmoid over all three gates' sums (n's is not used): a step's cost is mostly per op.
+    r, z, _ = (xp + hh).sigmoid_().unsafe_chunk(3, dim=1)
+    n = torch.addcmul(xp[:, 2 * hidden :], r, hh[:, 2 * hidden :]).tanh_()
+    if h.dtype != n.dtype:  # under autocast; torch.lerp takes one dtype only
+        return (torch.addcmul(n, z, h - n),)
+    return (torch.lerp(n, h, z),)
 
 
 StepFunction = Callable[[Tensor, State, DirectionWeights], State]

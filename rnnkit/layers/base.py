@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, ClassVar
+import operator
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -27,14 +28,26 @@ from rnnkit.layers.driver import run_stack
 from rnnkit.layers.shapes import parameter_shapes, suffix
 
 
+_MISSING = object()
+"""What ``_parameters.get`` gives for a name that is no registered parameter."""
+
 _WEIGHT_FIELDS = {
     "weight_ih": "w_ih", "weight_hh": "w_hh", "bias_ih": "b_ih", "bias_hh": "b_hh", "weight_hr": "w_hr",
 }
 """Parameter names (without the layer suffix) -> :class:`DirectionWeights` fields."""
 
 
+_SHAPE = operator.attrgetter("shape")
+"""A tensor's shape, as a function (for ``map``)."""
+
+
 def _shape(t: Tensor) -> list[int]:
     return list(t.shape)
+
+
+def _same_device(a: Tensor, b: Tensor) -> bool:
+    # is_cpu first: comparing .device builds two device objects, a cost on every call
+    return (a.is_cpu and b.is_cpu) or a.device == b.device
 
 
 def _check_input_tensor(owner: str, x: Tensor, weight: Tensor) -> None:
@@ -45,7 +58,7 @@ def _check_input_tensor(owner: str, x: Tensor, weight: Tensor) -> None:
             f"({weight.dtype}); convert the input with input.to({weight.dtype}) "
             f"or the module with module.to({x.dtype})"
         )
-    if x.device != weight.device:
+    if not _same_device(x, weight):
         raise RuntimeError(f"{owner}: input is on {x.device} but the weights are on {weight.device}")
 
 
@@ -64,22 +77,28 @@ def _check_state(
         )
     parts = (hx,) if len(names) == 1 else tuple(hx)
     for index, (part, shape) in enumerate(zip(parts, expected)):
-        what = "hx" if len(names) == 1 else f"hx[{index}] ({names[index]})"
         if not isinstance(part, Tensor):
-            raise TypeError(f"{owner}: {what} should be a Tensor, got {type(part).__name__}")
+            raise TypeError(
+                f"{owner}: {_state_part(names, index)} should be a Tensor, got {type(part).__name__}"
+            )
         if dims is not None and part.dim() not in dims:
             raise ValueError(
-                f"{owner}: Expected {what} to be {' or '.join(f'{d}D' for d in dims)}, "
-                f"got {part.dim()}D tensor of shape {_shape(part)} instead"
+                f"{owner}: Expected {_state_part(names, index)} to be "
+                f"{' or '.join(f'{d}D' for d in dims)}, got {part.dim()}D tensor of shape {_shape(part)} instead"
             )
-        if tuple(part.shape) != shape:
-            raise RuntimeError(f"{owner}: Expected {what} size {shape}, got {_shape(part)}")
+        if part.shape != shape:
+            raise RuntimeError(
+                f"{owner}: Expected {_state_part(names, index)} size {shape}, got {_shape(part)}"
+            )
         if part.dtype != x.dtype:
             raise ValueError(
-                f"{owner}: {what} dtype ({part.dtype}) does not match input dtype ({x.dtype})"
+                f"{owner}: {_state_part(names, index)} dtype ({part.dtype}) does not match "
+                f"input dtype ({x.dtype})"
             )
-        if part.device != x.device:
-            raise RuntimeError(f"{owner}: {what} is on {part.device} but the input is on {x.device}")
+        if not _same_device(part, x):
+            raise RuntimeError(
+                f"{owner}: {_state_part(names, index)} is on {part.device} but the input is on {x.device}"
+            )
     return parts
 
 
@@ -124,6 +143,16 @@ def _check_lengths(owner: str, lengths: Any, steps: int, batch: int) -> Tensor:
     return lengths
 
 
+def _state_part(names: tuple[str, ...], index: int) -> str:
+    """How an error message names part ``index`` of a user's ``hx``."""
+    return "hx" if len(names) == 1 else f"hx[{index}] ({names[index]})"
+
+
+def _one_direction(tensors: list[Tensor | None]) -> DirectionWeights:
+    """A cell's weights (``weight_ih, weight_hh, bias_ih, bias_hh``) as the steps take them."""
+    return DirectionWeights(*tensors)
+
+
 class _TorchTwin(nn.Module):
     """What a layer and a cell share with their ``torch.nn`` twin: their kind's
     state parts, the initialisation, and ``from_torch`` / ``to_torch`` (the configuration
@@ -133,6 +162,34 @@ class _TorchTwin(nn.Module):
     config_names: ClassVar[tuple[str, ...]]
     kind: str
     hidden_size: int
+    _weight_order: tuple[str, ...]  # every weight's name, in the order the kernels take them
+    _weights_cache: tuple[list[Tensor | None], Any] | None = None
+
+    def _cached_weights(self, build: Callable[[list[Tensor | None]], Any]) -> Any:
+        """``build(tensors)``, the weights named in ``_weight_order`` as the
+        kernels take them, kept from call to call rather than rebuilt.
+
+        What is kept holds the parameter objects themselves, so whatever changes
+        them in place (an optimiser step, ``load_state_dict``, ``.to()``,
+        ``.data =``) shows through. It is built again when a parameter is
+        replaced by another object, and not kept at all while a weight is not
+        a registered parameter but computed on access (weight norm,
+        ``torch.nn.utils.parametrize``)."""
+        cache = self._weights_cache
+        if cache is not None:
+            # The same objects, by identity (== would compare the tensors' values).
+            now = map(self._parameters.get, self._weight_order)
+            if all(map(operator.is_, cache[0], now)):
+                return cache[1]
+        registered = list(map(self._parameters.get, self._weight_order))
+        tensors = [getattr(self, name) for name in self._weight_order]
+        built = build(tensors)
+        plain = all(
+            self._parameters.get(name, _MISSING) is tensor
+            for name, tensor in zip(self._weight_order, tensors)
+        )
+        self._weights_cache = (registered, built) if plain else None
+        return built
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -229,6 +286,8 @@ class RecurrentLayer(_TorchTwin):
                 names[_WEIGHT_FIELDS[base_name]] = name
                 self._weight_shapes[name] = shape
             self._weight_names.append(names)
+        self._weight_order = tuple(self._weight_shapes)
+        self._expected_shapes = list(self._weight_shapes.values())
         self.reset_parameters()
 
     @property
@@ -261,24 +320,30 @@ class RecurrentLayer(_TorchTwin):
     def flatten_parameters(self) -> None:
         """Does nothing: present so that code written for ``torch.nn`` runs unchanged."""
 
-    def _weight(self, name: str) -> Tensor:
-        """A parameter, checked against the shape the layer was built with (the
-        fused kernels index it without bounds checks)."""
-        weight = getattr(self, name)
-        if weight.shape != self._weight_shapes[name]:
-            raise RuntimeError(
-                f"{type(self).__name__}: parameter {name} has shape {_shape(weight)}, "
-                f"expected {self._weight_shapes[name]}"
-            )
-        return weight
-
     def _direction_weights(self) -> list[list[DirectionWeights]]:
-        weights = [
-            DirectionWeights(**{field: self._weight(name) for field, name in names.items()})
-            for names in self._weight_names
-        ]
+        """Each layer's weights, one :class:`DirectionWeights` per direction,
+        checked against the shapes the layer was built with (the fused kernels
+        index them without bounds checks)."""
+        tensors, layers = self._cached_weights(self._group_weights)
+        try:
+            as_built = list(map(_SHAPE, tensors)) == self._expected_shapes
+        except AttributeError:  # a weight set to None
+            as_built = False
+        if not as_built:
+            for name, weight in zip(self._weight_order, tensors):
+                if weight is None or weight.shape != self._weight_shapes[name]:
+                    raise RuntimeError(
+                        f"{type(self).__name__}: parameter {name} has shape "
+                        f"{None if weight is None else _shape(weight)}, expected {self._weight_shapes[name]}"
+                    )
+        return layers
+
+    def _group_weights(self, tensors: list[Tensor]) -> tuple[list[Tensor], list[list[DirectionWeights]]]:
+        """``tensors`` (in ``_weight_order``) and the same grouped by layer and direction."""
+        flat = iter(tensors)
+        weights = [DirectionWeights(**{field: next(flat) for field in names}) for names in self._weight_names]
         d = self.num_directions
-        return [weights[k * d : (k + 1) * d] for k in range(self.num_layers)]
+        return tensors, [weights[k * d : (k + 1) * d] for k in range(self.num_layers)]
 
     # -- forward -----------------------------------------------------------------
 
@@ -335,11 +400,12 @@ class RecurrentLayer(_TorchTwin):
                 x = input.transpose(0, 1) if self.batch_first else input
             if lengths is not None:
                 lengths = _check_lengths(owner, lengths, steps=x.shape[0], batch=x.shape[1])
-        self._check_input(x)
+        layers = self._direction_weights()
+        self._check_input(x, layers[0][0].w_ih)
         state = self._initial_state(hx, x, batched)
 
         output, state_n, *states = run_stack(
-            self.kind, x, state, self._direction_weights(), lengths, self.dropout, self.training,
+            self.kind, x, state, layers, lengths, self.dropout, self.training,
             return_states=return_states,
         )
         dtype = self._autocast_result_dtype(x)
@@ -366,9 +432,10 @@ class RecurrentLayer(_TorchTwin):
         it differs from what this layer's own operations give, else ``None``."""
         return None
 
-    def _check_input(self, x: Tensor) -> None:
+    def _check_input(self, x: Tensor, weight: Tensor) -> None:
+        """``x (T, N, H_in)`` against the layer's size and the first weight's dtype and device."""
         owner = type(self).__name__
-        _check_input_tensor(owner, x, self.weight_ih_l0)
+        _check_input_tensor(owner, x, weight)
         if x.shape[-1] != self.input_size:
             raise RuntimeError(
                 f"{owner}: input.size(-1) must be equal to input_size. "
@@ -384,7 +451,11 @@ class RecurrentLayer(_TorchTwin):
         stacked = self.num_layers * self.num_directions
         sizes = self._state_sizes()
         if hx is None:
-            return tuple(x.new_zeros(stacked, batch, size) for size in sizes)
+            h0 = x.new_zeros(stacked, batch, sizes[0])
+            if len(sizes) == 1:
+                return (h0,)
+            # Only ever read, so c_0 can share h_0's zeros when their sizes agree.
+            return (h0, *(h0 if n == sizes[0] else x.new_zeros(stacked, batch, n) for n in sizes[1:]))
         expected = [(stacked, batch, n) if batched else (stacked, n) for n in sizes]
         state = _check_state(owner, hx, self.state_names, expected, x)
         return state if batched else tuple(part.unsqueeze(1) for part in state)
@@ -429,6 +500,8 @@ class RecurrentLayer(_TorchTwin):
 class RecurrentCell(_TorchTwin):
     """One recurrent step with explicit state (see ``rnnkit.RNNCell``)."""
 
+    _weight_order = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # as DirectionWeights
+
     def __init__(
         self,
         kind: str,
@@ -468,14 +541,14 @@ class RecurrentCell(_TorchTwin):
             )
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
-        _check_input_tensor(owner, x, self.weight_ih)
+        weights = self._cached_weights(_one_direction)
+        _check_input_tensor(owner, x, weights.w_ih)
         if x.shape[1] != self.input_size:
             raise RuntimeError(
                 f"{owner}: input has inconsistent input_size: got {x.shape[1]}, "
                 f"expected {self.input_size}"
             )
         state = self._initial_state(hx, x, batched)
-        weights = DirectionWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         new_state = STEPS[self.kind](input_projection(x, weights), state, weights)
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
