@@ -421,7 +421,7 @@ def _padded(module: nn.Module, x: torch.Tensor) -> tuple:
 
 # -- streaming: one step per call ------------------------------------------------------
 
-STREAMING_MODULES = ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell")
+STREAMING_MODULES = tuple(name for cell in CELLS.values() for name in (cell.layer, cell.cell_class))
 """The modules of the streaming set: each sequence layer called on one step,
 and each cell, as a char-RNN sampler or a seq2seq decoder calls them."""
 

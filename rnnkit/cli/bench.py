@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             "--device cuda: no CUDA device is available to torch (torch.cuda.is_available() is False)"
         )
     streaming = (
-        [name for cell in cells for name in (SEQUENCE_LAYERS[cell], SEQUENCE_LAYERS[cell] + "Cell")]
+        [name for cell in cells for name in (CELLS[cell].layer, CELLS[cell].cell_class)]
         if args.streaming and not args.config else []
     )
 
