@@ -340,7 +340,7 @@ def test_bad_option_values_exit_with_usage(capsys):
 
 
 REQUIRED = {"explain": ["--input-size", "5", "--hidden-size", "8"], "evaluate": ["RUN"],
-            "predict": ["RUN", "IN.npz"], "train": [], "bench": []}
+            "predict": ["RUN", "IN.npz"], "train": [], "bench": [], "export": ["RUN"]}
 """What each subcommand needs before an unknown option is the only mistake left."""
 
 
