@@ -523,9 +523,9 @@ EDITS = {
 
 
 @pytest.mark.parametrize("edit", list(EDITS))
-@pytest.mark.parametrize("kind", list(KIND_OPTIONS))
-def test_a_layer_sees_every_change_to_its_weights_since_the_last_call(backend, kind, edit):
-    ours, theirs = build(dict(kind=kind, num_layers=2, bidirectional=True), dtype=torch.float32)
+@pytest.mark.parametrize("class_name", list(KIND_OPTIONS))
+def test_a_layer_sees_every_change_to_its_weights_since_the_last_call(backend, class_name, edit):
+    ours, theirs = build(dict(class_name=class_name, num_layers=2, bidirectional=True), dtype=torch.float32)
     x = torch.randn(STEPS, BATCH, INPUT)
     ours(x)  # the weights are now kept from this call
     for module in (ours, theirs):
@@ -553,7 +553,7 @@ def test_a_cell_sees_every_change_to_its_weights_since_the_last_call(config, edi
 def test_a_parametrized_weight_is_computed_afresh_every_call(backend):
     """With torch.nn.utils.parametrize the weight is no registered parameter
     but computed on access: it must not be kept from an earlier call."""
-    ours, theirs = build(dict(kind="GRU"))
+    ours, theirs = build(dict(class_name="GRU"))
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
     ours(x)
     torch.nn.utils.parametrizations.weight_norm(ours, "weight_hh_l0")

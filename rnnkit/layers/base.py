@@ -37,9 +37,6 @@ _WEIGHT_FIELDS = {
 """Parameter names (without the layer suffix) -> :class:`DirectionWeights` fields."""
 
 
-_SHAPE = operator.attrgetter("shape")
-"""A tensor's shape, as a function (for ``map``)."""
-
 
 def _shape(t: Tensor) -> list[int]:
     return list(t.shape)
@@ -174,7 +171,9 @@ class _TorchTwin(nn.Module):
         ``.data =``) shows through. It is built again when a parameter is
         replaced by another object, and not kept at all while a weight is not
         a registered parameter but computed on access (weight norm,
-        ``torch.nn.utils.parametrize``)."""
+        ``torch.nn.utils.parametrize``), nor while torch traces the call into a graph."""
+        if kernels.tracing():  # a graph must not see attributes assigned while it is traced
+            return build([getattr(self, name) for name in self._weight_order])
         cache = self._weights_cache
         if cache is not None:
             # The same objects, by identity (== would compare the tensors' values).
@@ -326,7 +325,7 @@ class RecurrentLayer(_TorchTwin):
         index them without bounds checks)."""
         tensors, layers = self._cached_weights(self._group_weights)
         try:
-            as_built = list(map(_SHAPE, tensors)) == self._expected_shapes
+            as_built = [t.shape for t in tensors] == self._expected_shapes
         except AttributeError:  # a weight set to None
             as_built = False
         if not as_built:
