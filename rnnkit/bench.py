@@ -12,9 +12,10 @@ heated), and each side's time is the median over the rounds:
 * **training step**: ``zero_grad``, forward, a loss on the output and final
   state, backward, and an SGD step;
 * **floor**: the matrix products an inference pass cannot avoid, done back to
-  back by the BLAS the fused loops use (:func:`floor_ms`), in the same run;
-  rnnkit's inference time as a multiple of it says how much the loops add
-  around the products.
+  back the way the fused loops do them (BLAS or numba's product, per
+  :func:`rnnkit.kernels.blas.per_step_gemm`; :func:`floor_ms`), in the same
+  run; rnnkit's inference time as a multiple of it says how much the loops
+  add around the products.
 
 Speedup is torch's time over rnnkit's. Peak memory is that of one training
 step, measured in a fresh process per layer and configuration (see
@@ -28,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -46,7 +48,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import rnnkit
 from rnnkit import kernels
 from rnnkit.kernels import blas
-from rnnkit.kernels.numba_ops import gemm_repeatedly
+from rnnkit.kernels.numba_ops import products_repeatedly
 from rnnkit.kinds import CELLS
 
 
@@ -336,16 +338,16 @@ def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_round
     """The floor of an inference pass, in ms (median of rounds): for each
     layer, its input projection ``(T*N, H_in) @ (H_in, D*G*H)`` by
     ``torch.addmm``, and for each direction ``T`` per-step products
-    ``(N, P) @ (P, G*H)`` (and, with a projection, ``(N, H) @ (H, P)``), each
-    one GEMM call from compiled code into :func:`blas.active`'s library, on
-    one thread (a product this small gains little from more, and an OpenMP
-    team waking for every step costs more than it on a busy machine). Nothing
-    else: no gates, no copies."""
+    ``(N, P) @ (P, G*H)`` (and, with a projection, ``(N, H) @ (H, P)``) from
+    compiled code, the way the loops do them (BLAS GEMMs of 16-row blocks,
+    or numba's product, as :func:`blas.per_step_gemm` picks), on one thread
+    (a product this small gains little from more, and an OpenMP team waking
+    for every step costs more than it on a busy machine). Nothing else: no
+    gates, no copies."""
     gates = len(CELLS[config.cell].gates)
     hidden, width = config.hidden, config.proj_size or config.hidden
     directions = 2 if config.bidirectional else 1
-    library = blas.active()
-    gemm = library.gemm(dtype == torch.float64)
+    library, gemm = blas.per_step_gemm(dtype == torch.float64, config.batch, width)
     rows = config.steps * config.batch
 
     def zeros(*shape: int):
@@ -364,11 +366,11 @@ def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_round
     def run() -> None:
         for x_rows, w_ih_t, b_ih, out in layers:
             torch.addmm(b_ih, x_rows, w_ih_t, out=out)
-            with library.one_thread():
+            with contextlib.nullcontext() if library is None else library.one_thread():
                 for _ in range(directions):
-                    gemm_repeatedly(gemm, w_hh, h, z, config.steps)
+                    products_repeatedly(h, w_hh, z, config.steps, gemm)
                     if config.proj_size:
-                        gemm_repeatedly(gemm, w_hr, m, p, config.steps)
+                        products_repeatedly(m, w_hr, p, config.steps, gemm)
 
     times = []
     start = time.perf_counter()

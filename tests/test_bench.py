@@ -43,13 +43,30 @@ def test_quick_json_run(capsys, keep_threads):
     assert result["products"] in ("numba", *blas.available())
 
 
-@pytest.mark.parametrize("cell, spec", [("rnn", "T=30,N=3,H=5"), ("lstm", "T=30,N=3,H=5,P=2,L=2,bi,lstm"),
-                                        ("gru", "T=30,N=3,H=5,gru")])
-def test_the_floor_is_the_products_alone(cell, spec):
-    """More steps, more products: the floor grows with the sequence."""
-    config = BenchConfig.parse(spec)
-    longer = BenchConfig.parse(spec.replace("T=30", "T=3000"))
-    assert 0 < floor_ms(config, torch.float32, 0.0) < floor_ms(longer, torch.float32, 0.0)
+@pytest.mark.parametrize(
+    "spec, products",
+    [
+        # (a, w, times) of each per-step product, per round: one (N, P) @ (P, G*H) per layer
+        # and direction, and with a projection one (N, H) @ (H, P) more
+        ("T=30,N=3,H=5", [((3, 5), (5, 5), 30)]),
+        ("T=7,N=3,H=5,P=2,L=2,bi,lstm", [((3, 2), (20, 2), 7), ((3, 5), (2, 5), 7)] * 4),
+        ("T=9,N=4,H=6,I=2,gru", [((4, 6), (18, 6), 9)]),
+    ],
+)
+def test_the_floor_does_the_products_of_each_layer_and_direction(spec, products, monkeypatch):
+    from rnnkit import bench
+
+    done = []
+    real = bench.products_repeatedly
+
+    def record(a, w, res, times, gemm):
+        done.append((a.shape, w.shape, times))
+        real(a, w, res, times, gemm)
+
+    monkeypatch.setattr(bench, "products_repeatedly", record)
+    assert floor_ms(BenchConfig.parse(spec), torch.float32, 0.0, min_rounds=1) > 0
+    rounds = len(done) // len(products)
+    assert rounds >= 2 and done == products * rounds  # a warm-up round and the timed ones
 
 
 def test_the_table_says_how_the_products_ran(capsys, monkeypatch):

@@ -295,14 +295,15 @@ def test_bitwise_deterministic_whatever_the_thread_count(kind, threads):
 @pytest.mark.parametrize(
     "directions, batch, threads", [(1, 1, 2), (1, 13, 2), (2, 13, 2), (2, 40, 4), (1, 40, 3), (2, 3, 1)]
 )
-def test_the_plan_covers_every_row_once_in_aligned_chunks(directions, batch, threads, monkeypatch):
+@pytest.mark.parametrize("row_block", [ROW_BLOCK, blas.BLAS_ROWS])
+def test_the_plan_covers_every_row_once_in_aligned_chunks(directions, batch, threads, row_block, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    pieces, used = parallel.plan(directions, batch, work_per_row=10**9)
+    pieces, used = parallel.plan(directions, batch, work_per_row=10**9, row_block=row_block)
     assert 1 <= used <= threads
     for d in range(directions):
         rows = [n for p in pieces if p.d == d for n in range(p.n0, p.n1)]
         assert rows == list(range(batch))
-    assert all(p.n0 % ROW_BLOCK == 0 for p in pieces)
+    assert all(p.n0 % row_block == 0 for p in pieces)
 
 
 def test_small_work_stays_on_the_calling_thread(monkeypatch):

@@ -20,8 +20,8 @@ input, in one process: a forward pass under no_grad (inference) and a training s
 each time is the median of its runs; speedup = torch time / rnnkit time, so
 above 1 means rnnkit is faster. The floor is the time of the matrix
 products an inference pass needs (the input projections and every step's
-product with W_hh), done back to back by the BLAS the kernels call, and
-beside it rnnkit's inference time as a multiple of it. Peak memory is the rise in resident
+product with W_hh), done back to back the way the kernels do them (BLAS or
+numba's product), and beside it rnnkit's inference time as a multiple of it. Peak memory is the rise in resident
 memory during one training step, each layer measured in a fresh process.
 
 The default configurations cover, for each cell type, the size regimes

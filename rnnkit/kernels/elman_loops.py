@@ -68,6 +68,7 @@ def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n
             gradient of each step's pre-activation (zero past each length).
         w_hh_t: ``(H, H)``, ``W_hh`` transposed, C-contiguous.
         dh: ``(N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
+        gemm: as in :func:`elman_forward`.
     """
     steps = out.shape[0]
     hidden = dh.shape[1]

@@ -111,6 +111,7 @@ def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dh, lengths,
         w_hh_t: ``(H, 3H)``, ``W_hh`` transposed, C-contiguous.
         grad_out: ``(T, N, D*H)``, the loss's gradient with respect to the output.
         dh: ``(N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
+        gemm: as in :func:`gru_forward`.
     """
     steps = gates.shape[0]
     rows, hidden = n1 - n0, dh.shape[1]

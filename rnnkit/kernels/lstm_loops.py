@@ -139,6 +139,7 @@ def lstm_backward(
         dhs: ``(T, N, D*P)``; with a projection it receives ``dL/dh_t`` (zeros
             past each length), whose product with ``o * tanh(c_t)`` over all
             steps is ``dL/dW_hr``; unused without one.
+        gemm: as in :func:`lstm_forward`.
     """
     steps = gates.shape[0]
     rows, width = n1 - n0, dh.shape[1]

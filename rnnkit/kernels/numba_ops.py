@@ -359,11 +359,10 @@ def product(a, acol, w, res, n0, n1, gemm):
 
 
 @jit
-def gemm_repeatedly(gemm, w, a, res, times):
-    """``res = a @ w.T`` ``times`` times over, one call of the GEMM at address
-    ``gemm`` for all rows each time: what a sequence's per-step products cost
-    the BLAS alone, back to back (``rnnkit bench``'s floor). Shapes: ``a (N, K)``,
-    ``w (M, K)``, ``res (N, M)``, C-contiguous."""
-    m, k = w.shape
+def products_repeatedly(a, w, res, times, gemm):
+    """``res = a @ w.T`` ``times`` times over, by :func:`product` (``gemm`` as
+    there): what a sequence's per-step products cost alone, back to back
+    (``rnnkit bench``'s floor). Shapes: ``a (N, K)``, ``w (M, K)``, ``res (N, M)``,
+    C-contiguous."""
     for _ in range(times):
-        _gemm_at(gemm, m, a.shape[0], k, w, a, k, res, m)
+        product(a, 0, w, res, 0, a.shape[0], gemm)
