@@ -213,6 +213,25 @@ def test_exported_run_predicts_what_rnnkit_predict_does(trained, tmp_path, capsy
     np.testing.assert_array_equal(scores.argmax(1), expected.argmax(1))
 
 
+def test_exported_run_with_lengths_predicts_padded_batches_as_rnnkit_predict_does(trained, tmp_path):
+    onnx_file = tmp_path / "padded.onnx"
+    assert cli(["export", str(trained), "-o", str(onnx_file), "--lengths"]) == 0
+    raw = np.random.default_rng(4).uniform(0, 16, size=(6, 9, 8)).astype(np.float32)
+    lengths = np.array([9, 3, 5, 1, 9, 7], dtype=np.int64)
+    np.savez(tmp_path / "padded.npz", x=raw, lengths=lengths)
+    assert cli(["predict", str(trained), str(tmp_path / "padded.npz"), "--format", "json",
+                "-o", str(tmp_path / "p.json")]) == 0
+    import json
+
+    expected = np.array([row["probabilities"] for row in json.loads((tmp_path / "p.json").read_text())])
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x", "lengths"]
+    (probabilities,) = session.run(["probabilities"], {"x": raw, "lengths": lengths})
+    np.testing.assert_allclose(probabilities, expected, atol=2e-6)
+    (unpadded,) = session.run(["probabilities"], {"x": raw, "lengths": np.full(6, 9, dtype=np.int64)})
+    assert not np.allclose(unpadded[1], probabilities[1], atol=1e-4)  # the padding is ignored, not read
+
+
 def test_export_refuses_to_overwrite_without_being_asked(trained, tmp_path, capsys):
     onnx_file = tmp_path / "model.onnx"
     onnx_file.write_text("keep me")

@@ -18,8 +18,9 @@ Write a run's checkpoint as an ONNX model, its recurrent layer as ONNX's own
 RNN, LSTM or GRU operator.
 
 The model takes the raw sequences, x (batch, steps, features) float32, any
-batch size and length, all steps valid, and applies the run's own scaling
-itself. It returns 'scores' (batch, classes), the logits, and
+batch size and length, and applies the run's own scaling itself. Every step
+is valid, unless --lengths adds a second input, lengths (batch,) int64: the
+valid steps of each padded sequence. It returns 'scores' (batch, classes), the logits, and
 'probabilities', their softmax: what 'rnnkit predict' prints. Needs the onnx
 extra (pip install 'rnnkit[onnx]').
 """
@@ -37,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output", "-o", metavar="FILE",
         help="the ONNX file to write (default: model.onnx in RUN_DIR)",
     )
+    parser.add_argument(
+        "--lengths", action="store_true",
+        help="add an input 'lengths' (batch,) int64: each sequence's valid steps, for padded batches",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     parser.set_defaults(run=run)
 
@@ -53,14 +58,16 @@ def run(args: argparse.Namespace) -> int:
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} exists; give --overwrite to replace it")
     checkpoint = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
-    write_onnx(checkpoint, output)
-    print(f"wrote {output}: x (batch, steps, {checkpoint.input_size}) -> "
+    write_onnx(checkpoint, output, with_lengths=args.lengths)
+    inputs = f"x (batch, steps, {checkpoint.input_size})" + (", lengths (batch,)" if args.lengths else "")
+    print(f"wrote {output}: {inputs} -> "
           f"scores, probabilities (batch, {checkpoint.num_classes})", file=sys.stderr)
     return 0
 
 
-def write_onnx(checkpoint: Checkpoint, path: Path) -> None:
-    """Export the checkpoint's classifier, scaling included, to ``path``."""
+def write_onnx(checkpoint: Checkpoint, path: Path, with_lengths: bool = False) -> None:
+    """Export the checkpoint's classifier, scaling included, to ``path``; with
+    ``with_lengths``, the model also takes each sequence's valid length."""
     import torch
 
     import rnnkit.onnx
@@ -71,10 +78,13 @@ def write_onnx(checkpoint: Checkpoint, path: Path) -> None:
         raise UserError(f"exporting {missing}")
     model = RawInputClassifier(checkpoint).eval()
     # Batch and steps differ, so that the exporter keeps them apart as two dynamic axes.
-    example = torch.zeros(2, 3, checkpoint.input_size)
+    example: tuple = (torch.zeros(2, 3, checkpoint.input_size),)
+    if with_lengths:
+        example += (torch.tensor([3, 2]),)
     try:
         program = rnnkit.onnx.export(
-            model, (example,), input_names=["x"], output_names=["scores", "probabilities"]
+            model, example, input_names=["x", "lengths"][: len(example)],
+            output_names=["scores", "probabilities"],
         )
         program.save(str(path))
     except OSError as error:

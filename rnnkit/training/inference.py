@@ -103,7 +103,9 @@ class RawInputClassifier(torch.nn.Module):
     """A checkpoint's classifier with its scaling in front: raw sequences in,
     logits and class probabilities out, for export (``rnnkit export``).
 
-    Inputs: ``x (N, T, F)``, every step valid. Outputs: ``(scores, probabilities)``, each ``(N, C)``.
+    Inputs: ``x (N, T, F)`` and, optionally, ``lengths (N,)`` int64, the valid
+    steps of each padded sequence (all ``T`` when omitted). Outputs:
+    ``(scores, probabilities)``, each ``(N, C)``.
     """
 
     def __init__(self, checkpoint: Checkpoint) -> None:
@@ -112,6 +114,6 @@ class RawInputClassifier(torch.nn.Module):
         self.register_buffer("mean", torch.from_numpy(checkpoint.scaler.mean))
         self.register_buffer("std", torch.from_numpy(checkpoint.scaler.std))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.classifier((x - self.mean) / self.std)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.classifier((x - self.mean) / self.std, lengths)
         return scores, torch.softmax(scores, dim=1)
