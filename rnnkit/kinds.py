@@ -46,6 +46,9 @@ class Cell:
     every bias term written as `` + b_..`` (``explain`` drops them for
     ``bias=False``), ``{nonlinearity}`` where the activation is chosen, and
     ``h_t = ...`` last (``W_hr (...)`` wraps it when a projection is set).
+    ``layer_norm_equations`` are the same step with ``layer_norm=True``:
+    ``LN_ih`` and ``LN_hh`` normalise the whole ``G*H`` projections (a gain, no
+    shift), ``LN_c`` (when ``cell_norm``) the cell state (a gain and a shift).
     """
 
     name: str                         # --cell: 'rnn', 'lstm', 'gru'
@@ -56,6 +59,8 @@ class Cell:
     cell_arguments: tuple[str, ...]   # the cell's constructor, likewise
     equations: tuple[str, ...]
     kinds: tuple[Kind, ...]           # the first is the default
+    layer_norm_equations: tuple[str, ...] = ()  # one step with layer_norm=True, written as ``equations``
+    cell_norm: bool = False           # layer_norm=True also normalises the cell state (LN_c)
 
     @property
     def cell_class(self) -> str:
@@ -96,6 +101,9 @@ CELLS: dict[str, Cell] = {
             layer_arguments=(*_SEQUENCE[:3], "nonlinearity", *_SEQUENCE[3:]),
             cell_arguments=(*_CELL, "nonlinearity"),
             equations=("h_t = {nonlinearity}(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh)",),
+            layer_norm_equations=(
+                "h_t = {nonlinearity}(LN_ih(W_ih x_t) + b_ih + LN_hh(W_hh h_(t-1)) + b_hh)",
+            ),
             kinds=(
                 Kind("rnn_tanh", "RNN_TANH", step="rnn_tanh_step", fused="fused_rnn", nonlinearity="tanh"),
                 Kind("rnn_relu", "RNN_RELU", step="rnn_relu_step", fused="fused_rnn", nonlinearity="relu"),
@@ -117,6 +125,12 @@ CELLS: dict[str, Cell] = {
                 "h_t = o_t ⊙ tanh(c_t)",
             ),
             kinds=(Kind("lstm", "LSTM", step="lstm_step", fused="fused_lstm"),),
+            layer_norm_equations=(
+                "(i_t, f_t, g_t, o_t) = LN_ih(W_ih x_t) + b_ih + LN_hh(W_hh h_(t-1)) + b_hh",
+                "c_t = σ(f_t) ⊙ c_(t-1) + σ(i_t) ⊙ tanh(g_t)",
+                "h_t = σ(o_t) ⊙ tanh(LN_c(c_t))",
+            ),
+            cell_norm=True,
         ),
         Cell(
             name="gru",
@@ -132,6 +146,14 @@ CELLS: dict[str, Cell] = {
                 "h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_(t-1)",
             ),
             kinds=(Kind("gru", "GRU", step="gru_step", fused="fused_gru"),),
+            layer_norm_equations=(
+                "(a_r, a_z, a_n) = LN_ih(W_ih x_t) + b_ih",
+                "(b_r, b_z, b_n) = LN_hh(W_hh h_(t-1)) + b_hh",
+                "r_t = σ(a_r + b_r)",
+                "z_t = σ(a_z + b_z)",
+                "n_t = tanh(a_n + r_t ⊙ b_n)",
+                "h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_(t-1)",
+            ),
         ),
     )
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 from torch import Tensor
@@ -23,18 +23,18 @@ from rnnkit.kernels.reference import DirectionWeights, State
 
 
 class Backend(NamedTuple):
-    """A way to run a layer: ``refusal(kind, x, weights, return_cells)`` says
-    why it cannot take the call (``None`` when it can), ``run_layer`` does it
-    (same interface as the reference)."""
+    """A way to run a layer: ``refusal(kind, x, weights, return_cells,
+    recurrent_mask, zoneout_mask)`` says why it cannot take the call (``None``
+    when it can), ``run_layer`` does it (same interface as the reference)."""
 
     name: str
-    refusal: Callable[[str, Tensor, list[DirectionWeights], bool], str | None]
+    refusal: Callable[..., str | None]
     run_layer: Callable[..., tuple[Tensor, State]]
 
 
 BACKENDS: dict[str, Backend] = {
     "fused": Backend("fused", fused.refusal, fused.run_layer),
-    "reference": Backend("reference", lambda kind, x, weights, return_cells: None, reference.run_layer),
+    "reference": Backend("reference", lambda *call: None, reference.run_layer),
 }
 """Every backend, in order of preference for ``auto``: the last is the fallback."""
 
@@ -55,20 +55,26 @@ def _requested() -> str:
 
 
 def select_backend(
-    kind: str, x: Tensor, weights: list[DirectionWeights], return_cells: bool = False
+    kind: str,
+    x: Tensor,
+    weights: list[DirectionWeights],
+    return_cells: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
 ) -> Backend:
     """The backend that will run this call (see the module docstring)."""
     name = _requested()
+    call = (kind, x, weights, return_cells, recurrent_mask, zoneout_mask)
     if name != "auto":
         backend = BACKENDS[name]
-        reason = backend.refusal(kind, x, weights, return_cells)
+        reason = backend.refusal(*call)
         if reason is not None:
             raise UnsupportedCall(
                 f"rnnkit backend {name!r} cannot run this {kind} call: {reason}; "
                 f"'auto' picks the first backend that can"
             )
         return backend
-    return next(b for b in BACKENDS.values() if b.refusal(kind, x, weights, return_cells) is None)
+    return next(b for b in BACKENDS.values() if b.refusal(*call) is None)
 
 
 @contextlib.contextmanager
@@ -92,14 +98,21 @@ def run_layer(
     weights: list[DirectionWeights],
     lengths: Tensor | None,
     return_cells: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
 ) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
-    """Run one layer with the selected backend; see :func:`reference.run_layer`.
+    """Run one layer with the selected backend; see :func:`reference.run_layer`
+    (``recurrent_mask`` and ``zoneout_mask``, drawn by the driver, are passed
+    on only when given, so a backend without them still serves plain calls).
 
     torch.compile does not trace into it: the fused loops are compiled
     already, and the reference's loop over time steps would unroll into a
     graph as long as the sequence. It runs as it is, between the compiled
     graphs around it."""
-    backend = select_backend(kind, x, weights, return_cells)
-    if return_cells:
-        return backend.run_layer(kind, x, state, weights, lengths, return_cells=True)
-    return backend.run_layer(kind, x, state, weights, lengths)
+    backend = select_backend(kind, x, weights, return_cells, recurrent_mask, zoneout_mask)
+    options: dict[str, Any] = {"return_cells": True} if return_cells else {}
+    if recurrent_mask is not None:
+        options["recurrent_mask"] = recurrent_mask
+    if zoneout_mask is not None:
+        options["zoneout_mask"] = zoneout_mask
+    return backend.run_layer(kind, x, state, weights, lengths, **options)

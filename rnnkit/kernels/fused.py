@@ -36,7 +36,12 @@ DTYPES = (torch.float32, torch.float64)
 
 
 def refusal(
-    kind: str, x: Tensor, weights: list[DirectionWeights], return_cells: bool = False
+    kind: str,
+    x: Tensor,
+    weights: list[DirectionWeights],
+    return_cells: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
 ) -> str | None:
     """Why the fused loops cannot run this call, or ``None`` when they can.
 
@@ -45,9 +50,16 @@ def refusal(
     that the loops, reading raw memory, would escape: autocast (whose
     products would change the dtype under them) and torch.func's transforms
     (whose tensors are wrappers). The reference, plain tensor ops, serves
-    all of those."""
+    all of those. The layer options beyond torch.nn (layer norm, recurrent
+    dropout, zoneout) have no fused loops yet: the reference runs them."""
     if kind not in LAYERS:
         return f"no fused loops for cell kind {kind!r}"
+    if weights and weights[0].ln_ih_weight is not None:
+        return "the fused loops do not run layer_norm=True yet"
+    if recurrent_mask is not None:
+        return "the fused loops do not run recurrent_dropout yet"
+    if zoneout_mask is not None:
+        return "the fused loops do not run zoneout yet"
     if return_cells:
         return "the fused LSTM does not return every step's cell state yet"
     if x.device.type != "cpu" or x.dtype not in DTYPES:
