@@ -87,6 +87,18 @@ class Cell:
         )
 
 
+LAYER_EXTENSIONS = ("layer_norm", "recurrent_dropout", "zoneout")
+"""The sequence layers' keyword-only options beyond torch.nn, in their constructor's order."""
+
+CELL_EXTENSIONS = ("layer_norm",)
+"""The cells' keyword-only options beyond torch.nn."""
+
+RECURRENT_DROPOUT_EQUATION = "W_hh h_(t-1) → W_hh (m ⊙ h_(t-1)),  m ~ Bernoulli(1 - p) / (1 - p)"
+"""What ``recurrent_dropout=p`` changes in a step (training mode; one ``m`` per sequence and call)."""
+
+ZONEOUT_EQUATION = "h_t = m_t ⊙ h_(t-1) + (1 - m_t) ⊙ h~_t,  m_t ~ Bernoulli(p)"
+"""What ``zoneout=p`` adds after a step, ``h~_t`` the cell's new ``h`` (training; eval: ``m_t = p``)."""
+
 _SEQUENCE = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
 _CELL = ("input_size", "hidden_size", "bias")
 

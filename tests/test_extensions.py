@@ -505,3 +505,82 @@ def test_from_torch_builds_the_plain_layer_and_torch_weights_load():
     assert torch.equal(normed.weight_hh_l1, theirs.weight_hh_l1)
     dropped = rnnkit.GRU(IN, HID, recurrent_dropout=0.3)
     dropped.load_state_dict(nn.GRU(IN, HID).state_dict())  # no extra parameters: strict loading works
+
+
+# -- explain ------------------------------------------------------------------------------
+
+EXPLAINED = [
+    ("lstm", False, {"layer_norm": True, "num_layers": 2, "bidirectional": True, "proj_size": 2}),
+    ("gru", False, {"layer_norm": True, "bias": False}),
+    ("rnn", False, {"layer_norm": True, "zoneout": 0.1, "recurrent_dropout": 0.2}),
+    ("lstm", True, {"layer_norm": True}),
+    ("gru", True, {"layer_norm": True}),
+    ("rnn", True, {"layer_norm": True, "nonlinearity": "relu"}),
+]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("cell,cell_only,options", EXPLAINED)
+def test_explain_names_every_extra_parameter_and_counts_it(cell, cell_only, options, lang):
+    from rnnkit.explain import explain
+
+    e = explain(IN, HID, **options, cell=cell, cell_only=cell_only, lang=lang)
+    assert e.ok, e.problems
+    entry = CELLS[cell]
+    module = getattr(rnnkit, entry.cell_class if cell_only else entry.layer)(IN, HID, **options)
+    assert [(p.name, p.shape) for p in e.parameters] == [(n, tuple(p.shape)) for n, p in module.named_parameters()]
+    assert e.num_parameters == sum(p.numel() for p in module.parameters())
+    lines = "\n".join(e.equations)
+    assert "LN_ih(W_ih x_t)" in lines and "LN_hh(W_hh h_(t-1))" in lines
+    assert ("LN_c(c_t)" in lines) == (cell == "lstm")
+    if not options.get("bias", True):
+        assert "b_ih" not in lines
+    assert "layer_norm=True" in e.title
+    assert explain(module).parameters == e.parameters if lang == "en" else True
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_explain_recurrent_dropout_and_zoneout(lang):
+    from rnnkit.explain import explain
+
+    e = explain(IN, HID, cell="lstm", recurrent_dropout=0.25, zoneout=0.5, lang=lang)
+    assert e.ok
+    assert "h~_t = o_t ⊙ tanh(c_t)" in e.equations
+    assert any("W_hh (m ⊙ h_(t-1))" in line and "0.25" in line for line in e.equations)
+    assert any(line.startswith("h_t = m_t ⊙ h_(t-1) + (1 - m_t) ⊙ h~_t") and "0.5" in line for line in e.equations)
+    notes = "\n".join(e.notes)
+    assert "recurrent_dropout=0.25" in notes and "zoneout=0.5" in notes
+    assert e.num_parameters == sum(p.numel() for p in nn.LSTM(IN, HID).parameters())
+    plain = explain(IN, HID, cell="lstm", lang=lang)
+    assert "layer_norm" not in dict((a[0], a[1]) for a in plain.arguments)  # unset options stay out
+
+
+@pytest.mark.parametrize(
+    "options,cell_only,subject",
+    [({"zoneout": 1.5}, False, "zoneout"), ({"recurrent_dropout": -1}, False, "recurrent_dropout"),
+     ({"layer_norm": "yes"}, False, "layer_norm"), ({"zoneout": 0.1}, True, "zoneout"),
+     ({"recurrent_dropout": 0.1}, True, "recurrent_dropout")],
+)
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_explain_reports_what_the_layer_rejects(options, cell_only, subject, lang):
+    from rnnkit.explain import explain
+
+    e = explain(IN, HID, cell="gru", cell_only=cell_only, **options, lang=lang)
+    assert [p.subject for p in e.problems] == [subject]
+    cls = rnnkit.GRUCell if cell_only else rnnkit.GRU
+    with pytest.raises((TypeError, ValueError)):
+        cls(IN, HID, **options)
+
+
+def test_cli_explain_takes_the_options(capsys):
+    from rnnkit.cli.main import main
+
+    assert main(["explain", "--cell", "lstm", "--input-size", "3", "--hidden-size", "4", "--layer-norm",
+                 "--zoneout", "0.1", "--recurrent-dropout", "0.2", "--json"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["num_parameters"] == sum(
+        p.numel() for p in rnnkit.LSTM(3, 4, layer_norm=True).parameters()
+    )
+    assert main(["explain", "--input-size", "3", "--hidden-size", "4", "--zoneout", "2"]) == 1
