@@ -584,3 +584,33 @@ def test_cli_explain_takes_the_options(capsys):
         p.numel() for p in rnnkit.LSTM(3, 4, layer_norm=True).parameters()
     )
     assert main(["explain", "--input-size", "3", "--hidden-size", "4", "--zoneout", "2"]) == 1
+
+
+# -- bench ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [dict(cell="lstm", layer_norm=True), dict(cell="gru", layer_norm=True), dict(cell="lstm", zoneout=0.2),
+     dict(cell="gru", zoneout=0.2)],
+    ids=_case_id,
+)
+def test_bench_step_loop_is_the_same_layer(config):
+    """The benchmark's plain-torch side computes what rnnkit's layer computes."""
+    from rnnkit import bench
+
+    result = bench.measure_extension(bench.ExtensionConfig(steps=6, batch=2, hidden=4, **config), min_time=0)
+    assert result.max_abs_diff < 1e-5
+    assert result.backend == "reference"
+    data = result.to_json()
+    assert data["label"].startswith(CELLS[config["cell"]].layer) and data["over_plain"] > 0
+
+
+def test_bench_table_has_the_extension_rows(capsys, monkeypatch):
+    from rnnkit import bench
+    from rnnkit.cli.bench import extension_table
+    from rich.console import Console
+
+    results = [bench.measure_extension(bench.ExtensionConfig(steps=4, batch=1, hidden=3, layer_norm=True), min_time=0)]
+    Console(width=200).print(extension_table(results))
+    assert "LSTM T=4 N=1 3->3 layer_norm" in capsys.readouterr().out

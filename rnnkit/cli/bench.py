@@ -29,6 +29,12 @@ rnnkit sets itself targets in (printed beside each speedup): small batches
 with long sequences, batch ~32 with small hidden sizes, hidden sizes 128-256,
 and 512 with batch 64. A default run of one cell type takes a few minutes,
 of all three about ten; --quick takes seconds.
+
+A default run also times rnnkit's options beyond torch.nn (layer_norm=True
+for LSTM and GRU, zoneout for LSTM) against what a user writes without them:
+a Python loop over an nn.LSTMCell / nn.GRUCell step with nn.LayerNorm (or
+zoneout masks), on the same weights; and rnnkit's layer with the option
+against its plain layer of the same size ("x plain").
 """
 
 EPILOG = """\
@@ -131,14 +137,22 @@ def run(args: argparse.Namespace) -> int:
         if not args.json and console.is_terminal:
             console.print(f"[dim]{index}/{len(configs)} {config.label}...[/]", end="\r")
         results.append(bench.measure(config, dtype, min_time, memory=args.memory))
+    extensions = [] if args.config or args.quick else [
+        bench.measure_extension(config, dtype, min_time)
+        for config in bench.EXTENSION_CONFIGS if config.cell in cells
+    ]
     environment = dict(bench.environment(), dtype=args.dtype)
 
     if args.json:
-        json.dump(dict(environment=environment, results=[r.to_json() for r in results]),
+        json.dump(dict(environment=environment, results=[r.to_json() for r in results],
+                       extensions=[r.to_json() for r in extensions]),
                   sys.stdout, indent=2)
         print()
     else:
-        Console(width=max(Console().width, 160)).print(table(results, environment))
+        out = Console(width=max(Console().width, 160))
+        out.print(table(results, environment))
+        if extensions:
+            out.print(extension_table(extensions))
     return 0
 
 
@@ -185,5 +199,35 @@ def table(results: list, environment: dict):
             speedup(r.training_speedup, regime and regime.training_target),
             f"{r.floor_ms:.2f} ({r.floor_multiple:.1f}x)",
             pair(r.peak_torch_mb, r.peak_rnnkit_mb, 1), f"{r.max_abs_diff:.0e}",
+        )
+    return t
+
+
+def extension_table(results: list):
+    """The options beyond torch.nn against a plain-torch step loop, as a rich table."""
+    from rich.table import Table
+
+    from rnnkit.bench import REGIMES
+
+    keys = {regime: key for key, regime in REGIMES.items()}
+    t = Table(title="beyond torch.nn: rnnkit's option against a plain-torch step loop "
+                    "(nn.LSTMCell / nn.GRUCell + nn.LayerNorm, or zoneout masks)")
+    for name in (
+        "configuration", "regime", "backend", "inference ms\nloop / rnnkit", "speedup",
+        "training step ms\nloop / rnnkit", "speedup\n(target)", "training ms\nrnnkit plain (x plain)",
+        "max |diff|",
+    ):
+        left = name in ("configuration", "regime", "backend")
+        t.add_column(name, justify="left" if left else "right", no_wrap=name == "configuration")
+    for r in results:
+        target = r.regime and r.regime.training_target
+        speedup = f"{r.training_speedup:.2f}x"
+        if target:
+            speedup += f" (>={target:g}{'' if r.training_speedup >= target else ', missed'})"
+        t.add_row(
+            r.config.label, keys.get(r.regime, "-"), r.backend,
+            f"{r.inference_torch_ms:.2f} / {r.inference_rnnkit_ms:.2f}", f"{r.inference_speedup:.2f}x",
+            f"{r.training_torch_ms:.2f} / {r.training_rnnkit_ms:.2f}", speedup,
+            f"{r.training_plain_ms:.2f} ({r.over_plain:.2f}x)", f"{r.max_abs_diff:.0e}",
         )
     return t
