@@ -429,16 +429,99 @@ def test_auto_backend_equals_reference_in_training(kind, dtype, options):
     torch.testing.assert_close(results[0], results[1])
 
 
+FUSED_CASES = [
+    {**options, **shape}
+    for options in OPTIONS + [{"layer_norm": True, "bias": False}]
+    for shape in ({}, {"num_layers": 2, "bidirectional": True})
+]
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("config", FUSED_CASES, ids=_case_id)
+def test_fused_lstm_equals_reference_with_the_same_seed(config, dtype, training):
+    module = _build("LSTM", config, dtype=dtype).train(training)
+    x, hx = _inputs(module, dtype=dtype)
+    results = []
+    for name in ("fused", "reference"):
+        with kernels.use_backend(name):
+            torch.manual_seed(6)
+            out, (h_n, c_n) = module(x, hx, lengths=[5, 1, 3])
+            grads = torch.autograd.grad(_loss(out, h_n, c_n), _leaves(module, x, hx))
+        results.append((out, h_n, c_n, grads))
+    tolerance = {} if dtype == torch.float64 else {"atol": 1e-4, "rtol": 1e-3}  # float32 sums over steps
+    torch.testing.assert_close(results[0], results[1], **tolerance)
+
+
+@pytest.mark.parametrize("config", [OPTIONS[-1], {"zoneout": 0.3}], ids=_case_id)
+def test_fused_lstm_without_gradients_and_with_frozen_weights(config):
+    module = _build("LSTM", config, dtype=torch.float32)
+    x = torch.randn(T, N, IN)
+    with kernels.use_backend("reference"):
+        torch.manual_seed(2)
+        expected, _ = module(x)
+    with kernels.use_backend("fused"), torch.no_grad():
+        torch.manual_seed(2)
+        got, _ = module(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    module.requires_grad_(False)
+    x.requires_grad_(True)
+    with kernels.use_backend("fused"):
+        torch.manual_seed(2)
+        out, _ = module(x)
+        (grad,) = torch.autograd.grad(out.sum(), x)
+    with kernels.use_backend("reference"):
+        torch.manual_seed(2)
+        (expected_grad,) = torch.autograd.grad(module(x)[0].sum(), x)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_fused_lstm_gradcheck_float64():
+    module = _build("LSTM", {**OPTIONS[-1], "bidirectional": True})
+    x, (h0, c0) = _inputs(module)
+    names = [n for n, _ in module.named_parameters()]
+
+    def run(x, h0, c0, *weights):
+        torch.manual_seed(21)
+        out, (h_n, c_n) = torch.func.functional_call(
+            module, dict(zip(names, weights)), (x, (h0, c0)), {"lengths": [5, 2, 4]}
+        )
+        return out, h_n, c_n
+
+    with kernels.use_backend("fused"):
+        assert torch.autograd.gradcheck(run, (x, h0, c0, *module.parameters()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["RNN", "GRU"])
+def test_auto_backend_equals_reference_in_training(kind, dtype):
+    module = _build(kind, {**OPTIONS[-1], "bidirectional": True}, dtype=dtype)
+    x, hx = _inputs(module, dtype=dtype)
+    results = []
+    for name in ("auto", "reference"):
+        with kernels.use_backend(name):
+            torch.manual_seed(6)
+            out, _ = module(x, hx, lengths=[5, 1, 3])
+            grads = torch.autograd.grad(_loss(out), _leaves(module, x, hx))
+        results.append((out, grads))
+    torch.testing.assert_close(results[0], results[1])
+
+
 @pytest.mark.parametrize(
-    "options,named",
-    [({"layer_norm": True}, "layer_norm"), ({"recurrent_dropout": 0.2}, "recurrent_dropout"),
-     ({"zoneout": 0.2}, "zoneout")],
+    "kind,options,forward,named",
+    [("GRU", {"layer_norm": True}, {}, "layer_norm for the LSTM only"),
+     ("RNN", {"recurrent_dropout": 0.2}, {}, "recurrent_dropout for the LSTM only"),
+     ("GRU", {"zoneout": 0.2, "layer_norm": True}, {}, "layer_norm and zoneout for the LSTM only"),
+     ("LSTM", {"zoneout": 0.2, "proj_size": 2}, {}, "zoneout with proj_size"),
+     ("LSTM", {"layer_norm": True}, {"return_states": True}, "cell state with layer_norm")],
 )
-def test_forced_fused_says_which_option_it_lacks(options, named):
-    module = _build("LSTM", options, dtype=torch.float32)
+def test_forced_fused_says_which_option_it_lacks(kind, options, forward, named):
+    module = _build(kind, options, dtype=torch.float32)
     x = torch.randn(T, N, IN)
     with kernels.use_backend("fused"), pytest.raises(kernels.UnsupportedCall, match=named):
-        module(x)
+        module(x, **forward)
+    with kernels.use_backend("auto"):
+        module(x, **forward)  # the reference serves it
 
 
 def test_fused_serves_recurrent_dropout_in_eval():
@@ -601,7 +684,7 @@ def test_bench_step_loop_is_the_same_layer(config):
 
     result = bench.measure_extension(bench.ExtensionConfig(steps=6, batch=2, hidden=4, **config), min_time=0)
     assert result.max_abs_diff < 1e-5
-    assert result.backend == "reference"
+    assert result.backend == ("fused" if config["cell"] == "lstm" else "reference")
     data = result.to_json()
     assert data["label"].startswith(CELLS[config["cell"]].layer) and data["over_plain"] > 0
 
