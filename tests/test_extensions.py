@@ -439,23 +439,26 @@ FUSED_CASES = [
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("config", FUSED_CASES, ids=_case_id)
-def test_fused_lstm_equals_reference_with_the_same_seed(config, dtype, training):
-    module = _build("LSTM", config, dtype=dtype).train(training)
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_fused_equals_reference_with_the_same_seed(kind, config, dtype, training):
+    module = _build(kind, config, dtype=dtype).train(training)
     x, hx = _inputs(module, dtype=dtype)
     results = []
     for name in ("fused", "reference"):
         with kernels.use_backend(name):
             torch.manual_seed(6)
-            out, (h_n, c_n) = module(x, hx, lengths=[5, 1, 3])
-            grads = torch.autograd.grad(_loss(out, h_n, c_n), _leaves(module, x, hx))
-        results.append((out, h_n, c_n, grads))
+            out, state = module(x, hx, lengths=[5, 1, 3])
+            state = state if isinstance(state, tuple) else (state,)
+            grads = torch.autograd.grad(_loss(out, *state), _leaves(module, x, hx))
+        results.append((out, state, grads))
     tolerance = {} if dtype == torch.float64 else {"atol": 1e-4, "rtol": 1e-3}  # float32 sums over steps
     torch.testing.assert_close(results[0], results[1], **tolerance)
 
 
 @pytest.mark.parametrize("config", [OPTIONS[-1], {"zoneout": 0.3}], ids=_case_id)
-def test_fused_lstm_without_gradients_and_with_frozen_weights(config):
-    module = _build("LSTM", config, dtype=torch.float32)
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_fused_without_gradients_and_with_frozen_weights(kind, config):
+    module = _build(kind, config, dtype=torch.float32)
     x = torch.randn(T, N, IN)
     with kernels.use_backend("reference"):
         torch.manual_seed(2)
@@ -492,8 +495,21 @@ def test_fused_lstm_gradcheck_float64():
         assert torch.autograd.gradcheck(run, (x, h0, c0, *module.parameters()))
 
 
+def test_fused_gru_gradcheck_float64():
+    module = _build("GRU", {**OPTIONS[-1], "bidirectional": True})
+    x, h0 = _inputs(module)
+    names = [n for n, _ in module.named_parameters()]
+
+    def run(x, h0, *weights):
+        torch.manual_seed(21)
+        return torch.func.functional_call(module, dict(zip(names, weights)), (x, h0), {"lengths": [5, 2, 4]})
+
+    with kernels.use_backend("fused"):
+        assert torch.autograd.gradcheck(run, (x, h0, *module.parameters()))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("kind", ["RNN", "GRU"])
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_auto_backend_equals_reference_in_training(kind, dtype):
     module = _build(kind, {**OPTIONS[-1], "bidirectional": True}, dtype=dtype)
     x, hx = _inputs(module, dtype=dtype)
@@ -509,9 +525,9 @@ def test_auto_backend_equals_reference_in_training(kind, dtype):
 
 @pytest.mark.parametrize(
     "kind,options,forward,named",
-    [("GRU", {"layer_norm": True}, {}, "layer_norm for the LSTM only"),
-     ("RNN", {"recurrent_dropout": 0.2}, {}, "recurrent_dropout for the LSTM only"),
-     ("GRU", {"zoneout": 0.2, "layer_norm": True}, {}, "layer_norm and zoneout for the LSTM only"),
+    [("RNN", {"layer_norm": True}, {}, "layer_norm for the LSTM and GRU only"),
+     ("RNN", {"recurrent_dropout": 0.2}, {}, "recurrent_dropout for the LSTM and GRU only"),
+     ("RNN", {"zoneout": 0.2, "layer_norm": True}, {}, "layer_norm and zoneout for the LSTM and GRU only"),
      ("LSTM", {"zoneout": 0.2, "proj_size": 2}, {}, "zoneout with proj_size"),
      ("LSTM", {"layer_norm": True}, {"return_states": True}, "cell state with layer_norm")],
 )
@@ -684,7 +700,7 @@ def test_bench_step_loop_is_the_same_layer(config):
 
     result = bench.measure_extension(bench.ExtensionConfig(steps=6, batch=2, hidden=4, **config), min_time=0)
     assert result.max_abs_diff < 1e-5
-    assert result.backend == ("fused" if config["cell"] == "lstm" else "reference")
+    assert result.backend == "fused"
     data = result.to_json()
     assert data["label"].startswith(CELLS[config["cell"]].layer) and data["over_plain"] > 0
 

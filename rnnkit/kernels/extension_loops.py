@@ -214,3 +214,133 @@ def extended_lstm_backward(
             dhn, b = dh[n], back[n - n0]
             for k in range(hidden):
                 dhn[k] += b[k] * rmask[n, k] if masked else b[k]
+
+
+@jit
+def extended_gru_forward(
+    xp, gcol, col, d, w_hh, b_hh, g_hh, rmask, zmask, norm, gates, bn, out, hold, hprev,
+    zhat, rstd_z, h, lengths, reverse, n0, n1, gemm,
+):
+    """The GRU's recurrence, arrays as for :func:`extended_lstm_forward` with
+    ``3H`` gate rows (``r, z, n``): ``xp`` holds ``LN_ih(W_ih x_t) + b_ih``
+    only, ``b_hh (3H,)`` (no rows: none) is added after ``LN_hh``; ``bn (T, N,
+    D*H)`` keeps each step's ``n`` block of ``LN_hh(W_hh (m ⊙ h)) + b_hh``, and
+    ``hold (T, N, D*H)`` each step's unmasked ``h_(t-1)``."""
+    steps, hidden = xp.shape[0], h.shape[1]
+    rows = 3 * hidden
+    zero, one = h.dtype.type(0), h.dtype.type(1)
+    masked, zoned, biased = rmask.shape[0] > 0, zmask.shape[0] > 0, b_hh.shape[0] > 0
+    hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
+    z = np.empty((n1 - n0, rows), dtype=h.dtype)
+    b = np.empty(rows, dtype=h.dtype)
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        for n in range(n0, n1):
+            for k in range(hidden):
+                hm[n, k] = h[n, k] * rmask[n, k] if masked else h[n, k]
+        product(hm, 0, w_hh, z, n0, n1, gemm)
+        for n in range(n0, n1):
+            if t >= lengths[n]:
+                out[t, n, col : col + hidden] = zero
+                hold[t, n, col : col + hidden] = zero
+                hprev[t, n, col : col + hidden] = zero
+                if norm:
+                    zhat[t, n, gcol : gcol + rows] = zero
+                continue
+            hprev[t, n, col : col + hidden] = hm[n]
+            hold[t, n, col : col + hidden] = h[n]
+            zn = z[n - n0]
+            if norm:
+                mean = zero
+                for k in range(rows):
+                    mean += zn[k]
+                mean /= rows
+                var = zero
+                for k in range(rows):
+                    var += (zn[k] - mean) * (zn[k] - mean)
+                r = one / math.sqrt(var / rows + EPS)
+                rstd_z[t, n, d] = r
+                zh = zhat[t, n, gcol : gcol + rows]
+                for k in range(rows):
+                    zh[k] = (zn[k] - mean) * r
+                    b[k] = g_hh[k] * zh[k]
+            else:
+                for k in range(rows):
+                    b[k] = zn[k]
+            if biased:
+                for k in range(rows):
+                    b[k] += b_hh[k]
+            a, x_t = gates[t, n, gcol : gcol + rows], xp[t, n, gcol : gcol + rows]
+            hn, o_row, bnn = h[n], out[t, n, col : col + hidden], bn[t, n, col : col + hidden]
+            for k in range(hidden):
+                reset = sigmoid(x_t[k] + b[k])
+                update = sigmoid(x_t[hidden + k] + b[hidden + k])
+                new = tanh(x_t[2 * hidden + k] + reset * b[2 * hidden + k])
+                a[k], a[hidden + k], a[2 * hidden + k] = reset, update, new
+                bnn[k] = b[2 * hidden + k]
+                candidate = new + update * (hn[k] - new)
+                if zoned:
+                    m = zmask[t, n, k]
+                    candidate = m * hn[k] + (one - m) * candidate
+                hn[k] = o_row[k] = candidate
+
+
+@jit
+def extended_gru_backward(
+    gates, gcol, col, d, bn, hold, w_hh_t, g_hh, rmask, zmask, norm, zhat, rstd_z,
+    grad_out, dxp, db, dz, dh, lengths, reverse, n0, n1, gemm,
+):
+    """Back-propagate through :func:`extended_gru_forward`, last step first:
+    ``dxp`` receives ``dL/d xp``, ``db (T, N, D*3H)`` ``dL/d(LN_hh(...) + b_hh)``,
+    ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))`` (without layer norm the caller passes
+    ``db`` again); ``dh (N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return."""
+    steps, hidden = gates.shape[0], dh.shape[1]
+    rows = 3 * hidden
+    zero, one = dh.dtype.type(0), dh.dtype.type(1)
+    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    back = np.empty((n1 - n0, hidden), dtype=dh.dtype)
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        for n in range(n0, n1):
+            a, da = gates[t, n, gcol : gcol + rows], dxp[t, n, gcol : gcol + rows]
+            dbn, dzn = db[t, n, gcol : gcol + rows], dz[t, n, gcol : gcol + rows]
+            if t >= lengths[n]:
+                da[:] = zero
+                dbn[:] = zero
+                dzn[:] = zero
+                continue
+            gy, dhn = grad_out[t, n, col : col + hidden], dh[n]
+            hp, bnn = hold[t, n, col : col + hidden], bn[t, n, col : col + hidden]
+            for k in range(hidden):
+                total = dhn[k] + gy[k]
+                if zoned:
+                    m = zmask[t, n, k]
+                    dht = (one - m) * total
+                    carry = m * total
+                else:
+                    dht = total
+                    carry = zero
+                reset, update, new = a[k], a[hidden + k], a[2 * hidden + k]
+                dn_pre = dht * (one - update) * (one - new * new)
+                dr_pre = dn_pre * bnn[k] * (reset * (one - reset))
+                du_pre = dht * (hp[k] - new) * (update * (one - update))
+                da[k], da[hidden + k], da[2 * hidden + k] = dr_pre, du_pre, dn_pre
+                dbn[k], dbn[hidden + k], dbn[2 * hidden + k] = dr_pre, du_pre, dn_pre * reset
+                dhn[k] = carry + dht * update
+            if norm:
+                zh = zhat[t, n, gcol : gcol + rows]
+                mean1, mean2 = zero, zero
+                for k in range(rows):
+                    dzn[k] = dbn[k] * g_hh[k]  # dL/d zhat
+                    mean1 += dzn[k]
+                    mean2 += dzn[k] * zh[k]
+                mean1 /= rows
+                mean2 /= rows
+                r = rstd_z[t, n, d]
+                for k in range(rows):
+                    dzn[k] = r * (dzn[k] - mean1 - zh[k] * mean2)
+        product(dz[t], gcol, w_hh_t, back, n0, n1, gemm)
+        for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
+            dhn, bk = dh[n], back[n - n0]
+            for k in range(hidden):
+                dhn[k] += bk[k] * rmask[n, k] if masked else bk[k]

@@ -1,12 +1,13 @@
-"""The fused LSTM layer with rnnkit's options beyond torch.nn: layer norm,
-recurrent dropout and zoneout (without a projection), forward and backward.
+"""The fused LSTM and GRU layers with rnnkit's options beyond torch.nn: layer
+norm, recurrent dropout and zoneout (an LSTM without a projection), forward and backward.
 
 Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
 
 1. torch computes every step's input side, ``LN_ih(W_ih x_t) + b_ih + b_hh``
    (:func:`rnnkit.kernels.reference.input_projection`), so autograd carries
    its gradient back to ``x``, ``W_ih``, the gain and the biases;
-2. :func:`~rnnkit.kernels.extension_loops.extended_lstm_forward` runs the
+   (the GRU adds ``b_hh`` in the loop instead, where ``r`` scales its ``n`` block);
+2. :func:`~rnnkit.kernels.extension_loops.extended_lstm_forward` (or ``_gru_``) runs the
    recurrence per direction and batch chunk, on the threads
    :func:`~rnnkit.kernels.fused_common.run_pieces` plans, keeping what the
    backward loop needs (activations, ``c_t``, each step's masked ``h_(t-1)``
@@ -28,7 +29,12 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
-from rnnkit.kernels.extension_loops import extended_lstm_backward, extended_lstm_forward
+from rnnkit.kernels.extension_loops import (
+    extended_gru_backward,
+    extended_gru_forward,
+    extended_lstm_backward,
+    extended_lstm_forward,
+)
 from rnnkit.kernels.reference import DirectionWeights, State, input_projection
 
 _FIELDS = 4  # per direction: w_hh, ln_hh_weight, ln_c_weight, ln_c_bias
@@ -62,8 +68,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         weights = [flat[k : k + _FIELDS] for k in range(0, len(flat), _FIELDS)]
         w_hh = [common.as_array(w[0]) for w in weights]
         g_hh, g_c, b_c = (_optional([w[j] for w in weights], xp.dtype, 0) for j in (1, 2, 3))
-        rm = _optional([None if rmask is None else rmask[d] for d in range(directions)], xp.dtype, 0, 0)
-        zm = _optional([None if zmask is None else zmask[d] for d in range(directions)], xp.dtype, 0, 0, 0)
+        rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         arrays = [common.as_array(t) for t in (xp, gates, cells, out, hprev, zhat, rstd_z, chat, rstd_c, h_n, c_n)]
         xp_a, gates_a, cells_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, h_a, c_a = arrays
         lengths_a = lengths.numpy()
@@ -97,8 +102,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         dc = grad_c_n.clone(memory_format=torch.contiguous_format)
         w_hh_t = [common.as_array(w[0].t()) for w in weights]
         g_hh, g_c, b_c = (_optional([w[j] for w in weights], gates.dtype, 0) for j in (1, 2, 3))
-        rm = _optional([None if rmask is None else rmask[d] for d in range(directions)], gates.dtype, 0, 0)
-        zm = _optional([None if zmask is None else zmask[d] for d in range(directions)], gates.dtype, 0, 0, 0)
+        rm, zm = _masks(rmask, zmask, directions, gates.dtype)
         arrays = [common.as_array(t) for t in (gates, cells, c0, zhat, rstd_z, chat, rstd_c, grad_out, dxp, dz, dy, dh, dc)]
         gates_a, cells_a, c0_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, dxp_a, dz_a, dy_a, dh_a, dc_a = arrays
         lengths_a = lengths.numpy()
@@ -130,6 +134,97 @@ class _ExtendedLSTM(torch.autograd.Function):
         return None, None, None, dxp, dh, dc, *grads
 
 
+def _masks(rmask: Tensor | None, zmask: Tensor | None, directions: int, dtype: torch.dtype):
+    """Each direction's recurrent-dropout and zoneout masks as arrays (empty for none)."""
+    return (
+        _optional([None if rmask is None else rmask[d] for d in range(directions)], dtype, 0, 0),
+        _optional([None if zmask is None else zmask[d] for d in range(directions)], dtype, 0, 0, 0),
+    )
+
+
+class _ExtendedGRU(torch.autograd.Function):
+    """``(lengths, recurrent_mask, zoneout_mask, xp, h0, *weights) -> (output, h_n)``;
+    ``weights`` are ``w_hh``, ``b_hh`` and ``ln_hh_weight`` per direction (``None`` where absent)."""
+
+    @staticmethod
+    def forward(ctx, lengths, rmask, zmask, xp, h0, *flat):  # type: ignore[override]
+        steps, batch, _ = xp.shape
+        directions, _, hidden = h0.shape
+        norm = flat[2] is not None
+        new = xp.new_empty
+        gates, bn = new(xp.shape), new(steps, batch, directions * hidden)
+        out, hold, hprev = new(bn.shape), new(bn.shape), new(bn.shape)
+        empty = new(0, 0, 0)
+        zhat = new(xp.shape) if norm else empty
+        rstd_z = new(steps, batch, directions) if norm else empty
+        h_n = h0.detach().clone(memory_format=torch.contiguous_format)
+        weights = [flat[k : k + 3] for k in range(0, len(flat), 3)]
+        w_hh = [common.as_array(w[0]) for w in weights]
+        b_hh, g_hh = (_optional([w[j] for w in weights], xp.dtype, 0) for j in (1, 2))
+        rm, zm = _masks(rmask, zmask, directions, xp.dtype)
+        arrays = [common.as_array(t) for t in (xp, gates, bn, out, hold, hprev, zhat, rstd_z, h_n)]
+        xp_a, gates_a, bn_a, out_a, hold_a, hprev_a, zhat_a, rstd_z_a, h_a = arrays
+        lengths_a = lengths.numpy()
+
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            extended_gru_forward(
+                xp_a, d * 3 * hidden, d * hidden, d, w_hh[d], b_hh[d], g_hh[d], rm[d], zm[d], norm,
+                gates_a, bn_a, out_a, hold_a, hprev_a, zhat_a, rstd_z_a, h_a[d], lengths_a, d == 1,
+                piece.n0, piece.n1, gemm,
+            )
+
+        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        ctx.save_for_backward(*flat)
+        ctx.kept = (lengths, rmask, zmask, gates, bn, hold, hprev, zhat, rstd_z, norm)
+        return out, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
+        flat = ctx.saved_tensors
+        lengths, rmask, zmask, gates, bn, hold, hprev, zhat, rstd_z, norm = ctx.kept
+        steps, batch, _ = gates.shape
+        directions, _, hidden = grad_h_n.shape
+        weights = [flat[k : k + 3] for k in range(0, len(flat), 3)]
+        dxp, db = gates.new_empty(gates.shape), gates.new_empty(gates.shape)
+        dz = gates.new_empty(gates.shape) if norm else db
+        dh = grad_h_n.clone(memory_format=torch.contiguous_format)
+        w_hh_t = [common.as_array(w[0].t()) for w in weights]
+        g_hh = _optional([w[2] for w in weights], gates.dtype, 0)
+        rm, zm = _masks(rmask, zmask, directions, gates.dtype)
+        arrays = [common.as_array(t) for t in (gates, bn, hold, zhat, rstd_z, grad_out, dxp, db, dz, dh)]
+        gates_a, bn_a, hold_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, db_a, dz_a, dh_a = arrays
+        lengths_a = lengths.numpy()
+
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            extended_gru_backward(
+                gates_a, d * 3 * hidden, d * hidden, d, bn_a, hold_a, w_hh_t[d], g_hh[d], rm[d], zm[d],
+                norm, zhat_a, rstd_z_a, grad_out_a, dxp_a, db_a, dz_a, dh_a[d], lengths_a, d == 1,
+                piece.n0, piece.n1, gemm,
+            )
+
+        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        pairs = steps * batch
+        grads: list[Tensor | None] = []
+        for d, w in enumerate(weights):
+            gates_d, cols = slice(d * 3 * hidden, (d + 1) * 3 * hidden), slice(d * hidden, (d + 1) * hidden)
+            grads.append(dz[:, :, gates_d].reshape(pairs, 3 * hidden).t() @ hprev[:, :, cols].reshape(pairs, hidden))
+            grads.append(None if w[1] is None else db[:, :, gates_d].sum((0, 1)))
+            grads.append((db[:, :, gates_d] * zhat[:, :, gates_d]).sum((0, 1)) if norm else None)
+        return None, None, None, dxp, dh, *grads
+
+
+def _input_side(x: Tensor, weights: list[DirectionWeights], fold_b_hh: bool) -> Tensor:
+    """Every direction's ``LN_ih(W_ih x_t) + b_ih`` (``+ b_hh`` with ``fold_b_hh``), side by side."""
+    parts = [
+        input_projection(x, w) + w.b_hh if fold_b_hh and w.b_hh is not None else input_projection(x, w)
+        for w in weights
+    ]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)).contiguous()
+
+
 def run_layer(
     kind: str,
     x: Tensor,
@@ -139,17 +234,20 @@ def run_layer(
     recurrent_mask: Tensor | None = None,
     zoneout_mask: Tensor | None = None,
 ) -> tuple[Tensor, State]:
-    """One LSTM layer with layer norm, recurrent dropout or zoneout (no projection);
-    the interface of :func:`rnnkit.kernels.reference.run_layer`."""
-    h0, c0 = state
+    """One LSTM (no projection) or GRU layer with layer norm, recurrent dropout
+    or zoneout; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
     steps, batch = x.shape[0], x.shape[1]
     if lengths is None:
         lengths = torch.full((batch,), steps, dtype=torch.int64)
-    xp = torch.cat([
-        input_projection(x, w) if w.b_hh is None else input_projection(x, w) + w.b_hh for w in weights
-    ], dim=2).contiguous()
-    flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight, w.ln_c_weight, w.ln_c_bias)]
     if zoneout_mask is not None:
         zoneout_mask = zoneout_mask.contiguous()  # in eval mode an expanded constant
+    if kind == "gru":
+        flat = [t for w in weights for t in (w.w_hh, w.b_hh, w.ln_hh_weight)]
+        xp = _input_side(x, weights, fold_b_hh=False)
+        output, h_n = _ExtendedGRU.apply(lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat)
+        return output, (h_n,)
+    h0, c0 = state
+    flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight, w.ln_c_weight, w.ln_c_bias)]
+    xp = _input_side(x, weights, fold_b_hh=True)
     output, h_n, c_n = _ExtendedLSTM.apply(lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *flat)
     return output, (h_n, c_n)
