@@ -439,9 +439,10 @@ FUSED_CASES = [
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("config", FUSED_CASES, ids=_case_id)
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-def test_fused_equals_reference_with_the_same_seed(kind, config, dtype, training):
-    module = _build(kind, config, dtype=dtype).train(training)
+@pytest.mark.parametrize("kind,extra", [("RNN", {}), ("RNN", {"nonlinearity": "relu"}), ("LSTM", {}), ("GRU", {})],
+                         ids=["RNN", "RNNrelu", "LSTM", "GRU"])
+def test_fused_equals_reference_with_the_same_seed(kind, extra, config, dtype, training):
+    module = _build(kind, {**config, **extra}, dtype=dtype).train(training)
     x, hx = _inputs(module, dtype=dtype)
     results = []
     for name in ("fused", "reference"):
@@ -456,7 +457,7 @@ def test_fused_equals_reference_with_the_same_seed(kind, config, dtype, training
 
 
 @pytest.mark.parametrize("config", [OPTIONS[-1], {"zoneout": 0.3}], ids=_case_id)
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_fused_without_gradients_and_with_frozen_weights(kind, config):
     module = _build(kind, config, dtype=torch.float32)
     x = torch.randn(T, N, IN)
@@ -495,8 +496,9 @@ def test_fused_lstm_gradcheck_float64():
         assert torch.autograd.gradcheck(run, (x, h0, c0, *module.parameters()))
 
 
-def test_fused_gru_gradcheck_float64():
-    module = _build("GRU", {**OPTIONS[-1], "bidirectional": True})
+@pytest.mark.parametrize("kind,extra", [("GRU", {}), ("RNN", {}), ("RNN", {"nonlinearity": "relu"})])
+def test_fused_gru_and_elman_gradcheck_float64(kind, extra):
+    module = _build(kind, {**OPTIONS[-1], **extra, "bidirectional": True})
     x, h0 = _inputs(module)
     names = [n for n, _ in module.named_parameters()]
 
@@ -525,10 +527,9 @@ def test_auto_backend_equals_reference_in_training(kind, dtype):
 
 @pytest.mark.parametrize(
     "kind,options,forward,named",
-    [("RNN", {"layer_norm": True}, {}, "layer_norm for the LSTM and GRU only"),
-     ("RNN", {"recurrent_dropout": 0.2}, {}, "recurrent_dropout for the LSTM and GRU only"),
-     ("RNN", {"zoneout": 0.2, "layer_norm": True}, {}, "layer_norm and zoneout for the LSTM and GRU only"),
-     ("LSTM", {"zoneout": 0.2, "proj_size": 2}, {}, "zoneout with proj_size"),
+    [("LSTM", {"zoneout": 0.2, "proj_size": 2}, {}, "zoneout with proj_size"),
+     ("LSTM", {"layer_norm": True, "recurrent_dropout": 0.1, "proj_size": 2}, {},
+      "layer_norm and recurrent_dropout with proj_size"),
      ("LSTM", {"layer_norm": True}, {"return_states": True}, "cell state with layer_norm")],
 )
 def test_forced_fused_says_which_option_it_lacks(kind, options, forward, named):

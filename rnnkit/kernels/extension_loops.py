@@ -344,3 +344,112 @@ def extended_gru_backward(
             dhn, bk = dh[n], back[n - n0]
             for k in range(hidden):
                 dhn[k] += bk[k] * rmask[n, k] if masked else bk[k]
+
+
+@jit
+def extended_elman_forward(
+    xp, col, d, w_hh, g_hh, rmask, zmask, norm, relu, act, out, hprev, zhat, rstd_z, h, lengths, reverse,
+    n0, n1, gemm,
+):
+    """The Elman recurrence, arrays as for :func:`extended_lstm_forward` with
+    one block of ``H`` rows: ``xp`` holds ``LN_ih(W_ih x_t) + b_ih + b_hh``;
+    ``act (T, N, D*H)`` receives each step's ``h~_t`` (tanh, or ReLU with ``relu``)."""
+    steps, hidden = xp.shape[0], h.shape[1]
+    zero, one = h.dtype.type(0), h.dtype.type(1)
+    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
+    z = np.empty((n1 - n0, hidden), dtype=h.dtype)
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        for n in range(n0, n1):
+            for k in range(hidden):
+                hm[n, k] = h[n, k] * rmask[n, k] if masked else h[n, k]
+        product(hm, 0, w_hh, z, n0, n1, gemm)
+        for n in range(n0, n1):
+            if t >= lengths[n]:
+                out[t, n, col : col + hidden] = zero
+                act[t, n, col : col + hidden] = zero
+                hprev[t, n, col : col + hidden] = zero
+                if norm:
+                    zhat[t, n, col : col + hidden] = zero
+                continue
+            hprev[t, n, col : col + hidden] = hm[n]
+            zn, x_t, a = z[n - n0], xp[t, n, col : col + hidden], act[t, n, col : col + hidden]
+            if norm:
+                mean = zero
+                for k in range(hidden):
+                    mean += zn[k]
+                mean /= hidden
+                var = zero
+                for k in range(hidden):
+                    var += (zn[k] - mean) * (zn[k] - mean)
+                r = one / math.sqrt(var / hidden + EPS)
+                rstd_z[t, n, d] = r
+                zh = zhat[t, n, col : col + hidden]
+                for k in range(hidden):
+                    zh[k] = (zn[k] - mean) * r
+                    a[k] = x_t[k] + g_hh[k] * zh[k]
+            else:
+                for k in range(hidden):
+                    a[k] = x_t[k] + zn[k]
+            hn, o_row = h[n], out[t, n, col : col + hidden]
+            for k in range(hidden):
+                a[k] = max(a[k], zero) if relu else tanh(a[k])
+                candidate = a[k]
+                if zoned:
+                    m = zmask[t, n, k]
+                    candidate = m * hn[k] + (one - m) * candidate
+                hn[k] = o_row[k] = candidate
+
+
+@jit
+def extended_elman_backward(
+    act, col, d, w_hh_t, g_hh, rmask, zmask, norm, relu, zhat, rstd_z, grad_out, dxp, dz, dh, lengths,
+    reverse, n0, n1, gemm,
+):
+    """Back-propagate through :func:`extended_elman_forward`, last step first:
+    ``dxp (T, N, D*H)`` receives ``dL/d xp``, ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))``
+    (the caller passes ``dxp`` again without layer norm); ``dh (N, H)``:
+    ``dL/dh_n`` on entry, ``dL/dh_0`` on return."""
+    steps, hidden = act.shape[0], dh.shape[1]
+    zero, one = dh.dtype.type(0), dh.dtype.type(1)
+    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    back = np.empty((n1 - n0, hidden), dtype=dh.dtype)
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        for n in range(n0, n1):
+            a, da = act[t, n, col : col + hidden], dxp[t, n, col : col + hidden]
+            dzn = dz[t, n, col : col + hidden]
+            if t >= lengths[n]:
+                da[:] = zero
+                dzn[:] = zero
+                continue
+            gy, dhn = grad_out[t, n, col : col + hidden], dh[n]
+            for k in range(hidden):
+                total = dhn[k] + gy[k]
+                if zoned:
+                    m = zmask[t, n, k]
+                    dht = (one - m) * total
+                    dhn[k] = m * total
+                else:
+                    dht = total
+                    dhn[k] = zero
+                slope = (one if a[k] > zero else zero) if relu else one - a[k] * a[k]
+                da[k] = dht * slope
+            if norm:
+                zh = zhat[t, n, col : col + hidden]
+                mean1, mean2 = zero, zero
+                for k in range(hidden):
+                    dzn[k] = da[k] * g_hh[k]  # dL/d zhat
+                    mean1 += dzn[k]
+                    mean2 += dzn[k] * zh[k]
+                mean1 /= hidden
+                mean2 /= hidden
+                r = rstd_z[t, n, d]
+                for k in range(hidden):
+                    dzn[k] = r * (dzn[k] - mean1 - zh[k] * mean2)
+        product(dz[t], col, w_hh_t, back, n0, n1, gemm)
+        for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
+            dhn, bk = dh[n], back[n - n0]
+            for k in range(hidden):
+                dhn[k] += bk[k] * rmask[n, k] if masked else bk[k]

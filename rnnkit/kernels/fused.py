@@ -52,13 +52,11 @@ def refusal(
     products would change the dtype under them) and torch.func's transforms
     (whose tensors are wrappers). The reference, plain tensor ops, serves
     all of those. The layer options beyond torch.nn (layer norm, recurrent
-    dropout, zoneout) run fused for a GRU and an LSTM without a projection
+    dropout, zoneout) run fused for every kind, an LSTM without a projection
     (:mod:`rnnkit.kernels.fused_extension`); the reference runs the rest."""
     if kind not in LAYERS:
         return f"no fused loops for cell kind {kind!r}"
     options = extension_options(weights, recurrent_mask, zoneout_mask)
-    if options and kind not in ("lstm", "gru"):
-        return f"the fused loops run {' and '.join(options)} for the LSTM and GRU only yet"
     if options and weights[0].w_hr is not None:
         return f"the fused loops do not run {' and '.join(options)} with proj_size yet"
     if options and return_cells:
@@ -129,8 +127,8 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
     """Compile (or load from numba's cache) the loops for ``dtypes`` now rather
     than on first use: a forward and backward pass through a tiny layer of
     each fused module (kinds that share one, such as tanh and ReLU, share
-    its loops, and so does an LSTM's projection), and through an LSTM and a
-    GRU with layer norm and masks (:mod:`rnnkit.kernels.fused_extension`)."""
+    its loops, and so does an LSTM's projection), and through an Elman layer,
+    an LSTM and a GRU with layer norm and masks (:mod:`rnnkit.kernels.fused_extension`)."""
     first_of_module: dict[str, str] = {}
     for key, kind in KINDS.items():
         if kind.fused:
@@ -155,4 +153,8 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
         w = torch.zeros(3, 1, dtype=dtype, requires_grad=True)
         normed = DirectionWeights(w, w, ln_ih_weight=gain[:3], ln_hh_weight=gain[:3])
         output, _ = run_layer("gru", x, state[:1], [normed], None, recurrent_mask=mask, zoneout_mask=mask[None])
+        output.sum().backward()
+        w = torch.zeros(1, 1, dtype=dtype, requires_grad=True)
+        normed = DirectionWeights(w, w, ln_ih_weight=gain[:1], ln_hh_weight=gain[:1])
+        output, _ = run_layer("rnn_tanh", x, state[:1], [normed], None, recurrent_mask=mask, zoneout_mask=mask[None])
         output.sum().backward()

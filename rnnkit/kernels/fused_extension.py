@@ -1,5 +1,6 @@
-"""The fused LSTM and GRU layers with rnnkit's options beyond torch.nn: layer
-norm, recurrent dropout and zoneout (an LSTM without a projection), forward and backward.
+"""The fused Elman, LSTM and GRU layers with rnnkit's options beyond torch.nn:
+layer norm, recurrent dropout and zoneout (an LSTM without a projection),
+forward and backward.
 
 Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
 
@@ -30,6 +31,8 @@ from torch.autograd.function import once_differentiable
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
 from rnnkit.kernels.extension_loops import (
+    extended_elman_backward,
+    extended_elman_forward,
     extended_gru_backward,
     extended_gru_forward,
     extended_lstm_backward,
@@ -216,6 +219,78 @@ class _ExtendedGRU(torch.autograd.Function):
         return None, None, None, dxp, dh, *grads
 
 
+class _ExtendedElman(torch.autograd.Function):
+    """``(relu, lengths, recurrent_mask, zoneout_mask, xp, h0, *weights) -> (output, h_n)``;
+    ``weights`` are ``w_hh`` and ``ln_hh_weight`` per direction (``None`` without layer norm)."""
+
+    @staticmethod
+    def forward(ctx, relu, lengths, rmask, zmask, xp, h0, *flat):  # type: ignore[override]
+        steps, batch, _ = xp.shape
+        directions, _, hidden = h0.shape
+        norm = flat[1] is not None
+        new = xp.new_empty
+        act, out, hprev = new(xp.shape), new(xp.shape), new(xp.shape)
+        empty = new(0, 0, 0)
+        zhat = new(xp.shape) if norm else empty
+        rstd_z = new(steps, batch, directions) if norm else empty
+        h_n = h0.detach().clone(memory_format=torch.contiguous_format)
+        weights = [flat[k : k + 2] for k in range(0, len(flat), 2)]
+        w_hh = [common.as_array(w[0]) for w in weights]
+        g_hh = _optional([w[1] for w in weights], xp.dtype, 0)
+        rm, zm = _masks(rmask, zmask, directions, xp.dtype)
+        xp_a, act_a, out_a, hprev_a, zhat_a, rstd_z_a, h_a = (
+            common.as_array(t) for t in (xp, act, out, hprev, zhat, rstd_z, h_n)
+        )
+        lengths_a = lengths.numpy()
+
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            extended_elman_forward(
+                xp_a, d * hidden, d, w_hh[d], g_hh[d], rm[d], zm[d], norm, relu, act_a, out_a, hprev_a,
+                zhat_a, rstd_z_a, h_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+            )
+
+        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        ctx.save_for_backward(*flat)
+        ctx.kept = (relu, lengths, rmask, zmask, act, hprev, zhat, rstd_z, norm)
+        return out, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
+        flat = ctx.saved_tensors
+        relu, lengths, rmask, zmask, act, hprev, zhat, rstd_z, norm = ctx.kept
+        steps, batch, _ = act.shape
+        directions, _, hidden = grad_h_n.shape
+        weights = [flat[k : k + 2] for k in range(0, len(flat), 2)]
+        dxp = act.new_empty(act.shape)
+        dz = act.new_empty(act.shape) if norm else dxp
+        dh = grad_h_n.clone(memory_format=torch.contiguous_format)
+        w_hh_t = [common.as_array(w[0].t()) for w in weights]
+        g_hh = _optional([w[1] for w in weights], act.dtype, 0)
+        rm, zm = _masks(rmask, zmask, directions, act.dtype)
+        act_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a = (
+            common.as_array(t) for t in (act, zhat, rstd_z, grad_out, dxp, dz, dh)
+        )
+        lengths_a = lengths.numpy()
+
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            extended_elman_backward(
+                act_a, d * hidden, d, w_hh_t[d], g_hh[d], rm[d], zm[d], norm, relu, zhat_a, rstd_z_a,
+                grad_out_a, dxp_a, dz_a, dh_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+            )
+
+        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        pairs = steps * batch
+        grads: list[Tensor | None] = []
+        for d in range(directions):
+            cols = slice(d * hidden, (d + 1) * hidden)
+            grads.append(dz[:, :, cols].reshape(pairs, hidden).t() @ hprev[:, :, cols].reshape(pairs, hidden))
+            grads.append((dxp[:, :, cols] * zhat[:, :, cols]).sum((0, 1)) if norm else None)
+        return None, None, None, None, dxp, dh, *grads
+
+
 def _input_side(x: Tensor, weights: list[DirectionWeights], fold_b_hh: bool) -> Tensor:
     """Every direction's ``LN_ih(W_ih x_t) + b_ih`` (``+ b_hh`` with ``fold_b_hh``), side by side."""
     parts = [
@@ -234,13 +309,20 @@ def run_layer(
     recurrent_mask: Tensor | None = None,
     zoneout_mask: Tensor | None = None,
 ) -> tuple[Tensor, State]:
-    """One LSTM (no projection) or GRU layer with layer norm, recurrent dropout
-    or zoneout; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
+    """One Elman, LSTM (no projection) or GRU layer with layer norm, recurrent
+    dropout or zoneout; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
     steps, batch = x.shape[0], x.shape[1]
     if lengths is None:
         lengths = torch.full((batch,), steps, dtype=torch.int64)
     if zoneout_mask is not None:
         zoneout_mask = zoneout_mask.contiguous()  # in eval mode an expanded constant
+    if kind in ("rnn_tanh", "rnn_relu"):
+        flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight)]
+        xp = _input_side(x, weights, fold_b_hh=True)
+        output, h_n = _ExtendedElman.apply(
+            kind == "rnn_relu", lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat
+        )
+        return output, (h_n,)
     if kind == "gru":
         flat = [t for w in weights for t in (w.w_hh, w.b_hh, w.ln_hh_weight)]
         xp = _input_side(x, weights, fold_b_hh=False)
