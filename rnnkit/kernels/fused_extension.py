@@ -294,7 +294,7 @@ class _ExtendedElman(torch.autograd.Function):
 def _input_side(x: Tensor, weights: list[DirectionWeights], fold_b_hh: bool) -> Tensor:
     """Every direction's ``LN_ih(W_ih x_t) + b_ih`` (``+ b_hh`` with ``fold_b_hh``), side by side."""
     parts = [
-        input_projection(x, w) + w.b_hh if fold_b_hh and w.b_hh is not None else input_projection(x, w)
+        input_projection(x, w._replace(b_ih=w.b_ih + w.b_hh) if fold_b_hh and w.b_hh is not None else w)
         for w in weights
     ]
     return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)).contiguous()

@@ -77,8 +77,7 @@ def recurrent_projection(h: Tensor, w: DirectionWeights, mask: Tensor | None = N
         h = h * mask
     if w.ln_hh_weight is None:
         return F.linear(h, w.w_hh, w.b_hh)
-    product = _normalised(F.linear(h, w.w_hh), w.ln_hh_weight)
-    return product if w.b_hh is None else product + w.b_hh
+    return _normalised(F.linear(h, w.w_hh), w.ln_hh_weight, w.b_hh)  # b_hh as the norm's shift
 
 
 def rnn_tanh_step(xp: Tensor, state: State, w: DirectionWeights, mask: Tensor | None = None) -> State:
@@ -140,8 +139,7 @@ def input_projection(x: Tensor, w: DirectionWeights) -> Tensor:
     step at once: ``(T, N, H_in) -> (T, N, G*H)``."""
     if w.ln_ih_weight is None:
         return F.linear(x, w.w_ih, w.b_ih)
-    product = _normalised(F.linear(x, w.w_ih), w.ln_ih_weight)
-    return product if w.b_ih is None else product + w.b_ih
+    return _normalised(F.linear(x, w.w_ih), w.ln_ih_weight, w.b_ih)  # b_ih as the norm's shift
 
 
 def run_direction(
