@@ -23,7 +23,6 @@ autograd (the loops are not differentiable twice).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -41,11 +40,6 @@ from rnnkit.kernels.extension_loops import (
 from rnnkit.kernels.reference import DirectionWeights, State, input_projection
 
 _FIELDS = 4  # per direction: w_hh, ln_hh_weight, ln_c_weight, ln_c_bias
-
-
-def _optional(tensors: list[Tensor | None], dtype: torch.dtype, *shape: int) -> list[np.ndarray]:
-    """Each direction's array, or an empty one of ``shape`` (how the loops are told there is none)."""
-    return common.as_arrays(tensors, shape, dtype)
 
 
 class _ExtendedLSTM(torch.autograd.Function):
@@ -70,7 +64,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         c_n = c0.detach().clone(memory_format=torch.contiguous_format)
         weights = [flat[k : k + _FIELDS] for k in range(0, len(flat), _FIELDS)]
         w_hh = [common.as_array(w[0]) for w in weights]
-        g_hh, g_c, b_c = (_optional([w[j] for w in weights], xp.dtype, 0) for j in (1, 2, 3))
+        g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         arrays = [common.as_array(t) for t in (xp, gates, cells, out, hprev, zhat, rstd_z, chat, rstd_c, h_n, c_n)]
         xp_a, gates_a, cells_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, h_a, c_a = arrays
@@ -104,7 +98,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         dc = grad_c_n.clone(memory_format=torch.contiguous_format)
         w_hh_t = [common.as_array(w[0].t()) for w in weights]
-        g_hh, g_c, b_c = (_optional([w[j] for w in weights], gates.dtype, 0) for j in (1, 2, 3))
+        g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), gates.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, gates.dtype)
         arrays = [common.as_array(t) for t in (gates, cells, c0, zhat, rstd_z, chat, rstd_c, grad_out, dxp, dz, dy, dh, dc)]
         gates_a, cells_a, c0_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, dxp_a, dz_a, dy_a, dh_a, dc_a = arrays
@@ -140,8 +134,8 @@ class _ExtendedLSTM(torch.autograd.Function):
 def _masks(rmask: Tensor | None, zmask: Tensor | None, directions: int, dtype: torch.dtype):
     """Each direction's recurrent-dropout and zoneout masks as arrays (empty for none)."""
     return (
-        _optional([None if rmask is None else rmask[d] for d in range(directions)], dtype, 0, 0),
-        _optional([None if zmask is None else zmask[d] for d in range(directions)], dtype, 0, 0, 0),
+        common.as_arrays([None if rmask is None else rmask[d] for d in range(directions)], (0, 0), dtype),
+        common.as_arrays([None if zmask is None else zmask[d] for d in range(directions)], (0, 0, 0), dtype),
     )
 
 
@@ -163,7 +157,7 @@ class _ExtendedGRU(torch.autograd.Function):
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         weights = [flat[k : k + 3] for k in range(0, len(flat), 3)]
         w_hh = [common.as_array(w[0]) for w in weights]
-        b_hh, g_hh = (_optional([w[j] for w in weights], xp.dtype, 0) for j in (1, 2))
+        b_hh, g_hh = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         arrays = [common.as_array(t) for t in (xp, gates, bn, out, hold, hprev, zhat, rstd_z, h_n)]
         xp_a, gates_a, bn_a, out_a, hold_a, hprev_a, zhat_a, rstd_z_a, h_a = arrays
@@ -194,7 +188,7 @@ class _ExtendedGRU(torch.autograd.Function):
         dz = gates.new_empty(gates.shape) if norm else db
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         w_hh_t = [common.as_array(w[0].t()) for w in weights]
-        g_hh = _optional([w[2] for w in weights], gates.dtype, 0)
+        g_hh = common.as_arrays([w[2] for w in weights], (0,), gates.dtype)
         rm, zm = _masks(rmask, zmask, directions, gates.dtype)
         arrays = [common.as_array(t) for t in (gates, bn, hold, zhat, rstd_z, grad_out, dxp, db, dz, dh)]
         gates_a, bn_a, hold_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, db_a, dz_a, dh_a = arrays
@@ -236,7 +230,7 @@ class _ExtendedElman(torch.autograd.Function):
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         weights = [flat[k : k + 2] for k in range(0, len(flat), 2)]
         w_hh = [common.as_array(w[0]) for w in weights]
-        g_hh = _optional([w[1] for w in weights], xp.dtype, 0)
+        g_hh = common.as_arrays([w[1] for w in weights], (0,), xp.dtype)
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         xp_a, act_a, out_a, hprev_a, zhat_a, rstd_z_a, h_a = (
             common.as_array(t) for t in (xp, act, out, hprev, zhat, rstd_z, h_n)
@@ -267,7 +261,7 @@ class _ExtendedElman(torch.autograd.Function):
         dz = act.new_empty(act.shape) if norm else dxp
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         w_hh_t = [common.as_array(w[0].t()) for w in weights]
-        g_hh = _optional([w[1] for w in weights], act.dtype, 0)
+        g_hh = common.as_arrays([w[1] for w in weights], (0,), act.dtype)
         rm, zm = _masks(rmask, zmask, directions, act.dtype)
         act_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a = (
             common.as_array(t) for t in (act, zhat, rstd_z, grad_out, dxp, dz, dh)
