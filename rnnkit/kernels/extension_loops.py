@@ -1,8 +1,10 @@
-"""The LSTM recurrence with rnnkit's options beyond torch.nn, forward and back-propagation
-through time, in numba: layer norm of the recurrent product and of the cell state,
-recurrent dropout and zoneout (see README, "Beyond torch.nn").
+"""The Elman, LSTM and GRU recurrences with rnnkit's options beyond torch.nn,
+forward and back-propagation through time, in numba: layer norm of the
+recurrent product (and of an LSTM's cell state), recurrent dropout and zoneout
+(see README, "Beyond torch.nn"). The LSTM's loops are described here; the
+GRU's and Elman's differ where their docstrings say.
 
-Both loops work on one direction of one layer (no projection: ``P = H``), for
+The loops work on one direction of one layer (no projection: ``P = H``), for
 the batch rows ``n0 <= n < n1``, inside arrays shared by all directions
 (``D`` of them); ``d`` is the direction, ``gcol = d*4H`` and ``col = d*H``
 its columns:

@@ -6,16 +6,15 @@ Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
 
 1. torch computes every step's input side, ``LN_ih(W_ih x_t) + b_ih + b_hh``
    (:func:`rnnkit.kernels.reference.input_projection`), so autograd carries
-   its gradient back to ``x``, ``W_ih``, the gain and the biases;
-   (the GRU adds ``b_hh`` in the loop instead, where ``r`` scales its ``n`` block);
-2. :func:`~rnnkit.kernels.extension_loops.extended_lstm_forward` (or ``_gru_``) runs the
+   its gradient back to ``x``, ``W_ih``, the gain and the biases (the GRU
+   adds ``b_hh`` in the loop instead, where ``r`` scales its ``n`` block);
+2. the kind's forward loop in :mod:`rnnkit.kernels.extension_loops` runs the
    recurrence per direction and batch chunk, on the threads
    :func:`~rnnkit.kernels.fused_common.run_pieces` plans, keeping what the
    backward loop needs (activations, ``c_t``, each step's masked ``h_(t-1)``
    and, with layer norm, the normalised products and their statistics).
 
-Backward: :func:`~rnnkit.kernels.extension_loops.extended_lstm_backward`
-walks the steps back; the sums over all steps (``dL/dW_hh`` and the gains'
+Backward: the kind's backward loop walks the steps back; the sums over all steps (``dL/dW_hh`` and the gains'
 gradients) are matrix products and reductions done here. A backward pass
 that must itself be differentiable (``create_graph=True``) is refused by
 autograd (the loops are not differentiable twice).
