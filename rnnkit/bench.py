@@ -524,6 +524,192 @@ def measure_streaming(
     )
 
 
+# -- beyond torch.nn: layer norm and zoneout against a hand-written step loop ----------
+
+
+@dataclass(frozen=True)
+class ExtensionConfig:
+    """A layer with rnnkit's ``layer_norm=True`` or ``zoneout=p`` over ``(T, N, H)``.
+
+    torch.nn has no such layer: what a user writes today is a Python loop
+    over the steps of an ``nn.LSTMCell`` or ``nn.GRUCell`` (with
+    ``nn.LayerNorm`` modules for layer norm), :class:`StepLoop`, the other side here.
+    """
+
+    steps: int
+    batch: int
+    hidden: int
+    cell: str = "lstm"  # 'lstm' or 'gru'
+    layer_norm: bool = False
+    zoneout: float = 0.0
+
+    @property
+    def label(self) -> str:
+        option = "layer_norm" if self.layer_norm else f"zoneout={self.zoneout:g}"
+        return f"{CELLS[self.cell].layer} T={self.steps} N={self.batch} {self.hidden}->{self.hidden} {option}"
+
+    @property
+    def plain(self) -> BenchConfig:
+        """The same size without the option, for rnnkit's own plain layer."""
+        return BenchConfig(steps=self.steps, batch=self.batch, hidden=self.hidden, cell=self.cell)
+
+
+EXTENSION_CONFIGS = [
+    ExtensionConfig(steps=1000, batch=1, hidden=32, cell=cell, layer_norm=True) for cell in ("lstm", "gru")
+] + [
+    ExtensionConfig(steps=1000, batch=4, hidden=64, cell=cell, layer_norm=True) for cell in ("lstm", "gru")
+] + [
+    ExtensionConfig(steps=200, batch=32, hidden=64, cell=cell, layer_norm=True) for cell in ("lstm", "gru")
+] + [
+    ExtensionConfig(steps=1000, batch=1, hidden=32, cell="lstm", zoneout=0.1),
+    ExtensionConfig(steps=200, batch=32, hidden=64, cell="lstm", zoneout=0.1),
+]
+"""The layer-norm LSTM and GRU in the small and medium regimes, and zoneout."""
+
+
+class StepLoop(nn.Module):
+    """The plain-torch way to a layer-normalised or zoned LSTM or GRU: a loop
+    over the steps around an ``nn.LSTMCell`` / ``nn.GRUCell``, with
+    ``nn.LayerNorm(G*H, bias=False)`` on both products (and ``nn.LayerNorm(H)``
+    on an LSTM's cell state), or zoneout masks drawn per step. Its
+    ``forward(x (T, N, H))`` returns ``(output (T, N, H), final state)`` like a layer's."""
+
+    def __init__(self, config: ExtensionConfig, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.config = config
+        factory = {"dtype": dtype}
+        h, rows = config.hidden, len(CELLS[config.cell].gates) * config.hidden
+        self.cell = (nn.LSTMCell if config.cell == "lstm" else nn.GRUCell)(h, h, **factory)
+        if config.layer_norm:
+            self.ln_ih = nn.LayerNorm(rows, bias=False, **factory)
+            self.ln_hh = nn.LayerNorm(rows, bias=False, **factory)
+            if config.cell == "lstm":
+                self.ln_c = nn.LayerNorm(h, **factory)
+
+    def _normed_step(self, x_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None):
+        cell = self.cell
+        a = self.ln_ih(x_t @ cell.weight_ih.t()) + cell.bias_ih
+        b = self.ln_hh(h @ cell.weight_hh.t()) + cell.bias_hh
+        if c is None:
+            a_r, a_z, a_n = a.chunk(3, 1)
+            b_r, b_z, b_n = b.chunk(3, 1)
+            r, z = torch.sigmoid(a_r + b_r), torch.sigmoid(a_z + b_z)
+            n = torch.tanh(a_n + r * b_n)
+            return (1 - z) * n + z * h, None
+        i, f, g, o = (a + b).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(self.ln_c(c)), c
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        lstm = self.config.cell == "lstm"
+        h = x.new_zeros(x.shape[1], self.config.hidden)
+        c = h if lstm else None
+        p = self.config.zoneout
+        outputs = []
+        for x_t in x:
+            if self.config.layer_norm:
+                new_h, c = self._normed_step(x_t, h, c)
+            elif lstm:
+                new_h, c = self.cell(x_t, (h, c))
+            else:
+                new_h = self.cell(x_t, h)
+            if p:
+                keep = torch.bernoulli(torch.full_like(h, p)) if self.training else p
+                new_h = keep * h + (1 - keep) * new_h
+            h = new_h
+            outputs.append(h)
+        return torch.stack(outputs), ((h, c) if lstm else h)
+
+
+def build_extension(config: ExtensionConfig, dtype: torch.dtype, seed: int = 0):
+    """The step loop, rnnkit's layer with the same weights, and an input ``(T, N, H)``."""
+    torch.manual_seed(seed)
+    theirs = StepLoop(config, dtype)
+    ours = getattr(rnnkit, CELLS[config.cell].layer)(
+        config.hidden, config.hidden, dtype=dtype, layer_norm=config.layer_norm, zoneout=config.zoneout,
+    )
+    weights = {f"{name}_l0": p for name, p in theirs.cell.named_parameters()}
+    if config.layer_norm:
+        weights |= {"ln_ih_weight_l0": theirs.ln_ih.weight, "ln_hh_weight_l0": theirs.ln_hh.weight}
+        if config.cell == "lstm":
+            weights |= {"ln_c_weight_l0": theirs.ln_c.weight, "ln_c_bias_l0": theirs.ln_c.bias}
+    ours.load_state_dict({name: p.detach().clone() for name, p in weights.items()})
+    x = torch.randn(config.steps, config.batch, config.hidden, dtype=dtype)
+    return theirs, ours, x
+
+
+@dataclass
+class ExtensionResult:
+    """Medians in milliseconds: the step loop, rnnkit's layer with the option,
+    and rnnkit's plain layer of the same size (training step)."""
+
+    config: ExtensionConfig
+    backend: str
+    rounds: int
+    inference_torch_ms: float
+    inference_rnnkit_ms: float
+    training_torch_ms: float
+    training_rnnkit_ms: float
+    training_plain_ms: float
+    max_abs_diff: float  # of the eval-mode outputs
+    regime: Regime | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.regime = regime_of(self.config.plain)
+
+    @property
+    def inference_speedup(self) -> float:
+        return self.inference_torch_ms / self.inference_rnnkit_ms
+
+    @property
+    def training_speedup(self) -> float:
+        return self.training_torch_ms / self.training_rnnkit_ms
+
+    @property
+    def over_plain(self) -> float:
+        """rnnkit's training step with the option over its plain layer's."""
+        return self.training_rnnkit_ms / self.training_plain_ms
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.update(
+            label=self.config.label, inference_speedup=self.inference_speedup,
+            training_speedup=self.training_speedup, over_plain=self.over_plain,
+        )
+        return data
+
+
+def measure_extension(config: ExtensionConfig, dtype: torch.dtype = torch.float32, min_time: float = 1.0):
+    """Time inference (eval mode, no_grad) and a training step (training mode:
+    zoneout draws its masks) of the step loop and of rnnkit's layer, then
+    rnnkit's plain layer's training step; alternated runs, medians."""
+    theirs, ours, x = build_extension(config, dtype)
+    with torch.no_grad():
+        max_abs_diff = (ours.eval()(x)[0] - theirs.eval()(x)[0]).abs().max().item()
+    backend = kernels.select_backend(
+        ours.kind, x, ours._direction_weights()[0],
+        zoneout_mask=x.new_empty(1) if config.zoneout else None,
+    ).name
+
+    def inference(module: nn.Module) -> Callable[[], object]:
+        def run() -> object:
+            with torch.no_grad():
+                return module.eval()(x)
+        return run
+
+    def training(module: nn.Module) -> Callable[[], None]:
+        optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
+        return lambda: training_step(module.train(), optimizer, x)
+
+    inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2)
+    train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2)
+    _, plain, _ = build(config.plain, dtype)
+    _, train_plain, _ = _alternate(training(plain), training(ours), min_time / 2)
+    return ExtensionResult(
+        config, backend, rounds, inf_theirs, inf_ours, train_theirs, train_ours, train_plain, max_abs_diff,
+    )
+
+
 # -- peak memory ----------------------------------------------------------------------
 
 

@@ -47,6 +47,9 @@ class Cell:
     every bias term written as `` + b_..`` (``explain`` drops them for
     ``bias=False``), ``{nonlinearity}`` where the activation is chosen, and
     ``h_t = ...`` last (``W_hr (...)`` wraps it when a projection is set).
+    ``layer_norm_equations`` are the same step with ``layer_norm=True``:
+    ``LN_ih`` and ``LN_hh`` normalise the whole ``G*H`` projections (a gain, no
+    shift), ``LN_c`` (when ``cell_norm``) the cell state (a gain and a shift).
     """
 
     name: str                         # --cell: 'rnn', 'lstm', 'gru'
@@ -59,6 +62,8 @@ class Cell:
     kinds: tuple[Kind, ...]           # the first is the default
     onnx_operator: str                # ONNX's operator for the layer: 'RNN', 'LSTM', 'GRU'
     onnx_gates: tuple[str, ...]       # ``gates`` in the order ONNX stacks them
+    layer_norm_equations: tuple[str, ...] = ()  # one step with layer_norm=True, written as ``equations``
+    cell_norm: bool = False           # layer_norm=True also normalises the cell state (LN_c)
 
     @property
     def cell_class(self) -> str:
@@ -85,6 +90,18 @@ class Cell:
         )
 
 
+LAYER_EXTENSIONS = ("layer_norm", "recurrent_dropout", "zoneout")
+"""The sequence layers' keyword-only options beyond torch.nn, in their constructor's order."""
+
+CELL_EXTENSIONS = ("layer_norm",)
+"""The cells' keyword-only options beyond torch.nn."""
+
+RECURRENT_DROPOUT_EQUATION = "W_hh h_(t-1) → W_hh (m ⊙ h_(t-1)),  m ~ Bernoulli(1 - p) / (1 - p)"
+"""What ``recurrent_dropout=p`` changes in a step (training mode; one ``m`` per sequence and call)."""
+
+ZONEOUT_EQUATION = "h_t = m_t ⊙ h_(t-1) + (1 - m_t) ⊙ h~_t,  m_t ~ Bernoulli(p)"
+"""What ``zoneout=p`` adds after a step, ``h~_t`` the cell's new ``h`` (training; eval: ``m_t = p``)."""
+
 _SEQUENCE = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
 _CELL = ("input_size", "hidden_size", "bias")
 
@@ -99,6 +116,9 @@ CELLS: dict[str, Cell] = {
             layer_arguments=(*_SEQUENCE[:3], "nonlinearity", *_SEQUENCE[3:]),
             cell_arguments=(*_CELL, "nonlinearity"),
             equations=("h_t = {nonlinearity}(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh)",),
+            layer_norm_equations=(
+                "h_t = {nonlinearity}(LN_ih(W_ih x_t) + b_ih + LN_hh(W_hh h_(t-1)) + b_hh)",
+            ),
             kinds=(
                 Kind("rnn_tanh", "RNN_TANH", step="rnn_tanh_step", fused="fused_rnn", nonlinearity="tanh"),
                 Kind("rnn_relu", "RNN_RELU", step="rnn_relu_step", fused="fused_rnn", nonlinearity="relu"),
@@ -124,6 +144,12 @@ CELLS: dict[str, Cell] = {
             kinds=(Kind("lstm", "LSTM", step="lstm_step", fused="fused_lstm"),),
             onnx_operator="LSTM",
             onnx_gates=("i", "o", "f", "g"),  # ONNX's i, o, f, c
+            layer_norm_equations=(
+                "(i_t, f_t, g_t, o_t) = LN_ih(W_ih x_t) + b_ih + LN_hh(W_hh h_(t-1)) + b_hh",
+                "c_t = σ(f_t) ⊙ c_(t-1) + σ(i_t) ⊙ tanh(g_t)",
+                "h_t = σ(o_t) ⊙ tanh(LN_c(c_t))",
+            ),
+            cell_norm=True,
         ),
         Cell(
             name="gru",
@@ -141,6 +167,14 @@ CELLS: dict[str, Cell] = {
             kinds=(Kind("gru", "GRU", step="gru_step", fused="fused_gru"),),
             onnx_operator="GRU",
             onnx_gates=("z", "r", "n"),  # ONNX's z, r, h
+            layer_norm_equations=(
+                "(a_r, a_z, a_n) = LN_ih(W_ih x_t) + b_ih",
+                "(b_r, b_z, b_n) = LN_hh(W_hh h_(t-1)) + b_hh",
+                "r_t = σ(a_r + b_r)",
+                "z_t = σ(a_z + b_z)",
+                "n_t = tanh(a_n + r_t ⊙ b_n)",
+                "h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_(t-1)",
+            ),
         ),
     )
 }

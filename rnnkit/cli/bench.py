@@ -41,6 +41,12 @@ With --device cuda the same comparison runs on the GPU (peak memory, which
 is the CPU's resident memory, is then not measured). There every call of
 rnnkit's goes to the step-by-step reference recurrence, one kernel launch
 per op and step, so expect it to be far slower than torch.nn's cuDNN layers.
+
+A default run on the CPU also times rnnkit's options beyond torch.nn (layer_norm=True
+for LSTM and GRU, zoneout for LSTM) against what a user writes without them:
+a Python loop over an nn.LSTMCell / nn.GRUCell step with nn.LayerNorm (or
+zoneout masks), on the same weights; and rnnkit's layer with the option
+against its plain layer of the same size ("x plain").
 """
 
 EPILOG = """\
@@ -161,11 +167,16 @@ def run(args: argparse.Namespace) -> int:
         results.append(bench.measure(config, dtype, min_time, memory=args.memory, device=args.device))
     for module in streaming:
         streaming_results.append(bench.measure_streaming(module, dtype, min_time, device=args.device))
+    extensions = [] if args.config or args.quick or args.device != "cpu" else [
+        bench.measure_extension(config, dtype, min_time)
+        for config in bench.EXTENSION_CONFIGS if config.cell in cells
+    ]
     environment = dict(bench.environment(), dtype=args.dtype, device=args.device)
 
     if args.json:
         json.dump(dict(environment=environment, results=[r.to_json() for r in results],
-                       streaming=[r.to_json() for r in streaming_results]),
+                       streaming=[r.to_json() for r in streaming_results],
+                       extensions=[r.to_json() for r in extensions]),
                   sys.stdout, indent=2)
         print()
     else:
@@ -173,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         out.print(table(results, environment))
         if streaming_results:
             out.print(streaming_table(streaming_results))
+        if extensions:
+            out.print(extension_table(extensions))
     return 0
 
 
@@ -238,5 +251,35 @@ def table(results: list, environment: dict):
             speedup(r.training_speedup, regime and regime.training_target),
             "-" if r.floor_ms is None else f"{r.floor_ms:.2f} ({r.floor_multiple:.1f}x)",
             pair(r.peak_torch_mb, r.peak_rnnkit_mb, 1), f"{r.max_abs_diff:.0e}",
+        )
+    return t
+
+
+def extension_table(results: list):
+    """The options beyond torch.nn against a plain-torch step loop, as a rich table."""
+    from rich.table import Table
+
+    from rnnkit.bench import REGIMES
+
+    keys = {regime: key for key, regime in REGIMES.items()}
+    t = Table(title="beyond torch.nn: rnnkit's option against a plain-torch step loop "
+                    "(nn.LSTMCell / nn.GRUCell + nn.LayerNorm, or zoneout masks)")
+    for name in (
+        "configuration", "regime", "backend", "inference ms\nloop / rnnkit", "speedup",
+        "training step ms\nloop / rnnkit", "speedup\n(target)", "training ms\nrnnkit plain (x plain)",
+        "max |diff|",
+    ):
+        left = name in ("configuration", "regime", "backend")
+        t.add_column(name, justify="left" if left else "right", no_wrap=name == "configuration")
+    for r in results:
+        target = r.regime and r.regime.training_target
+        speedup = f"{r.training_speedup:.2f}x"
+        if target:
+            speedup += f" (>={target:g}{'' if r.training_speedup >= target else ', missed'})"
+        t.add_row(
+            r.config.label, keys.get(r.regime, "-"), r.backend,
+            f"{r.inference_torch_ms:.2f} / {r.inference_rnnkit_ms:.2f}", f"{r.inference_speedup:.2f}x",
+            f"{r.training_torch_ms:.2f} / {r.training_rnnkit_ms:.2f}", speedup,
+            f"{r.training_plain_ms:.2f} ({r.over_plain:.2f}x)", f"{r.max_abs_diff:.0e}",
         )
     return t

@@ -22,6 +22,7 @@ examples:
   rnnkit explain --cell gru --cell-only --input-size 5 --hidden-size 8 --input-shape 2,5
   rnnkit explain --input-size 5 --hidden-size 8 --input-shape 3,2,5 --json
   rnnkit explain --cell lstm --input-size 5 --hidden-size 8 --input-shape 3,2,5 --lengths 3,1 --return-states
+  rnnkit explain --cell lstm --input-size 5 --hidden-size 8 --layer-norm --zoneout 0.1 --lang zh
 
 A shape or argument that the layer would reject is explained first (and on
 stderr), and the command exits with status 1.
@@ -72,6 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     layer.add_argument("--proj-size", type=int, default=0, metavar="P",
                        help=meaning("proj_size") + "; lstm only")
     parser.set_defaults(bias=True)
+    extensions = parser.add_argument_group("rnnkit's options beyond torch.nn")
+    extensions.add_argument("--layer-norm", action="store_true", help=meaning("layer_norm"))
+    extensions.add_argument("--recurrent-dropout", type=float, default=0.0, metavar="P",
+                            help=meaning("recurrent_dropout") + "; sequence layers only")
+    extensions.add_argument("--zoneout", type=float, default=0.0, metavar="P",
+                            help=meaning("zoneout") + "; sequence layers only")
 
     output = parser.add_argument_group("input and output")
     output.add_argument(
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         args.input_size, args.hidden_size, args.num_layers,
         nonlinearity=args.nonlinearity, bias=args.bias, batch_first=args.batch_first,
         dropout=args.dropout, bidirectional=args.bidirectional, proj_size=args.proj_size,
+        layer_norm=args.layer_norm, recurrent_dropout=args.recurrent_dropout, zoneout=args.zoneout,
         cell=args.cell, cell_only=args.cell_only,
         input_shape=None if args.input_shape is None else parse_shape(args.input_shape),
         lengths=(

@@ -32,7 +32,10 @@ def argument_problems(config: LayerConfig, text: dict[str, Any]) -> list[Problem
         problems.append(Problem(subject, text[key].format(name=subject, **values)))
 
     layer, taken = config.class_name, config.taken
-    for name in ("num_layers", "nonlinearity", "batch_first", "dropout", "bidirectional", "proj_size"):
+    for name in (
+        "num_layers", "nonlinearity", "batch_first", "dropout", "bidirectional", "proj_size",
+        "recurrent_dropout", "zoneout",
+    ):
         value = getattr(config, name)
         if name not in taken and value != DEFAULTS[name]:
             reason = text.get(f"reason.{name}", text["reason.cell"]).format(owners=_owners(name, text))
@@ -44,12 +47,16 @@ def argument_problems(config: LayerConfig, text: dict[str, Any]) -> list[Problem
             error = _rejection(layer_checks.check_size, name, value)
             if error is not None:
                 problem(name, "problem.int" if error is TypeError else "problem.positive", value=value)
-    for name in ("bias", "batch_first", "bidirectional"):
+    for name in ("bias", "batch_first", "bidirectional", "layer_norm"):
         value = getattr(config, name)
         if name in taken and _rejection(layer_checks.check_flag, name, value):
             problem(name, "problem.bool", value=value)
     if "dropout" in taken and _rejection(layer_checks.check_dropout, config.dropout, config.num_layers):
         problem("dropout", "problem.dropout", value=config.dropout)
+    for name in ("recurrent_dropout", "zoneout"):
+        value = getattr(config, name)
+        if name in taken and _rejection(layer_checks.check_probability, name, value):
+            problem(name, "problem.probability", value=value)
     arguments = config.arguments()
     if "nonlinearity" in taken and _rejection(layer_checks.check_nonlinearity, arguments["nonlinearity"]):
         problem("nonlinearity", "problem.nonlinearity", value=config.nonlinearity)

@@ -7,7 +7,7 @@ import numbers
 from dataclasses import dataclass, fields
 from typing import Any
 
-from rnnkit.kinds import CELLS, CLASSES, Cell
+from rnnkit.kinds import CELL_EXTENSIONS, CELLS, CLASSES, LAYER_EXTENSIONS, Cell
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,9 @@ class LayerConfig:
     ``cell`` (a key of :data:`rnnkit.kinds.CELLS`: ``'rnn'``, ``'lstm'``,
     ``'gru'``) and ``cell_only`` pick the class: ``LayerConfig(5, 8,
     cell='gru', cell_only=True)`` is ``GRUCell(5, 8)``. Fields the class does
-    not take must keep their defaults. ``nonlinearity`` is ``None`` unless
+    not take must keep their defaults. ``layer_norm``, ``recurrent_dropout`` and
+    ``zoneout`` are rnnkit's keyword-only options (:data:`rnnkit.kinds.LAYER_EXTENSIONS`;
+    a cell takes ``layer_norm`` only). ``nonlinearity`` is ``None`` unless
     given, which a cell that takes it reads as its default kind's.
     Values are not checked here: :func:`~rnnkit.explain.explain` reports what
     is wrong with them.
@@ -32,6 +34,9 @@ class LayerConfig:
     dropout: Any = 0.0
     bidirectional: Any = False
     proj_size: Any = 0
+    layer_norm: Any = False
+    recurrent_dropout: Any = 0.0
+    zoneout: Any = 0.0
     cell: str = "rnn"
     cell_only: bool = False
 
@@ -53,6 +58,8 @@ class LayerConfig:
         cell, cell_only = CLASSES[name]
         arguments = cell.cell_arguments if cell_only else cell.layer_arguments
         values = {arg: getattr(module, arg) for arg in arguments}
+        for arg in CELL_EXTENSIONS if cell_only else LAYER_EXTENSIONS:  # a torch.nn module has none
+            values[arg] = getattr(module, arg, DEFAULTS[arg])
         return cls(**values, cell=cell.name, cell_only=cell_only)
 
     @property
@@ -67,12 +74,19 @@ class LayerConfig:
 
     @property
     def taken(self) -> tuple[str, ...]:
-        """The class's constructor arguments, in torch's order."""
-        return self.entry.cell_arguments if self.cell_only else self.entry.layer_arguments
+        """The class's constructor arguments, in torch's order, then rnnkit's keyword-only ones."""
+        if self.cell_only:
+            return self.entry.cell_arguments + CELL_EXTENSIONS
+        return self.entry.layer_arguments + LAYER_EXTENSIONS
 
     def arguments(self) -> dict[str, Any]:
-        """The class's constructor arguments with their values (``nonlinearity``'s default filled in)."""
-        values = {name: getattr(self, name) for name in self.taken}
+        """The class's constructor arguments with their values (``nonlinearity``'s default
+        filled in); rnnkit's own options only where they are set."""
+        extensions = CELL_EXTENSIONS if self.cell_only else LAYER_EXTENSIONS
+        values = {
+            name: getattr(self, name) for name in self.taken
+            if name not in extensions or getattr(self, name) != DEFAULTS[name]
+        }
         if values.get("nonlinearity", "") is None:
             values["nonlinearity"] = self.entry.kind().nonlinearity
         return values

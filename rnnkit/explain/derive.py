@@ -12,6 +12,7 @@ from rnnkit.explain import checks
 from rnnkit.explain.config import DEFAULTS, LayerConfig, class_name, is_shape
 from rnnkit.explain.result import Explanation, ParameterShape, Size, TensorShape, format_shape
 from rnnkit.explain.wording import TEXT
+from rnnkit.kinds import RECURRENT_DROPOUT_EQUATION, ZONEOUT_EQUATION
 from rnnkit.layers.shapes import parameter_shapes, suffix
 
 LANGS = tuple(TEXT)
@@ -34,6 +35,9 @@ def explain(
     dropout: Any = 0.0,
     bidirectional: Any = False,
     proj_size: Any = 0,
+    layer_norm: Any = False,
+    recurrent_dropout: Any = 0.0,
+    zoneout: Any = 0.0,
     cell: str = "rnn",
     cell_only: bool = False,
     input_shape: Any = None,
@@ -49,6 +53,8 @@ def explain(
             arguments, as ``torch.nn`` takes them. ``nonlinearity`` belongs to
             RNN and RNNCell, ``proj_size`` to LSTM; cells take no
             ``num_layers``, ``batch_first``, ``dropout`` or ``bidirectional``.
+        layer_norm, recurrent_dropout, zoneout: rnnkit's keyword-only options
+            beyond torch.nn (cells take ``layer_norm`` only).
             Instead of the arguments, ``input_size`` may be a layer: an
             ``rnnkit`` or ``torch.nn`` RNN, LSTM, GRU, or one of their cells.
         cell: a key of :data:`rnnkit.kinds.CELLS`: ``'rnn'``, ``'lstm'`` or ``'gru'``.
@@ -85,8 +91,8 @@ def explain(
         raise ValueError(f"lang must be one of {', '.join(map(repr, LANGS))}, got {lang!r}")
     given = dict(
         num_layers=num_layers, nonlinearity=nonlinearity, bias=bias, batch_first=batch_first,
-        dropout=dropout, bidirectional=bidirectional, proj_size=proj_size, cell=cell,
-        cell_only=cell_only,
+        dropout=dropout, bidirectional=bidirectional, proj_size=proj_size, layer_norm=layer_norm,
+        recurrent_dropout=recurrent_dropout, zoneout=zoneout, cell=cell, cell_only=cell_only,
     )
     if hidden_size is None or class_name(input_size) is not None:
         if hidden_size is not None or any(v != DEFAULTS[k] for k, v in given.items()):
@@ -195,13 +201,15 @@ def _parameters(config: LayerConfig, text: dict[str, Any]) -> list[ParameterShap
     symbols = {
         "weight_ih": stacked("W", "i"), "weight_hh": stacked("W", "h"),
         "bias_ih": stacked("b", "i"), "bias_hh": stacked("b", "h"), "weight_hr": text["projection"],
+        **text["layer_norm_parameters"],
     }
+    norm = {"layer_norm": config.layer_norm is True, "cell_norm": config.entry.cell_norm}
     if config.cell_only:  # one step: the first layer's forward parameters, without a suffix
-        blocks = parameter_shapes(len(gates), config.input_size, config.hidden_size, bias=config.bias)
+        blocks = parameter_shapes(len(gates), config.input_size, config.hidden_size, bias=config.bias, **norm)
     else:
         blocks = parameter_shapes(
             len(gates), config.input_size, config.hidden_size, config.num_layers, config.bias,
-            config.bidirectional, config.proj_size,
+            config.bidirectional, config.proj_size, **norm,
         )
     parameters = []
     for k, d, shapes in blocks:
@@ -218,18 +226,27 @@ _BIAS_TERM = re.compile(r" \+ b_\w+")
 
 
 def _equations(config: LayerConfig, text: dict[str, Any]) -> list[str]:
-    """The recurrence as torch documents it (:attr:`rnnkit.kinds.Cell.equations`),
+    """The recurrence as torch documents it (:attr:`rnnkit.kinds.Cell.equations`,
+    or its :attr:`~rnnkit.kinds.Cell.layer_norm_equations` with layer_norm=True),
     without the b terms when bias=False and through ``W_hr`` with a projection;
-    then the legend of the symbols."""
+    what recurrent dropout and zoneout change; then the legend of the symbols."""
     arguments = config.arguments()
-    equations = [line.format(nonlinearity=arguments.get("nonlinearity")) for line in config.entry.equations]
+    lines = config.entry.layer_norm_equations if config.layer_norm is True else config.entry.equations
+    equations = [line.format(nonlinearity=arguments.get("nonlinearity")) for line in lines]
     if config.bias is not True:
         equations = [_BIAS_TERM.sub("", line) for line in equations]
     if config.proj_size:
         equations[-1] = equations[-1].replace("h_t = ", "h_t = W_hr (", 1) + ")"
     legend = [text["legend.cell" if config.cell_only else "legend.layer"]]
+    if config.zoneout:  # the cell's new state becomes the candidate that zoneout mixes in
+        equations[-1] = equations[-1].replace("h_t = ", "h~_t = ", 1)
+    if config.recurrent_dropout:
+        equations.append(RECURRENT_DROPOUT_EQUATION.replace("p)", f"{config.recurrent_dropout})"))
+    if config.zoneout:
+        equations.append(ZONEOUT_EQUATION.replace("(p)", f"({config.zoneout})"))
     gates = text.get(f"gates.{config.cell}")
-    return equations + legend + ([gates] if gates else [])
+    extra = [text["legend.layer_norm"]] if config.layer_norm is True else []
+    return equations + legend + ([gates] if gates else []) + extra
 
 
 def _notes(
@@ -261,6 +278,12 @@ def _notes(
         ))
     elif config.dropout:
         notes.append(text["note.dropout_unused"].format(p=config.dropout))
+    if config.layer_norm is True:
+        notes.append(text["note.layer_norm"])
+    if config.recurrent_dropout:
+        notes.append(text["note.recurrent_dropout"].format(p=config.recurrent_dropout))
+    if config.zoneout:
+        notes.append(text["note.zoneout"].format(p=config.zoneout))
     if config.bidirectional:
         h = config.proj_size or config.hidden_size
         notes.append(text["note.bidirectional"].format(h=h, d=2 * h))

@@ -31,6 +31,24 @@ TEXT: dict[str, dict[str, Any]] = {
         "where.layer": ", layer {k}",
         "where.reverse": ", reverse",
         "projection": "W_hr, the projection",
+        "layer_norm_parameters": {
+            "ln_ih_weight": "the gain of LN_ih", "ln_hh_weight": "the gain of LN_hh",
+            "ln_c_weight": "the gain of LN_c", "ln_c_bias": "the shift of LN_c",
+        },
+        "legend.layer_norm": "LN_ih, LN_hh: layer norm over all G*H features of the product "
+                             "together (one mean, one biased variance, eps 1e-5, a gain, no "
+                             "shift); LN_c: layer norm of c_t with a gain and a shift",
+        "note.layer_norm": "layer_norm=True: rnnkit's layer-normalised cell (Ba, Kiros & Hinton "
+                           "2016); torch.nn has no such option, so to_torch() refuses this layer. "
+                           "The ln_* gains start at 1 and the shift at 0",
+        "note.recurrent_dropout": "recurrent_dropout={p}: in training mode only, each sequence's "
+                                  "h is multiplied by one mask m (entries 0 or 1/(1-{p})) where "
+                                  "it enters W_hh, at every step of the call; output and h_n are "
+                                  "not masked; model.eval() turns it off",
+        "note.zoneout": "zoneout={p}: in training mode each unit of h keeps its previous value "
+                        "with probability {p} at every step (an LSTM's c updates as usual); in "
+                        "eval mode h_t = {p} h_(t-1) + (1 - {p}) h~_t",
+        "problem.probability": "{name} is {value!r}, but it must be a probability between 0 and 1",
         "meaning": {
             "input_size": "features in each input step x_t: the last axis of the input",
             "hidden_size": "features in the hidden state h_t (and in an LSTM's cell state c_t)",
@@ -50,6 +68,15 @@ TEXT: dict[str, dict[str, Any]] = {
                        "each in 1..L; the result is that of packing the batch, without the copies",
             "return_states": "forward keyword: True also returns every step's state of every "
                              "layer and direction, (D*num_layers, L, N, features) per state part",
+            "layer_norm": "rnnkit keyword: True normalises the input and recurrent products "
+                          "(and an LSTM's cell state) at every step, with learnable gains "
+                          "(default False)",
+            "recurrent_dropout": "rnnkit keyword: probability of zeroing each unit of h where it "
+                                 "enters W_hh, one mask per sequence for the whole sequence, in "
+                                 "training mode only (default 0)",
+            "zoneout": "rnnkit keyword: probability that each unit of h keeps its previous value "
+                       "at each step in training mode; in eval mode h mixes in that proportion "
+                       "(default 0)",
         },
         "axis": {
             "L": "seq: the sequence length, or number of time steps",
@@ -166,6 +193,22 @@ TEXT: dict[str, dict[str, Any]] = {
         "where.layer": "，第 {k} 層",
         "where.reverse": "，反向",
         "projection": "W_hr，投影矩陣",
+        "layer_norm_parameters": {
+            "ln_ih_weight": "LN_ih 的增益", "ln_hh_weight": "LN_hh 的增益",
+            "ln_c_weight": "LN_c 的增益", "ln_c_bias": "LN_c 的平移",
+        },
+        "legend.layer_norm": "LN_ih、LN_hh：對乘積的全部 G*H 個特徵一起做層正規化（一個平均值、"
+                             "一個有偏變異數，eps 1e-5，有增益、無平移）；LN_c：對 c_t 做層正規化，"
+                             "有增益與平移",
+        "note.layer_norm": "layer_norm=True：rnnkit 的層正規化單元（Ba、Kiros 與 Hinton 2016）；"
+                           "torch.nn 沒有這個選項，所以 to_torch() 不接受這一層。ln_* 增益從 1 "
+                           "開始，平移從 0 開始",
+        "note.recurrent_dropout": "recurrent_dropout={p}：只在訓練模式下，每條序列的 h 在進入 W_hh "
+                                  "之處乘上同一個遮罩 m（元素為 0 或 1/(1-{p})），整次呼叫的每個"
+                                  "時間步都用它；output 與 h_n 不受遮罩；model.eval() 會關閉它",
+        "note.zoneout": "zoneout={p}：訓練模式下，h 的每個單元在每個時間步以機率 {p} 保留前一步的值"
+                        "（LSTM 的 c 照常更新）；評估模式下 h_t = {p} h_(t-1) + (1 - {p}) h~_t",
+        "problem.probability": "{name} 是 {value!r}，但必須是 0 到 1 之間的機率",
         "meaning": {
             "input_size": "輸入 x_t 每個時間步的特徵維度，即輸入的最後一個維度",
             "hidden_size": "隱藏狀態 h_t 的特徵數（LSTM 的細胞狀態 c_t 也是這個大小）",
@@ -184,6 +227,12 @@ TEXT: dict[str, dict[str, Any]] = {
                        "結果與打包（pack）整批相同，但不複製資料",
             "return_states": "forward 的關鍵字引數：True 時另外回傳每一層、每個方向在每個時間步的"
                              "狀態，每個狀態部分為 (D*num_layers, L, N, 特徵數)",
+            "layer_norm": "rnnkit 的關鍵字引數：True 時在每個時間步對輸入乘積與遞迴乘積（以及 LSTM "
+                          "的細胞狀態）做層正規化，增益可學習（預設 False）",
+            "recurrent_dropout": "rnnkit 的關鍵字引數：h 進入 W_hh 之處每個單元被歸零的機率，每條"
+                                 "序列整段共用一個遮罩，只在訓練模式下（預設 0）",
+            "zoneout": "rnnkit 的關鍵字引數：訓練模式下 h 的每個單元在每個時間步保留前一步值的機率；"
+                       "評估模式下 h 依此比例混合（預設 0）",
         },
         "axis": {
             "L": "seq：序列長度，即時間步數",

@@ -24,18 +24,18 @@ from rnnkit.kernels.reference import DirectionWeights, State
 
 
 class Backend(NamedTuple):
-    """A way to run a layer: ``refusal(kind, x, weights)`` says
-    why it cannot take the call (``None`` when it can), ``run_layer`` does it
-    (same interface as the reference)."""
+    """A way to run a layer: ``refusal(kind, x, weights, return_cells,
+    recurrent_mask, zoneout_mask)`` says why it cannot take the call (``None``
+    when it can), ``run_layer`` does it (same interface as the reference)."""
 
     name: str
-    refusal: Callable[[str, Tensor, list[DirectionWeights], bool], str | None]
+    refusal: Callable[..., str | None]
     run_layer: Callable[..., tuple[Tensor, State]]
 
 
 BACKENDS: dict[str, Backend] = {
     "fused": Backend("fused", fused.refusal, fused.run_layer),
-    "reference": Backend("reference", lambda kind, x, weights: None, reference.run_layer),
+    "reference": Backend("reference", lambda *call: None, reference.run_layer),
 }
 """Every backend, in order of preference for ``auto``: the last is the fallback."""
 
@@ -68,16 +68,24 @@ still lost, by up to 1.3x), and at four for nearly every size and cell type.
 One threshold for all keeps the rule simple; it errs towards the fused loops."""
 
 
-def select_backend(kind: str, x: Tensor, weights: list[DirectionWeights]) -> Backend:
+def select_backend(
+    kind: str,
+    x: Tensor,
+    weights: list[DirectionWeights],
+    return_cells: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
+) -> Backend:
     """The backend that will run this call (see the module docstring and
     :data:`REFERENCE_MAX_STEPS`)."""
     name = _requested()
+    call = (kind, x, weights, return_cells, recurrent_mask, zoneout_mask)
     if name == "auto":
         if x.shape[0] <= REFERENCE_MAX_STEPS:
             return BACKENDS["reference"]
-        return next(b for b in BACKENDS.values() if b.refusal(kind, x, weights) is None)
+        return next(b for b in BACKENDS.values() if b.refusal(*call) is None)
     backend = BACKENDS[name]
-    reason = backend.refusal(kind, x, weights)
+    reason = backend.refusal(*call)
     if reason is not None:
         raise UnsupportedCall(
             f"rnnkit backend {name!r} cannot run this {kind} call: {reason}; "
@@ -106,8 +114,11 @@ def run_layer(
     weights: list[DirectionWeights],
     lengths: Tensor | None,
     return_cells: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
 ) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
-    """Run one layer with the selected backend; see :func:`reference.run_layer`.
+    """Run one layer with the selected backend; see :func:`reference.run_layer`
+    (``recurrent_mask`` and ``zoneout_mask`` are drawn by the driver).
 
     A call that torch is tracing into a graph (``torch.compile``,
     ``torch.export``, ``torch.jit.trace``) becomes one ``rnnkit::layer``
@@ -115,13 +126,14 @@ def run_layer(
     ONNX export (:mod:`rnnkit.kernels.onnx_layer`), rather than the
     backend's Python: the fused loops cannot be traced, and the reference's
     loop over time steps would unroll into a graph as long as the sequence."""
+    masks = (recurrent_mask, zoneout_mask)
     if tracing():
         if _exporting_to_onnx():
             from rnnkit.kernels import onnx_layer
 
-            return onnx_layer.layer(kind, x, state, weights, lengths, return_cells)
-        return ops.layer(kind, x, state, weights, lengths, return_cells)
-    return run_selected(kind, x, state, weights, lengths, return_cells)
+            return onnx_layer.layer(kind, x, state, weights, lengths, return_cells, *masks)
+        return ops.layer(kind, x, state, weights, lengths, return_cells, *masks)
+    return run_selected(kind, x, state, weights, lengths, return_cells, *masks)
 
 
 def run_selected(
@@ -131,10 +143,15 @@ def run_selected(
     weights: list[DirectionWeights],
     lengths: Tensor | None,
     return_cells: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
 ) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
     """Run one layer with the selected backend, as it is, never through an operator."""
-    backend = select_backend(kind, x, weights)
-    return backend.run_layer(kind, x, state, weights, lengths, return_cells=return_cells)
+    backend = select_backend(kind, x, weights, return_cells, recurrent_mask, zoneout_mask)
+    return backend.run_layer(
+        kind, x, state, weights, lengths,
+        return_cells=return_cells, recurrent_mask=recurrent_mask, zoneout_mask=zoneout_mask,
+    )
 
 
 def tracing() -> bool:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels import fused_common as common
+from rnnkit.kernels import fused_extension
 from rnnkit.kernels.reference import DirectionWeights, State
 from rnnkit.kinds import KINDS, cell_of
 
@@ -35,7 +36,14 @@ LAYERS: dict[str, Callable[..., tuple[Tensor, State]]] = {
 DTYPES = (torch.float32, torch.float64)
 
 
-def refusal(kind: str, x: Tensor, weights: list[DirectionWeights]) -> str | None:
+def refusal(
+    kind: str,
+    x: Tensor,
+    weights: list[DirectionWeights],
+    return_cells: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
+) -> str | None:
     """Why the fused loops cannot run this call, or ``None`` when they can.
 
     They run a known cell kind on CPU float32 or float64 tensors, every
@@ -43,9 +51,16 @@ def refusal(kind: str, x: Tensor, weights: list[DirectionWeights]) -> str | None
     that the loops, reading raw memory, would escape: autocast (whose
     products would change the dtype under them) and torch.func's transforms
     (whose tensors are wrappers). The reference, plain tensor ops, serves
-    all of those."""
+    all of those. The layer options beyond torch.nn (layer norm, recurrent
+    dropout, zoneout) run fused for every kind, an LSTM without a projection
+    (:mod:`rnnkit.kernels.fused_extension`); the reference runs the rest."""
     if kind not in LAYERS:
         return f"no fused loops for cell kind {kind!r}"
+    options = extension_options(weights, recurrent_mask, zoneout_mask)
+    if options and weights[0].w_hr is not None:
+        return f"the fused loops do not run {' and '.join(options)} with proj_size yet"
+    if options and return_cells:
+        return f"the fused loops do not return every step's cell state with {' and '.join(options)} yet"
     dtype = x.dtype
     if not x.is_cpu or dtype not in DTYPES:
         return f"it runs float32 and float64 on the CPU, got {dtype} on {x.device}"
@@ -58,6 +73,17 @@ def refusal(kind: str, x: Tensor, weights: list[DirectionWeights]) -> str | None
             if t is not None and (not t.is_cpu or t.dtype != dtype):
                 return f"a weight is {t.dtype} on {t.device}, the input {dtype} on {x.device}"
     return None
+
+
+def extension_options(
+    weights: list[DirectionWeights], recurrent_mask: Tensor | None, zoneout_mask: Tensor | None
+) -> list[str]:
+    """The options beyond torch.nn a call uses, by their layer argument's name."""
+    used = ["layer_norm"] if weights and weights[0].ln_hh_weight is not None else []
+    return used + [
+        name for name, mask in (("recurrent_dropout", recurrent_mask), ("zoneout", zoneout_mask))
+        if mask is not None
+    ]
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -81,10 +107,14 @@ def run_layer(
     weights: list[DirectionWeights],
     lengths: Tensor | None,
     return_cells: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
 ) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
     """Run one layer; the interface of :func:`rnnkit.kernels.reference.run_layer`
     (``return_cells``, every step's ``c_t`` as a third result, is the LSTM's only)."""
     lengths = common.clean_lengths(lengths, x.shape[0])
+    if extension_options(weights, recurrent_mask, zoneout_mask):
+        return fused_extension.run_layer(kind, x, state, weights, lengths, recurrent_mask, zoneout_mask)
     if return_cells:
         if kind != "lstm":
             raise ValueError(f"return_cells=True is for the LSTM only (its cells c_t), not {kind!r}")
@@ -96,7 +126,8 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
     """Compile (or load from numba's cache) the loops for ``dtypes`` now rather
     than on first use: a forward and backward pass through a tiny layer of
     each fused module (kinds that share one, such as tanh and ReLU, share
-    its loops, and so does an LSTM's projection)."""
+    its loops, and so does an LSTM's projection), and through an Elman layer,
+    an LSTM and a GRU with layer norm and masks (:mod:`rnnkit.kernels.fused_extension`)."""
     first_of_module: dict[str, str] = {}
     for key, kind in KINDS.items():
         if kind.fused:
@@ -109,3 +140,20 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
             state = tuple(torch.zeros(1, 1, 1, dtype=dtype) for _ in cell.state)
             output, _ = run_layer(key, x, state, [DirectionWeights(w, w, None, None)], None)
             output.sum().backward()
+        # the LSTM's loops for the options beyond torch.nn (layer norm, masks)
+        x = torch.zeros(2, 1, 1, dtype=dtype, requires_grad=True)
+        w, gain = torch.zeros(4, 1, dtype=dtype, requires_grad=True), torch.ones(4, dtype=dtype)
+        normed = DirectionWeights(w, w, ln_ih_weight=gain, ln_hh_weight=gain, ln_c_weight=gain[:1],
+                                  ln_c_bias=gain[:1])
+        state = (torch.zeros(1, 1, 1, dtype=dtype), torch.zeros(1, 1, 1, dtype=dtype))
+        mask = torch.ones(1, 1, 1, dtype=dtype)
+        output, _ = run_layer("lstm", x, state, [normed], None, recurrent_mask=mask, zoneout_mask=mask[None])
+        output.sum().backward()
+        w = torch.zeros(3, 1, dtype=dtype, requires_grad=True)
+        normed = DirectionWeights(w, w, ln_ih_weight=gain[:3], ln_hh_weight=gain[:3])
+        output, _ = run_layer("gru", x, state[:1], [normed], None, recurrent_mask=mask, zoneout_mask=mask[None])
+        output.sum().backward()
+        w = torch.zeros(1, 1, dtype=dtype, requires_grad=True)
+        normed = DirectionWeights(w, w, ln_ih_weight=gain[:1], ln_hh_weight=gain[:1])
+        output, _ = run_layer("rnn_tanh", x, state[:1], [normed], None, recurrent_mask=mask, zoneout_mask=mask[None])
+        output.sum().backward()

@@ -7,6 +7,11 @@ time-first padded tensor plus lengths, checks shapes, and hands the work to
 :func:`rnnkit.layers.driver.run_stack`. :class:`RecurrentCell` is the single
 step module behind ``RNNCell``. Subclasses only say which kind they run
 (a key of :data:`rnnkit.kinds.KINDS`); the table gives the rest.
+
+Beyond torch.nn, keyword-only: ``layer_norm`` (both; extra ``ln_*``
+parameters after torch's own), ``recurrent_dropout`` and ``zoneout``
+(sequence layers; their masks are drawn in the driver). With their defaults
+a module is exactly its ``torch.nn`` twin.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnkit import kernels
 from rnnkit.kernels.reference import STEPS, DirectionWeights, State, input_projection
 from rnnkit.kinds import KINDS, cell_of
-from rnnkit.layers.checks import check_dropout, check_flag, check_proj_size, check_size
+from rnnkit.layers.checks import check_dropout, check_flag, check_probability, check_proj_size, check_size
 from rnnkit.layers.driver import run_stack
-from rnnkit.layers.shapes import parameter_shapes, suffix
+from rnnkit.layers.shapes import layer_norm_shapes, parameter_shapes, suffix
 
 
 _MISSING = object()
@@ -33,8 +38,17 @@ _MISSING = object()
 
 _WEIGHT_FIELDS = {
     "weight_ih": "w_ih", "weight_hh": "w_hh", "bias_ih": "b_ih", "bias_hh": "b_hh", "weight_hr": "w_hr",
+    **{name: name for name in ("ln_ih_weight", "ln_hh_weight", "ln_c_weight", "ln_c_bias")},
 }
 """Parameter names (without the layer suffix) -> :class:`DirectionWeights` fields."""
+
+_EXTENSIONS = {"layer_norm": False, "recurrent_dropout": 0.0, "zoneout": 0.0}
+"""The options beyond torch.nn and their defaults (with which a module is torch's)."""
+
+
+def _is_layer_norm(name: str) -> bool:
+    """Whether a parameter is one of ``layer_norm``'s (not torch's own)."""
+    return name.startswith("ln_")
 
 
 
@@ -145,11 +159,6 @@ def _state_part(names: tuple[str, ...], index: int) -> str:
     return "hx" if len(names) == 1 else f"hx[{index}] ({names[index]})"
 
 
-def _one_direction(tensors: list[Tensor | None]) -> DirectionWeights:
-    """A cell's weights (``weight_ih, weight_hh, bias_ih, bias_hh``) as the steps take them."""
-    return DirectionWeights(*tensors)
-
-
 class _TorchTwin(nn.Module):
     """What a layer and a cell share with their ``torch.nn`` twin: their kind's
     state parts, the initialisation, and ``from_torch`` / ``to_torch`` (the configuration
@@ -196,11 +205,24 @@ class _TorchTwin(nn.Module):
         return cell_of(self.kind).state
 
     def reset_parameters(self) -> None:
-        """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
-        in ``torch.nn``'s order, so that equal seeds give equal weights."""
+        """Draw torch's own parameters from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)),
+        in ``torch.nn``'s order, so that equal seeds give equal weights; the
+        layer-norm gains start at 1 and the shift at 0, drawing nothing."""
         bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        for name, weight in self.named_parameters():
+            if not _is_layer_norm(name):
+                nn.init.uniform_(weight, -bound, bound)
+            elif name.startswith("ln_c_bias"):
+                nn.init.zeros_(weight)
+            else:
+                nn.init.ones_(weight)
+
+    def _extensions_in_use(self) -> list[str]:
+        """The options beyond torch.nn this module sets, as ``name=value``."""
+        return [
+            f"{name}={getattr(self, name)}" for name, default in _EXTENSIONS.items()
+            if getattr(self, name, default) != default
+        ]
 
     @classmethod
     def from_torch(cls, module: nn.Module):
@@ -214,7 +236,14 @@ class _TorchTwin(nn.Module):
         return _copy_module(module, cls, cls.config_names)
 
     def to_torch(self) -> nn.Module:
-        """The ``torch.nn`` module with this module's configuration and weights."""
+        """The ``torch.nn`` module with this module's configuration and weights;
+        ``ValueError`` for a module using an option torch.nn does not have."""
+        used = self._extensions_in_use()
+        if used:
+            raise ValueError(
+                f"{type(self).__name__}.to_torch: torch.nn.{self.torch_class.__name__} has no "
+                f"{', '.join(used)}; only a module without these options converts"
+            )
         return _copy_module(self, self.torch_class, self.config_names)  # type: ignore[arg-type]
 
     def __prepare_scriptable__(self):
@@ -258,6 +287,10 @@ class RecurrentLayer(_TorchTwin):
         proj_size: int = 0,
         device: Any = None,
         dtype: torch.dtype | None = None,
+        *,
+        layer_norm: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -270,13 +303,18 @@ class RecurrentLayer(_TorchTwin):
         self.dropout = check_dropout(dropout, num_layers)
         self.bidirectional = check_flag("bidirectional", bidirectional)
         self.proj_size = check_proj_size(proj_size, hidden_size)
+        self.layer_norm = check_flag("layer_norm", layer_norm)
+        self.recurrent_dropout = check_probability("recurrent_dropout", recurrent_dropout)
+        self.zoneout = check_probability("zoneout", zoneout)
 
         factory = {"device": device, "dtype": dtype}
         # Per layer and direction, DirectionWeights field -> parameter name, in torch's order.
         self._weight_names: list[dict[str, str]] = []
         self._weight_shapes: dict[str, tuple[int, ...]] = {}
+        cell = cell_of(kind)
         for layer, direction, shapes in parameter_shapes(
-            len(cell_of(kind).gates), input_size, hidden_size, num_layers, bias, bidirectional, proj_size
+            len(cell.gates), input_size, hidden_size, num_layers, bias, bidirectional, proj_size,
+            layer_norm=layer_norm, cell_norm=cell.cell_norm,
         ):
             names = {}
             for base_name, shape in shapes.items():
@@ -405,7 +443,7 @@ class RecurrentLayer(_TorchTwin):
 
         output, state_n, *states = run_stack(
             self.kind, x, state, layers, lengths, self.dropout, self.training,
-            return_states=return_states,
+            return_states=return_states, recurrent_dropout=self.recurrent_dropout, zoneout=self.zoneout,
         )
         dtype = self._autocast_result_dtype(x)
         if dtype is not None:
@@ -493,13 +531,13 @@ class RecurrentLayer(_TorchTwin):
             s += f", dropout={self.dropout}"
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
-        return s
+        return ", ".join([s, *self._extensions_in_use()])
 
 
 class RecurrentCell(_TorchTwin):
     """One recurrent step with explicit state (see ``rnnkit.RNNCell``)."""
 
-    _weight_order = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # as DirectionWeights
+    _weight_order: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # and any ln_*
 
     def __init__(
         self,
@@ -509,6 +547,8 @@ class RecurrentCell(_TorchTwin):
         bias: bool = True,
         device: Any = None,
         dtype: torch.dtype | None = None,
+        *,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -526,6 +566,14 @@ class RecurrentCell(_TorchTwin):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        self.layer_norm = check_flag("layer_norm", layer_norm)
+        self._layer_norm_names: tuple[str, ...] = ()
+        if layer_norm:
+            shapes = layer_norm_shapes(len(cell_of(kind).gates), hidden_size, cell_of(kind).cell_norm)
+            for name, shape in shapes.items():
+                self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+            self._layer_norm_names = tuple(shapes)
+            self._weight_order = RecurrentCell._weight_order + self._layer_norm_names
         self.reset_parameters()
 
     def forward(self, input: Tensor, hx: Any = None):
@@ -540,7 +588,7 @@ class RecurrentCell(_TorchTwin):
             )
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
-        weights = self._cached_weights(_one_direction)
+        weights = self._cached_weights(self._one_direction)
         _check_input_tensor(owner, x, weights.w_ih)
         if x.shape[1] != self.input_size:
             raise RuntimeError(
@@ -552,6 +600,10 @@ class RecurrentCell(_TorchTwin):
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
         return new_state[0] if len(new_state) == 1 else new_state
+
+    def _one_direction(self, tensors: list[Tensor | None]) -> DirectionWeights:
+        """The cell's weights (in ``_weight_order``) as the steps take them."""
+        return DirectionWeights(**{_WEIGHT_FIELDS[name]: t for name, t in zip(self._weight_order, tensors)})
 
     def _initial_state(self, hx: Any, x: Tensor, batched: bool) -> State:
         owner = type(self).__name__
@@ -567,4 +619,4 @@ class RecurrentCell(_TorchTwin):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.bias is not True:
             s += f", bias={self.bias}"
-        return s
+        return ", ".join([s, *self._extensions_in_use()])

@@ -72,3 +72,10 @@ def check_proj_size(value: object, hidden_size: int) -> int:
             f"and hidden_size={hidden_size}"
         )
     return value
+
+
+def check_probability(name: str, value: object) -> float:
+    """A probability in [0, 1] such as ``recurrent_dropout`` or ``zoneout``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"{name} should be a number in range [0, 1], got {value!r}")
+    return float(value)

@@ -1,4 +1,9 @@
-"""The sequence driver: stacked layers, directions, lengths and dropout for any cell kind."""
+"""The sequence driver: stacked layers, directions, lengths and dropout for any cell kind.
+
+It also draws the masks of recurrent dropout and zoneout (:func:`draw_masks`),
+all of them before the first layer runs, from torch's default generator, so
+that ``torch.manual_seed`` reproduces a run whichever backend runs it.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ def run_stack(
     dropout: float,
     training: bool,
     return_states: bool = False,
+    recurrent_dropout: float = 0.0,
+    zoneout: float = 0.0,
 ) -> tuple[Tensor, State] | tuple[Tensor, State, State]:
     """Run a stack of recurrent layers over a sequence.
 
@@ -35,6 +42,7 @@ def run_stack(
         layers: ``L`` lists of ``D`` :class:`DirectionWeights`.
         lengths: ``(N,)`` int64 valid lengths, or ``None`` for full sequences.
         return_states: also return every step's state of every layer and direction.
+        recurrent_dropout, zoneout: probabilities, masks drawn by :func:`draw_masks`.
 
     Returns:
         ``(output, state_n)``: the last layer's output ``(T, N, D*H_out)`` and
@@ -45,20 +53,29 @@ def run_stack(
         each length). A layer's ``h`` states are its output; the other parts
         (an LSTM's ``c``) come from the backend (``return_cells``).
     """
-    if len(layers) == 1 and not return_states:
-        return kernels.run_layer(kind, x, state, layers[0], lengths)
     directions = len(layers[0])
+    recurrent_masks, zoneout_masks = draw_masks(
+        x, len(layers), directions, state[0].shape[-1], training, recurrent_dropout, zoneout
+    )
+    if len(layers) == 1 and not return_states:
+        return kernels.run_layer(
+            kind, x, state, layers[0], lengths,
+            recurrent_mask=recurrent_masks[0], zoneout_mask=zoneout_masks[0],
+        )
     finals: list[State] = []
     history: list[list[Tensor]] = [[] for _ in state]  # per part, each layer's (T, N, D*·)
     for k, weights in enumerate(layers):
         if k > 0 and dropout > 0 and training:
             x = F.dropout(x, dropout, training=True)
         layer_state = tuple(s[k * directions : (k + 1) * directions] for s in state)
+        masks = {"recurrent_mask": recurrent_masks[k], "zoneout_mask": zoneout_masks[k]}
         if return_states and len(state) > 1:
-            x, final, cells = kernels.run_layer(kind, x, layer_state, weights, lengths, return_cells=True)
+            x, final, cells = kernels.run_layer(
+                kind, x, layer_state, weights, lengths, return_cells=True, **masks
+            )
             history[1].append(cells)
         else:
-            x, final = kernels.run_layer(kind, x, layer_state, weights, lengths)
+            x, final = kernels.run_layer(kind, x, layer_state, weights, lengths, **masks)
         if return_states:  # else each layer's output is freed once the next has read it
             history[0].append(x)
         finals.append(final)
@@ -66,6 +83,37 @@ def run_stack(
     if not return_states:
         return x, state_n
     return x, state_n, tuple(_by_direction(part, directions) for part in history)
+
+
+def draw_masks(
+    x: Tensor, layers: int, directions: int, width: int, training: bool,
+    recurrent_dropout: float, zoneout: float,
+) -> tuple[list[Tensor | None], list[Tensor | None]]:
+    """Each layer's recurrent-dropout and zoneout masks, or ``None`` where the option is off.
+
+    In training mode, in this order: one draw of every recurrent-dropout mask,
+    ``(L, D, N, H_out)`` with entries ``Bernoulli(1 - p) / (1 - p)`` (zeros
+    when ``p = 1``), one per layer, direction and sequence for the whole call;
+    then one draw of every zoneout mask, ``(L, D, T, N, H_out)`` with entries
+    ``Bernoulli(p)`` (1: the unit keeps its previous value at that step).
+    In eval mode there is no recurrent dropout, and the zoneout "mask" is
+    ``p`` itself everywhere (the expected update), drawing nothing.
+    Layer ``k``'s masks are entry ``k``: ``(D, N, H_out)`` and ``(D, T, N, H_out)``.
+    """
+    steps, batch = x.shape[0], x.shape[1]
+    recurrent: Tensor | None = None
+    if training and recurrent_dropout > 0:
+        keep = 1.0 - recurrent_dropout
+        recurrent = x.new_empty(layers, directions, batch, width).bernoulli_(keep)
+        recurrent = recurrent / keep if keep > 0 else recurrent
+    zoned: Tensor | None = None
+    if zoneout > 0:
+        shape = (layers, directions, steps, batch, width)
+        zoned = x.new_empty(shape).bernoulli_(zoneout) if training else x.new_full((), zoneout).expand(shape)
+    return (
+        [None if recurrent is None else recurrent[k] for k in range(layers)],
+        [None if zoned is None else zoned[k] for k in range(layers)],
+    )
 
 
 def _by_direction(layers: list[Tensor], directions: int) -> Tensor:

@@ -77,10 +77,15 @@ class GRU(RecurrentLayer):
         bidirectional: bool = False,
         device: Any = None,
         dtype: torch.dtype | None = None,
+        *,
+        layer_norm: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         super().__init__(
             _CELL.kind().key, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, device=device, dtype=dtype,
+            layer_norm=layer_norm, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
         )
 
 
@@ -121,5 +126,10 @@ class GRUCell(RecurrentCell):
         bias: bool = True,
         device: Any = None,
         dtype: torch.dtype | None = None,
+        *,
+        layer_norm: bool = False,
     ) -> None:
-        super().__init__(_CELL.kind().key, input_size, hidden_size, bias, device=device, dtype=dtype)
+        super().__init__(
+            _CELL.kind().key, input_size, hidden_size, bias, device=device, dtype=dtype,
+            layer_norm=layer_norm,
+        )

@@ -92,10 +92,15 @@ class LSTM(RecurrentLayer):
         proj_size: int = 0,
         device: Any = None,
         dtype: torch.dtype | None = None,
+        *,
+        layer_norm: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         super().__init__(
             _CELL.kind().key, input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device=device, dtype=dtype,
+            layer_norm=layer_norm, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
         )
 
     def _autocast_result_dtype(self, x: torch.Tensor) -> torch.dtype | None:
@@ -152,5 +157,10 @@ class LSTMCell(RecurrentCell):
         bias: bool = True,
         device: Any = None,
         dtype: torch.dtype | None = None,
+        *,
+        layer_norm: bool = False,
     ) -> None:
-        super().__init__(_CELL.kind().key, input_size, hidden_size, bias, device=device, dtype=dtype)
+        super().__init__(
+            _CELL.kind().key, input_size, hidden_size, bias, device=device, dtype=dtype,
+            layer_norm=layer_norm,
+        )

@@ -106,11 +106,16 @@ class RNN(RecurrentLayer):
         bidirectional: bool = False,
         device: Any = None,
         dtype: torch.dtype | None = None,
+        *,
+        layer_norm: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         self.nonlinearity = check_nonlinearity(nonlinearity)
         super().__init__(
             _CELL.kind(nonlinearity).key, input_size, hidden_size, num_layers, bias,
             batch_first, dropout, bidirectional, device=device, dtype=dtype,
+            layer_norm=layer_norm, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
         )
 
     def extra_repr(self) -> str:
@@ -168,10 +173,13 @@ class RNNCell(RecurrentCell):
         nonlinearity: str = "tanh",
         device: Any = None,
         dtype: torch.dtype | None = None,
+        *,
+        layer_norm: bool = False,
     ) -> None:
         self.nonlinearity = check_nonlinearity(nonlinearity)
         super().__init__(
-            _CELL.kind(nonlinearity).key, input_size, hidden_size, bias, device=device, dtype=dtype
+            _CELL.kind(nonlinearity).key, input_size, hidden_size, bias, device=device, dtype=dtype,
+            layer_norm=layer_norm,
         )
 
     def extra_repr(self) -> str:

@@ -17,11 +17,15 @@ def parameter_shapes(
     bias: bool = True,
     bidirectional: bool = False,
     proj_size: int = 0,
+    layer_norm: bool = False,
+    cell_norm: bool = False,
 ) -> list[tuple[int, int, Shapes]]:
     """For each layer ``k`` and direction ``d``, in torch's order, ``(k, d,
     shapes)``: each parameter's name without its :func:`suffix` (``weight_ih``,
     ``weight_hh``, then ``bias_ih``, ``bias_hh`` with ``bias`` and
-    ``weight_hr`` with a projection) and its shape.
+    ``weight_hr`` with a projection) and its shape; with ``layer_norm``, after
+    torch's own, the gains ``ln_ih_weight`` and ``ln_hh_weight`` ``(G*H,)`` and,
+    with ``cell_norm`` (an LSTM), ``ln_c_weight`` and ``ln_c_bias`` ``(H,)``.
 
     ``gates`` is how many blocks of ``hidden_size`` rows the weights stack
     (1 for an RNN, 4 for an LSTM, 3 for a GRU). Layer ``k > 0`` reads the
@@ -40,6 +44,8 @@ def parameter_shapes(
                 shapes |= {"bias_ih": (rows,), "bias_hh": (rows,)}
             if proj_size:
                 shapes["weight_hr"] = (proj_size, hidden_size)
+            if layer_norm:
+                shapes |= layer_norm_shapes(gates, hidden_size, cell_norm)
             blocks.append((k, d, shapes))
     return blocks
 
@@ -47,3 +53,14 @@ def parameter_shapes(
 def suffix(layer: int, direction: int) -> str:
     """What torch appends to a parameter's name: ``_l0``, ``_l1_reverse``, ..."""
     return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def layer_norm_shapes(gates: int, hidden_size: int, cell_norm: bool) -> Shapes:
+    """The layer-norm parameters of one layer and direction (or of a cell),
+    names without a suffix: the gains over the ``G*H`` projections and, with
+    ``cell_norm``, the cell state's gain and shift."""
+    rows = gates * hidden_size
+    shapes: Shapes = {"ln_ih_weight": (rows,), "ln_hh_weight": (rows,)}
+    if cell_norm:
+        shapes |= {"ln_c_weight": (hidden_size,), "ln_c_bias": (hidden_size,)}
+    return shapes

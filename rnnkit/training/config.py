@@ -47,6 +47,18 @@ class ModelConfig:
     bidirectional: bool = field(default=False, metadata={
         "help": "also read each sequence backwards and join both directions' features",
     })
+    layer_norm: bool = field(default=False, metadata={
+        "help": "layer-normalised cells: normalise the recurrent layers' input and recurrent "
+                "products (and an LSTM's cell state), as Ba, Kiros & Hinton (2016)",
+    })
+    recurrent_dropout: float = field(default=0.0, metadata={
+        "help": "variational dropout on the state where it enters the recurrent product: one "
+                "mask per sequence, layer and direction for the whole sequence, during training",
+    })
+    zoneout: float = field(default=0.0, metadata={
+        "help": "probability that each unit of h keeps its previous value at each step during "
+                "training (evaluation: the expected mix), as Krueger et al. (2017)",
+    })
     readout: str = field(default="last", metadata={
         "choices": READOUTS,
         "help": "what the linear layer sees: last (the state after each sequence's true "
@@ -69,6 +81,9 @@ class ModelConfig:
             raise UserError(
                 "--dropout acts between recurrent layers, so it needs --num-layers 2 or more"
             )
+        for name in ("recurrent_dropout", "zoneout"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"{flag(name)} must be in [0, 1], got {getattr(self, name)}")
         if self.readout not in READOUTS:
             raise UserError(f"--readout should be one of {', '.join(READOUTS)}, got {self.readout!r}")
 

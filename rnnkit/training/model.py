@@ -55,6 +55,9 @@ class SequenceClassifier(nn.Module):
             dropout=config.dropout,
             bidirectional=config.bidirectional,
             **extra,
+            layer_norm=config.layer_norm,
+            recurrent_dropout=config.recurrent_dropout,
+            zoneout=config.zoneout,
         )
         self.directions = 2 if config.bidirectional else 1
         self.classifier = nn.Linear(self.directions * config.hidden_size, num_classes)

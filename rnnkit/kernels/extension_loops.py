@@ -1,0 +1,457 @@
+"""The Elman, LSTM and GRU recurrences with rnnkit's options beyond torch.nn,
+forward and back-propagation through time, in numba: layer norm of the
+recurrent product (and of an LSTM's cell state), recurrent dropout and zoneout
+(see README, "Beyond torch.nn"). The LSTM's loops are described here; the
+GRU's and Elman's differ where their docstrings say.
+
+The loops work on one direction of one layer (no projection: ``P = H``), for
+the batch rows ``n0 <= n < n1``, inside arrays shared by all directions
+(``D`` of them); ``d`` is the direction, ``gcol = d*4H`` and ``col = d*H``
+its columns:
+
+* ``xp (T, N, D*4H)``: ``LN_ih(W_ih x_t) + b_ih + b_hh`` of every step (both
+  biases; the input side's layer norm is left to torch), read only.
+* ``gates (T, N, D*4H)``: the gates' activations ``i, f, g, o``.
+* ``cells (T, N, D*H)``: ``c_t``; ``out (T, N, D*H)``: ``h_t``; ``hprev (T,
+  N, D*H)``: ``m ⊙ h_(t-1)``, what step ``t``'s product with ``W_hh`` read
+  (for ``dL/dW_hh``). All zero past each length.
+* With layer norm (``norm``): ``zhat (T, N, D*4H)`` the normalised
+  ``W_hh (m ⊙ h_(t-1))``, ``chat (T, N, D*H)`` the normalised ``c_t``, and
+  their reciprocal standard deviations ``rstd_z``, ``rstd_c (T, N, D)``;
+  ``g_hh (4H,)``, ``g_c``, ``b_c (H,)`` the gains and the shift.
+* ``rmask (N, H)``: the recurrent-dropout mask, or no rows for none;
+  ``zmask (T, N, H)``: the zoneout mask, or no steps for none.
+* ``lengths (N,)`` int64: steps ``t >= lengths[n]`` leave row ``n``'s state
+  as it is and output zeros (and zeros in every saved array and gradient).
+
+The products with ``W_hh`` go through :func:`~rnnkit.kernels.numba_ops.product`
+as in :mod:`rnnkit.kernels.lstm_loops`; the sums over all steps (weight and
+gain gradients) are left to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
+
+EPS = 1e-5  # rnnkit.kernels.reference.LAYER_NORM_EPS
+
+
+@jit
+def extended_lstm_forward(
+    xp, gcol, col, d, w_hh, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells, out, hprev,
+    zhat, rstd_z, chat, rstd_c, h, c, lengths, reverse, n0, n1, gemm,
+):
+    """Run the recurrence; ``h``, ``c (N, H)`` hold ``h_0``, ``c_0`` on entry
+    and ``h_n``, ``c_n`` on return; ``w_hh (4H, H)`` C-contiguous."""
+    steps, hidden = xp.shape[0], c.shape[1]
+    rows = 4 * hidden
+    zero, one = c.dtype.type(0), c.dtype.type(1)
+    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    hm = np.zeros((h.shape[0], hidden), dtype=c.dtype)
+    z = np.empty((n1 - n0, rows), dtype=c.dtype)
+    y = np.empty(hidden, dtype=c.dtype)  # what tanh reads: LN_c(c_t), or c_t
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        for n in range(n0, n1):
+            for k in range(hidden):
+                hm[n, k] = h[n, k] * rmask[n, k] if masked else h[n, k]
+        product(hm, 0, w_hh, z, n0, n1, gemm)
+        for n in range(n0, n1):
+            if t >= lengths[n]:
+                out[t, n, col : col + hidden] = zero
+                cells[t, n, col : col + hidden] = zero
+                hprev[t, n, col : col + hidden] = zero
+                if norm:  # the caller's sums over all steps read them
+                    zhat[t, n, gcol : gcol + rows] = zero
+                    chat[t, n, col : col + hidden] = zero
+                continue
+            hprev[t, n, col : col + hidden] = hm[n]
+            zn = z[n - n0]
+            a = gates[t, n, gcol : gcol + rows]
+            x_t = xp[t, n, gcol : gcol + rows]
+            if norm:
+                mean = zero
+                for k in range(rows):
+                    mean += zn[k]
+                mean /= rows
+                var = zero
+                for k in range(rows):
+                    var += (zn[k] - mean) * (zn[k] - mean)
+                r = one / math.sqrt(var / rows + EPS)
+                rstd_z[t, n, d] = r
+                zh = zhat[t, n, gcol : gcol + rows]
+                for k in range(rows):
+                    zh[k] = (zn[k] - mean) * r
+                    a[k] = x_t[k] + g_hh[k] * zh[k]
+            else:
+                for k in range(rows):
+                    a[k] = x_t[k] + zn[k]
+            cn, kept = c[n], cells[t, n, col : col + hidden]
+            for k in range(hidden):
+                i = sigmoid(a[k])
+                f = sigmoid(a[hidden + k])
+                g = tanh(a[2 * hidden + k])
+                o = sigmoid(a[3 * hidden + k])
+                a[k], a[hidden + k], a[2 * hidden + k], a[3 * hidden + k] = i, f, g, o
+                cn[k] = kept[k] = f * cn[k] + i * g
+            if norm:
+                mean = zero
+                for k in range(hidden):
+                    mean += cn[k]
+                mean /= hidden
+                var = zero
+                for k in range(hidden):
+                    var += (cn[k] - mean) * (cn[k] - mean)
+                r = one / math.sqrt(var / hidden + EPS)
+                rstd_c[t, n, d] = r
+                ch = chat[t, n, col : col + hidden]
+                for k in range(hidden):
+                    ch[k] = (cn[k] - mean) * r
+                    y[k] = g_c[k] * ch[k] + b_c[k]
+            else:
+                for k in range(hidden):
+                    y[k] = cn[k]
+            hn, o_row = h[n], out[t, n, col : col + hidden]
+            for k in range(hidden):
+                candidate = a[3 * hidden + k] * tanh(y[k])
+                if zoned:
+                    m = zmask[t, n, k]
+                    candidate = m * hn[k] + (one - m) * candidate
+                hn[k] = o_row[k] = candidate
+
+
+@jit
+def extended_lstm_backward(
+    gates, gcol, col, d, cells, c0, w_hh_t, g_hh, g_c, b_c, rmask, zmask, norm, zhat, rstd_z, chat, rstd_c,
+    grad_out, dxp, dz, dy, dh, dc, lengths, reverse, n0, n1, gemm,
+):
+    """Back-propagate through :func:`extended_lstm_forward`, last step first.
+
+    Args:
+        c0: ``(N, H)``, this direction's ``c_0``; ``w_hh_t (H, 4H)``, ``W_hh``
+            transposed, C-contiguous.
+        grad_out: ``(T, N, D*H)``, ``dL/d output``.
+        dxp: ``(T, N, D*4H)`` receives ``dL/d xp`` (the gate pre-activations).
+        dz: ``(T, N, D*4H)`` receives ``dL/d W_hh (m ⊙ h_(t-1))`` (with layer
+            norm; without, it is ``dxp`` and the caller passes ``dxp`` again).
+        dy: ``(T, N, D*H)`` receives ``dL/d LN_c(c_t)`` (with layer norm).
+        dh, dc: ``(N, H)``: ``dL/dh_n``, ``dL/dc_n`` on entry, ``dL/dh_0``, ``dL/dc_0`` on return.
+    """
+    steps, hidden = gates.shape[0], dc.shape[1]
+    rows = 4 * hidden
+    zero, one = dc.dtype.type(0), dc.dtype.type(1)
+    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    back = np.empty((n1 - n0, hidden), dtype=dc.dtype)
+    dht = np.empty(hidden, dtype=dc.dtype)
+    dct = np.empty(hidden, dtype=dc.dtype)
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        for n in range(n0, n1):
+            a, da = gates[t, n, gcol : gcol + rows], dxp[t, n, gcol : gcol + rows]
+            dzn = dz[t, n, gcol : gcol + rows]
+            if t >= lengths[n]:
+                da[:] = zero
+                dzn[:] = zero
+                if norm:
+                    dy[t, n, col : col + hidden] = zero
+                continue
+            gy, dhn = grad_out[t, n, col : col + hidden], dh[n]
+            for k in range(hidden):
+                total = dhn[k] + gy[k]
+                if zoned:
+                    m = zmask[t, n, k]
+                    dht[k] = (one - m) * total
+                    dhn[k] = m * total
+                else:
+                    dht[k] = total
+                    dhn[k] = zero
+            c_t = cells[t, n, col : col + hidden]
+            for k in range(hidden):
+                o = a[3 * hidden + k]
+                y = g_c[k] * chat[t, n, col + k] + b_c[k] if norm else c_t[k]
+                ty = tanh(y)
+                da[3 * hidden + k] = dht[k] * ty * (o * (one - o))
+                dct[k] = dht[k] * o * (one - ty * ty)  # dL/dy for now
+            if norm:
+                dyn, ch = dy[t, n, col : col + hidden], chat[t, n, col : col + hidden]
+                mean1, mean2 = zero, zero
+                for k in range(hidden):
+                    dyn[k] = dct[k]
+                    dct[k] = dct[k] * g_c[k]  # dL/d chat
+                    mean1 += dct[k]
+                    mean2 += dct[k] * ch[k]
+                mean1 /= hidden
+                mean2 /= hidden
+                r = rstd_c[t, n, d]
+                for k in range(hidden):
+                    dct[k] = r * (dct[k] - mean1 - ch[k] * mean2)
+            first = t == lengths[n] - 1 if reverse else t == 0
+            c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, col : col + hidden]
+            dcn = dc[n]
+            for k in range(hidden):
+                i, f, g = a[k], a[hidden + k], a[2 * hidden + k]
+                total = dct[k] + dcn[k]
+                da[k] = total * g * (i * (one - i))
+                da[hidden + k] = total * c_prev[k] * (f * (one - f))
+                da[2 * hidden + k] = total * i * (one - g * g)
+                dcn[k] = total * f
+            if norm:
+                zh = zhat[t, n, gcol : gcol + rows]
+                mean1, mean2 = zero, zero
+                for k in range(rows):
+                    dzn[k] = da[k] * g_hh[k]  # dL/d zhat
+                    mean1 += dzn[k]
+                    mean2 += dzn[k] * zh[k]
+                mean1 /= rows
+                mean2 /= rows
+                r = rstd_z[t, n, d]
+                for k in range(rows):
+                    dzn[k] = r * (dzn[k] - mean1 - zh[k] * mean2)
+        product(dz[t], gcol, w_hh_t, back, n0, n1, gemm)
+        for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
+            dhn, b = dh[n], back[n - n0]
+            for k in range(hidden):
+                dhn[k] += b[k] * rmask[n, k] if masked else b[k]
+
+
+@jit
+def extended_gru_forward(
+    xp, gcol, col, d, w_hh, b_hh, g_hh, rmask, zmask, norm, gates, bn, out, hold, hprev,
+    zhat, rstd_z, h, lengths, reverse, n0, n1, gemm,
+):
+    """The GRU's recurrence, arrays as for :func:`extended_lstm_forward` with
+    ``3H`` gate rows (``r, z, n``): ``xp`` holds ``LN_ih(W_ih x_t) + b_ih``
+    only, ``b_hh (3H,)`` (no rows: none) is added after ``LN_hh``; ``bn (T, N,
+    D*H)`` keeps each step's ``n`` block of ``LN_hh(W_hh (m ⊙ h)) + b_hh``, and
+    ``hold (T, N, D*H)`` each step's unmasked ``h_(t-1)``."""
+    steps, hidden = xp.shape[0], h.shape[1]
+    rows = 3 * hidden
+    zero, one = h.dtype.type(0), h.dtype.type(1)
+    masked, zoned, biased = rmask.shape[0] > 0, zmask.shape[0] > 0, b_hh.shape[0] > 0
+    hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
+    z = np.empty((n1 - n0, rows), dtype=h.dtype)
+    b = np.empty(rows, dtype=h.dtype)
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        for n in range(n0, n1):
+            for k in range(hidden):
+                hm[n, k] = h[n, k] * rmask[n, k] if masked else h[n, k]
+        product(hm, 0, w_hh, z, n0, n1, gemm)
+        for n in range(n0, n1):
+            if t >= lengths[n]:
+                out[t, n, col : col + hidden] = zero
+                hold[t, n, col : col + hidden] = zero
+                hprev[t, n, col : col + hidden] = zero
+                if norm:
+                    zhat[t, n, gcol : gcol + rows] = zero
+                continue
+            hprev[t, n, col : col + hidden] = hm[n]
+            hold[t, n, col : col + hidden] = h[n]
+            zn = z[n - n0]
+            if norm:
+                mean = zero
+                for k in range(rows):
+                    mean += zn[k]
+                mean /= rows
+                var = zero
+                for k in range(rows):
+                    var += (zn[k] - mean) * (zn[k] - mean)
+                r = one / math.sqrt(var / rows + EPS)
+                rstd_z[t, n, d] = r
+                zh = zhat[t, n, gcol : gcol + rows]
+                for k in range(rows):
+                    zh[k] = (zn[k] - mean) * r
+                    b[k] = g_hh[k] * zh[k]
+            else:
+                for k in range(rows):
+                    b[k] = zn[k]
+            if biased:
+                for k in range(rows):
+                    b[k] += b_hh[k]
+            a, x_t = gates[t, n, gcol : gcol + rows], xp[t, n, gcol : gcol + rows]
+            hn, o_row, bnn = h[n], out[t, n, col : col + hidden], bn[t, n, col : col + hidden]
+            for k in range(hidden):
+                reset = sigmoid(x_t[k] + b[k])
+                update = sigmoid(x_t[hidden + k] + b[hidden + k])
+                new = tanh(x_t[2 * hidden + k] + reset * b[2 * hidden + k])
+                a[k], a[hidden + k], a[2 * hidden + k] = reset, update, new
+                bnn[k] = b[2 * hidden + k]
+                candidate = new + update * (hn[k] - new)
+                if zoned:
+                    m = zmask[t, n, k]
+                    candidate = m * hn[k] + (one - m) * candidate
+                hn[k] = o_row[k] = candidate
+
+
+@jit
+def extended_gru_backward(
+    gates, gcol, col, d, bn, hold, w_hh_t, g_hh, rmask, zmask, norm, zhat, rstd_z,
+    grad_out, dxp, db, dz, dh, lengths, reverse, n0, n1, gemm,
+):
+    """Back-propagate through :func:`extended_gru_forward`, last step first:
+    ``dxp`` receives ``dL/d xp``, ``db (T, N, D*3H)`` ``dL/d(LN_hh(...) + b_hh)``,
+    ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))`` (without layer norm the caller passes
+    ``db`` again); ``dh (N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return."""
+    steps, hidden = gates.shape[0], dh.shape[1]
+    rows = 3 * hidden
+    zero, one = dh.dtype.type(0), dh.dtype.type(1)
+    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    back = np.empty((n1 - n0, hidden), dtype=dh.dtype)
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        for n in range(n0, n1):
+            a, da = gates[t, n, gcol : gcol + rows], dxp[t, n, gcol : gcol + rows]
+            dbn, dzn = db[t, n, gcol : gcol + rows], dz[t, n, gcol : gcol + rows]
+            if t >= lengths[n]:
+                da[:] = zero
+                dbn[:] = zero
+                dzn[:] = zero
+                continue
+            gy, dhn = grad_out[t, n, col : col + hidden], dh[n]
+            hp, bnn = hold[t, n, col : col + hidden], bn[t, n, col : col + hidden]
+            for k in range(hidden):
+                total = dhn[k] + gy[k]
+                if zoned:
+                    m = zmask[t, n, k]
+                    dht = (one - m) * total
+                    carry = m * total
+                else:
+                    dht = total
+                    carry = zero
+                reset, update, new = a[k], a[hidden + k], a[2 * hidden + k]
+                dn_pre = dht * (one - update) * (one - new * new)
+                dr_pre = dn_pre * bnn[k] * (reset * (one - reset))
+                du_pre = dht * (hp[k] - new) * (update * (one - update))
+                da[k], da[hidden + k], da[2 * hidden + k] = dr_pre, du_pre, dn_pre
+                dbn[k], dbn[hidden + k], dbn[2 * hidden + k] = dr_pre, du_pre, dn_pre * reset
+                dhn[k] = carry + dht * update
+            if norm:
+                zh = zhat[t, n, gcol : gcol + rows]
+                mean1, mean2 = zero, zero
+                for k in range(rows):
+                    dzn[k] = dbn[k] * g_hh[k]  # dL/d zhat
+                    mean1 += dzn[k]
+                    mean2 += dzn[k] * zh[k]
+                mean1 /= rows
+                mean2 /= rows
+                r = rstd_z[t, n, d]
+                for k in range(rows):
+                    dzn[k] = r * (dzn[k] - mean1 - zh[k] * mean2)
+        product(dz[t], gcol, w_hh_t, back, n0, n1, gemm)
+        for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
+            dhn, bk = dh[n], back[n - n0]
+            for k in range(hidden):
+                dhn[k] += bk[k] * rmask[n, k] if masked else bk[k]
+
+
+@jit
+def extended_elman_forward(
+    xp, col, d, w_hh, g_hh, rmask, zmask, norm, relu, act, out, hprev, zhat, rstd_z, h, lengths, reverse,
+    n0, n1, gemm,
+):
+    """The Elman recurrence, arrays as for :func:`extended_lstm_forward` with
+    one block of ``H`` rows: ``xp`` holds ``LN_ih(W_ih x_t) + b_ih + b_hh``;
+    ``act (T, N, D*H)`` receives each step's ``h~_t`` (tanh, or ReLU with ``relu``)."""
+    steps, hidden = xp.shape[0], h.shape[1]
+    zero, one = h.dtype.type(0), h.dtype.type(1)
+    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
+    z = np.empty((n1 - n0, hidden), dtype=h.dtype)
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        for n in range(n0, n1):
+            for k in range(hidden):
+                hm[n, k] = h[n, k] * rmask[n, k] if masked else h[n, k]
+        product(hm, 0, w_hh, z, n0, n1, gemm)
+        for n in range(n0, n1):
+            if t >= lengths[n]:
+                out[t, n, col : col + hidden] = zero
+                act[t, n, col : col + hidden] = zero
+                hprev[t, n, col : col + hidden] = zero
+                if norm:
+                    zhat[t, n, col : col + hidden] = zero
+                continue
+            hprev[t, n, col : col + hidden] = hm[n]
+            zn, x_t, a = z[n - n0], xp[t, n, col : col + hidden], act[t, n, col : col + hidden]
+            if norm:
+                mean = zero
+                for k in range(hidden):
+                    mean += zn[k]
+                mean /= hidden
+                var = zero
+                for k in range(hidden):
+                    var += (zn[k] - mean) * (zn[k] - mean)
+                r = one / math.sqrt(var / hidden + EPS)
+                rstd_z[t, n, d] = r
+                zh = zhat[t, n, col : col + hidden]
+                for k in range(hidden):
+                    zh[k] = (zn[k] - mean) * r
+                    a[k] = x_t[k] + g_hh[k] * zh[k]
+            else:
+                for k in range(hidden):
+                    a[k] = x_t[k] + zn[k]
+            hn, o_row = h[n], out[t, n, col : col + hidden]
+            for k in range(hidden):
+                a[k] = max(a[k], zero) if relu else tanh(a[k])
+                candidate = a[k]
+                if zoned:
+                    m = zmask[t, n, k]
+                    candidate = m * hn[k] + (one - m) * candidate
+                hn[k] = o_row[k] = candidate
+
+
+@jit
+def extended_elman_backward(
+    act, col, d, w_hh_t, g_hh, rmask, zmask, norm, relu, zhat, rstd_z, grad_out, dxp, dz, dh, lengths,
+    reverse, n0, n1, gemm,
+):
+    """Back-propagate through :func:`extended_elman_forward`, last step first:
+    ``dxp (T, N, D*H)`` receives ``dL/d xp``, ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))``
+    (the caller passes ``dxp`` again without layer norm); ``dh (N, H)``:
+    ``dL/dh_n`` on entry, ``dL/dh_0`` on return."""
+    steps, hidden = act.shape[0], dh.shape[1]
+    zero, one = dh.dtype.type(0), dh.dtype.type(1)
+    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    back = np.empty((n1 - n0, hidden), dtype=dh.dtype)
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        for n in range(n0, n1):
+            a, da = act[t, n, col : col + hidden], dxp[t, n, col : col + hidden]
+            dzn = dz[t, n, col : col + hidden]
+            if t >= lengths[n]:
+                da[:] = zero
+                dzn[:] = zero
+                continue
+            gy, dhn = grad_out[t, n, col : col + hidden], dh[n]
+            for k in range(hidden):
+                total = dhn[k] + gy[k]
+                if zoned:
+                    m = zmask[t, n, k]
+                    dht = (one - m) * total
+                    dhn[k] = m * total
+                else:
+                    dht = total
+                    dhn[k] = zero
+                slope = (one if a[k] > zero else zero) if relu else one - a[k] * a[k]
+                da[k] = dht * slope
+            if norm:
+                zh = zhat[t, n, col : col + hidden]
+                mean1, mean2 = zero, zero
+                for k in range(hidden):
+                    dzn[k] = da[k] * g_hh[k]  # dL/d zhat
+                    mean1 += dzn[k]
+                    mean2 += dzn[k] * zh[k]
+                mean1 /= hidden
+                mean2 /= hidden
+                r = rstd_z[t, n, d]
+                for k in range(hidden):
+                    dzn[k] = r * (dzn[k] - mean1 - zh[k] * mean2)
+        product(dz[t], col, w_hh_t, back, n0, n1, gemm)
+        for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
+            dhn, bk = dh[n], back[n - n0]
+            for k in range(hidden):
+                dhn[k] += bk[k] * rmask[n, k] if masked else bk[k]

@@ -1,0 +1,328 @@
+"""The fused Elman, LSTM and GRU layers with rnnkit's options beyond torch.nn:
+layer norm, recurrent dropout and zoneout (an LSTM without a projection),
+forward and backward.
+
+Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
+
+1. torch computes every step's input side, ``LN_ih(W_ih x_t) + b_ih + b_hh``
+   (:func:`rnnkit.kernels.reference.input_projection`), so autograd carries
+   its gradient back to ``x``, ``W_ih``, the gain and the biases (the GRU
+   adds ``b_hh`` in the loop instead, where ``r`` scales its ``n`` block);
+2. the kind's forward loop in :mod:`rnnkit.kernels.extension_loops` runs the
+   recurrence per direction and batch chunk, on the threads
+   :func:`~rnnkit.kernels.fused_common.run_pieces` plans, keeping what the
+   backward loop needs (activations, ``c_t``, each step's masked ``h_(t-1)``
+   and, with layer norm, the normalised products and their statistics).
+
+Backward: the kind's backward loop walks the steps back; the sums over all steps (``dL/dW_hh`` and the gains'
+gradients) are matrix products and reductions done here. A backward pass
+that must itself be differentiable (``create_graph=True``) is refused by
+autograd (the loops are not differentiable twice).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnkit.kernels import fused_common as common
+from rnnkit.kernels import parallel
+from rnnkit.kernels.extension_loops import (
+    extended_elman_backward,
+    extended_elman_forward,
+    extended_gru_backward,
+    extended_gru_forward,
+    extended_lstm_backward,
+    extended_lstm_forward,
+)
+from rnnkit.kernels.reference import DirectionWeights, State, input_projection
+
+_FIELDS = 4  # per direction: w_hh, ln_hh_weight, ln_c_weight, ln_c_bias
+
+
+class _ExtendedLSTM(torch.autograd.Function):
+    """``(lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *weights) -> (output, h_n, c_n)``;
+    ``weights`` are :data:`_FIELDS` tensors per direction (the gains ``None``
+    without layer norm), the masks ``(D, N, H)`` and ``(D, T, N, H)`` or ``None``."""
+
+    @staticmethod
+    def forward(ctx, lengths, rmask, zmask, xp, h0, c0, *flat):  # type: ignore[override]
+        steps, batch, _ = xp.shape
+        directions, _, hidden = c0.shape
+        norm = flat[1] is not None
+        new = xp.new_empty
+        gates, cells = new(xp.shape), new(steps, batch, directions * hidden)
+        out, hprev = new(cells.shape), new(cells.shape)
+        empty = new(0, 0, 0)
+        zhat = new(xp.shape) if norm else empty
+        chat = new(cells.shape) if norm else empty
+        rstd_z = new(steps, batch, directions) if norm else empty
+        rstd_c = new(steps, batch, directions) if norm else empty
+        h_n = h0.detach().clone(memory_format=torch.contiguous_format)
+        c_n = c0.detach().clone(memory_format=torch.contiguous_format)
+        weights = [flat[k : k + _FIELDS] for k in range(0, len(flat), _FIELDS)]
+        w_hh = [common.as_array(w[0]) for w in weights]
+        g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2, 3))
+        rm, zm = _masks(rmask, zmask, directions, xp.dtype)
+        arrays = [common.as_array(t) for t in (xp, gates, cells, out, hprev, zhat, rstd_z, chat, rstd_c, h_n, c_n)]
+        xp_a, gates_a, cells_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, h_a, c_a = arrays
+        lengths_a = lengths.numpy()
+
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            extended_lstm_forward(
+                xp_a, d * 4 * hidden, d * hidden, d, w_hh[d], g_hh[d], g_c[d], b_c[d], rm[d], zm[d], norm,
+                gates_a, cells_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, h_a[d], c_a[d],
+                lengths_a, d == 1, piece.n0, piece.n1, gemm,
+            )
+
+        sizing = [DirectionWeights(w[0], w[0]) for w in weights]
+        common.run_pieces(work, sizing, batch, steps)
+        ctx.save_for_backward(c0, *flat)
+        ctx.kept = (lengths, rmask, zmask, gates, cells, hprev, zhat, rstd_z, chat, rstd_c, norm)
+        return out, h_n, c_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h_n, grad_c_n):  # type: ignore[override]
+        c0, *flat = ctx.saved_tensors
+        lengths, rmask, zmask, gates, cells, hprev, zhat, rstd_z, chat, rstd_c, norm = ctx.kept
+        steps, batch, _ = gates.shape
+        directions, _, hidden = c0.shape
+        weights = [flat[k : k + _FIELDS] for k in range(0, len(flat), _FIELDS)]
+        dxp = gates.new_empty(gates.shape)
+        dz = gates.new_empty(gates.shape) if norm else dxp
+        dy = cells.new_empty(cells.shape) if norm else cells.new_empty(0, 0, 0)
+        dh = grad_h_n.clone(memory_format=torch.contiguous_format)
+        dc = grad_c_n.clone(memory_format=torch.contiguous_format)
+        w_hh_t = [common.as_array(w[0].t()) for w in weights]
+        g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), gates.dtype) for j in (1, 2, 3))
+        rm, zm = _masks(rmask, zmask, directions, gates.dtype)
+        arrays = [common.as_array(t) for t in (gates, cells, c0, zhat, rstd_z, chat, rstd_c, grad_out, dxp, dz, dy, dh, dc)]
+        gates_a, cells_a, c0_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, dxp_a, dz_a, dy_a, dh_a, dc_a = arrays
+        lengths_a = lengths.numpy()
+
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            extended_lstm_backward(
+                gates_a, d * 4 * hidden, d * hidden, d, cells_a, c0_a[d], w_hh_t[d], g_hh[d], g_c[d], b_c[d],
+                rm[d], zm[d], norm, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, dxp_a, dz_a, dy_a,
+                dh_a[d], dc_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+            )
+
+        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        pairs = steps * batch
+        grads: list[Tensor | None] = []
+        for d, w in enumerate(weights):
+            gates_d, cells_d = slice(d * 4 * hidden, (d + 1) * 4 * hidden), slice(d * hidden, (d + 1) * hidden)
+            dz_d = dz[:, :, gates_d].reshape(pairs, 4 * hidden)
+            grads.append(dz_d.t() @ hprev[:, :, cells_d].reshape(pairs, hidden))
+            if norm:
+                dy_d = dy[:, :, cells_d]
+                grads += [
+                    (dxp[:, :, gates_d] * zhat[:, :, gates_d]).sum((0, 1)),
+                    (dy_d * chat[:, :, cells_d]).sum((0, 1)),
+                    dy_d.sum((0, 1)),
+                ]
+            else:
+                grads += [None, None, None]
+        return None, None, None, dxp, dh, dc, *grads
+
+
+def _masks(rmask: Tensor | None, zmask: Tensor | None, directions: int, dtype: torch.dtype):
+    """Each direction's recurrent-dropout and zoneout masks as arrays (empty for none)."""
+    return (
+        common.as_arrays([None if rmask is None else rmask[d] for d in range(directions)], (0, 0), dtype),
+        common.as_arrays([None if zmask is None else zmask[d] for d in range(directions)], (0, 0, 0), dtype),
+    )
+
+
+class _ExtendedGRU(torch.autograd.Function):
+    """``(lengths, recurrent_mask, zoneout_mask, xp, h0, *weights) -> (output, h_n)``;
+    ``weights`` are ``w_hh``, ``b_hh`` and ``ln_hh_weight`` per direction (``None`` where absent)."""
+
+    @staticmethod
+    def forward(ctx, lengths, rmask, zmask, xp, h0, *flat):  # type: ignore[override]
+        steps, batch, _ = xp.shape
+        directions, _, hidden = h0.shape
+        norm = flat[2] is not None
+        new = xp.new_empty
+        gates, bn = new(xp.shape), new(steps, batch, directions * hidden)
+        out, hold, hprev = new(bn.shape), new(bn.shape), new(bn.shape)
+        empty = new(0, 0, 0)
+        zhat = new(xp.shape) if norm else empty
+        rstd_z = new(steps, batch, directions) if norm else empty
+        h_n = h0.detach().clone(memory_format=torch.contiguous_format)
+        weights = [flat[k : k + 3] for k in range(0, len(flat), 3)]
+        w_hh = [common.as_array(w[0]) for w in weights]
+        b_hh, g_hh = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2))
+        rm, zm = _masks(rmask, zmask, directions, xp.dtype)
+        arrays = [common.as_array(t) for t in (xp, gates, bn, out, hold, hprev, zhat, rstd_z, h_n)]
+        xp_a, gates_a, bn_a, out_a, hold_a, hprev_a, zhat_a, rstd_z_a, h_a = arrays
+        lengths_a = lengths.numpy()
+
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            extended_gru_forward(
+                xp_a, d * 3 * hidden, d * hidden, d, w_hh[d], b_hh[d], g_hh[d], rm[d], zm[d], norm,
+                gates_a, bn_a, out_a, hold_a, hprev_a, zhat_a, rstd_z_a, h_a[d], lengths_a, d == 1,
+                piece.n0, piece.n1, gemm,
+            )
+
+        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        ctx.save_for_backward(*flat)
+        ctx.kept = (lengths, rmask, zmask, gates, bn, hold, hprev, zhat, rstd_z, norm)
+        return out, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
+        flat = ctx.saved_tensors
+        lengths, rmask, zmask, gates, bn, hold, hprev, zhat, rstd_z, norm = ctx.kept
+        steps, batch, _ = gates.shape
+        directions, _, hidden = grad_h_n.shape
+        weights = [flat[k : k + 3] for k in range(0, len(flat), 3)]
+        dxp, db = gates.new_empty(gates.shape), gates.new_empty(gates.shape)
+        dz = gates.new_empty(gates.shape) if norm else db
+        dh = grad_h_n.clone(memory_format=torch.contiguous_format)
+        w_hh_t = [common.as_array(w[0].t()) for w in weights]
+        g_hh = common.as_arrays([w[2] for w in weights], (0,), gates.dtype)
+        rm, zm = _masks(rmask, zmask, directions, gates.dtype)
+        arrays = [common.as_array(t) for t in (gates, bn, hold, zhat, rstd_z, grad_out, dxp, db, dz, dh)]
+        gates_a, bn_a, hold_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, db_a, dz_a, dh_a = arrays
+        lengths_a = lengths.numpy()
+
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            extended_gru_backward(
+                gates_a, d * 3 * hidden, d * hidden, d, bn_a, hold_a, w_hh_t[d], g_hh[d], rm[d], zm[d],
+                norm, zhat_a, rstd_z_a, grad_out_a, dxp_a, db_a, dz_a, dh_a[d], lengths_a, d == 1,
+                piece.n0, piece.n1, gemm,
+            )
+
+        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        pairs = steps * batch
+        grads: list[Tensor | None] = []
+        for d, w in enumerate(weights):
+            gates_d, cols = slice(d * 3 * hidden, (d + 1) * 3 * hidden), slice(d * hidden, (d + 1) * hidden)
+            grads.append(dz[:, :, gates_d].reshape(pairs, 3 * hidden).t() @ hprev[:, :, cols].reshape(pairs, hidden))
+            grads.append(None if w[1] is None else db[:, :, gates_d].sum((0, 1)))
+            grads.append((db[:, :, gates_d] * zhat[:, :, gates_d]).sum((0, 1)) if norm else None)
+        return None, None, None, dxp, dh, *grads
+
+
+class _ExtendedElman(torch.autograd.Function):
+    """``(relu, lengths, recurrent_mask, zoneout_mask, xp, h0, *weights) -> (output, h_n)``;
+    ``weights`` are ``w_hh`` and ``ln_hh_weight`` per direction (``None`` without layer norm)."""
+
+    @staticmethod
+    def forward(ctx, relu, lengths, rmask, zmask, xp, h0, *flat):  # type: ignore[override]
+        steps, batch, _ = xp.shape
+        directions, _, hidden = h0.shape
+        norm = flat[1] is not None
+        new = xp.new_empty
+        act, out, hprev = new(xp.shape), new(xp.shape), new(xp.shape)
+        empty = new(0, 0, 0)
+        zhat = new(xp.shape) if norm else empty
+        rstd_z = new(steps, batch, directions) if norm else empty
+        h_n = h0.detach().clone(memory_format=torch.contiguous_format)
+        weights = [flat[k : k + 2] for k in range(0, len(flat), 2)]
+        w_hh = [common.as_array(w[0]) for w in weights]
+        g_hh = common.as_arrays([w[1] for w in weights], (0,), xp.dtype)
+        rm, zm = _masks(rmask, zmask, directions, xp.dtype)
+        xp_a, act_a, out_a, hprev_a, zhat_a, rstd_z_a, h_a = (
+            common.as_array(t) for t in (xp, act, out, hprev, zhat, rstd_z, h_n)
+        )
+        lengths_a = lengths.numpy()
+
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            extended_elman_forward(
+                xp_a, d * hidden, d, w_hh[d], g_hh[d], rm[d], zm[d], norm, relu, act_a, out_a, hprev_a,
+                zhat_a, rstd_z_a, h_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+            )
+
+        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        ctx.save_for_backward(*flat)
+        ctx.kept = (relu, lengths, rmask, zmask, act, hprev, zhat, rstd_z, norm)
+        return out, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
+        flat = ctx.saved_tensors
+        relu, lengths, rmask, zmask, act, hprev, zhat, rstd_z, norm = ctx.kept
+        steps, batch, _ = act.shape
+        directions, _, hidden = grad_h_n.shape
+        weights = [flat[k : k + 2] for k in range(0, len(flat), 2)]
+        dxp = act.new_empty(act.shape)
+        dz = act.new_empty(act.shape) if norm else dxp
+        dh = grad_h_n.clone(memory_format=torch.contiguous_format)
+        w_hh_t = [common.as_array(w[0].t()) for w in weights]
+        g_hh = common.as_arrays([w[1] for w in weights], (0,), act.dtype)
+        rm, zm = _masks(rmask, zmask, directions, act.dtype)
+        act_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a = (
+            common.as_array(t) for t in (act, zhat, rstd_z, grad_out, dxp, dz, dh)
+        )
+        lengths_a = lengths.numpy()
+
+        def work(piece: parallel.Piece, gemm: int) -> None:
+            d = piece.d
+            extended_elman_backward(
+                act_a, d * hidden, d, w_hh_t[d], g_hh[d], rm[d], zm[d], norm, relu, zhat_a, rstd_z_a,
+                grad_out_a, dxp_a, dz_a, dh_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+            )
+
+        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        pairs = steps * batch
+        grads: list[Tensor | None] = []
+        for d in range(directions):
+            cols = slice(d * hidden, (d + 1) * hidden)
+            grads.append(dz[:, :, cols].reshape(pairs, hidden).t() @ hprev[:, :, cols].reshape(pairs, hidden))
+            grads.append((dxp[:, :, cols] * zhat[:, :, cols]).sum((0, 1)) if norm else None)
+        return None, None, None, None, dxp, dh, *grads
+
+
+def _input_side(x: Tensor, weights: list[DirectionWeights], fold_b_hh: bool) -> Tensor:
+    """Every direction's ``LN_ih(W_ih x_t) + b_ih`` (``+ b_hh`` with ``fold_b_hh``), side by side."""
+    parts = [
+        input_projection(x, w._replace(b_ih=w.b_ih + w.b_hh) if fold_b_hh and w.b_hh is not None else w)
+        for w in weights
+    ]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)).contiguous()
+
+
+def run_layer(
+    kind: str,
+    x: Tensor,
+    state: State,
+    weights: list[DirectionWeights],
+    lengths: Tensor | None,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
+) -> tuple[Tensor, State]:
+    """One Elman, LSTM (no projection) or GRU layer with layer norm, recurrent
+    dropout or zoneout; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
+    steps, batch = x.shape[0], x.shape[1]
+    if lengths is None:
+        lengths = torch.full((batch,), steps, dtype=torch.int64)
+    if zoneout_mask is not None:
+        zoneout_mask = zoneout_mask.contiguous()  # in eval mode an expanded constant
+    if kind in ("rnn_tanh", "rnn_relu"):
+        flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight)]
+        xp = _input_side(x, weights, fold_b_hh=True)
+        output, h_n = _ExtendedElman.apply(
+            kind == "rnn_relu", lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat
+        )
+        return output, (h_n,)
+    if kind == "gru":
+        flat = [t for w in weights for t in (w.w_hh, w.b_hh, w.ln_hh_weight)]
+        xp = _input_side(x, weights, fold_b_hh=False)
+        output, h_n = _ExtendedGRU.apply(lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat)
+        return output, (h_n,)
+    h0, c0 = state
+    flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight, w.ln_c_weight, w.ln_c_bias)]
+    xp = _input_side(x, weights, fold_b_hh=True)
+    output, h_n, c_n = _ExtendedLSTM.apply(lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *flat)
+    return output, (h_n, c_n)
