@@ -426,7 +426,9 @@ def test_auto_backend_equals_reference_in_training(kind, dtype, options):
             out, _ = module(x, hx, lengths=[5, 1, 3])
             grads = torch.autograd.grad(_loss(out), _leaves(module, x, hx))
         results.append((out, grads))
-    torch.testing.assert_close(results[0], results[1])
+    # float32: the weight gradients sum over steps and rows in another order
+    tolerance = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else {}
+    torch.testing.assert_close(results[0], results[1], **tolerance)
 
 
 FUSED_CASES = [
