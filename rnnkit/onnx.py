@@ -50,7 +50,7 @@ def export(model: nn.Module, args: tuple, f: Any = None, **kwargs: Any):
     Raises:
         ModuleNotFoundError: ``onnx`` or ``onnxscript`` is not installed.
         ValueError: the model holds a layer that ONNX's operators cannot
-            express (an LSTM with ``proj_size``).
+            express (an LSTM with ``proj_size``, ``layer_norm=True``, ``zoneout``).
 
     Example::
 
@@ -108,12 +108,22 @@ def default_dynamic_shapes(args: Any) -> Any:
 
 def _check_layers(model: nn.Module) -> None:
     """Refuse, before tracing, a layer that ONNX's operators cannot express."""
+    from rnnkit.kinds import cell_of
     from rnnkit.layers.base import RecurrentLayer
 
     for name, module in model.named_modules():
-        if isinstance(module, RecurrentLayer) and module.proj_size:
+        if not isinstance(module, RecurrentLayer):
+            continue
+        what = name or type(module).__name__
+        if module.proj_size:
             raise ValueError(
-                f"rnnkit.onnx.export: {name or type(module).__name__} is an LSTM with "
+                f"rnnkit.onnx.export: {what} is an LSTM with "
                 f"proj_size={module.proj_size}, which ONNX's LSTM operator cannot express "
                 f"(it has no projection)"
             )
+        for option, value in (("layer_norm", module.layer_norm), ("zoneout", module.zoneout)):
+            if value:
+                raise ValueError(
+                    f"rnnkit.onnx.export: {what} has {option}={value}, which ONNX's "
+                    f"{cell_of(module.kind).onnx_operator} operator cannot express"
+                )

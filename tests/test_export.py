@@ -26,6 +26,8 @@ CASES = {
     "lstm_projection": dict(kind="LSTM", proj_size=2),
     "gru_bidirectional_no_bias": dict(kind="GRU", bidirectional=True, bias=False),
     "gru_batch_first": dict(kind="GRU", num_layers=2, batch_first=True),
+    "lstm_layer_norm_bidirectional": dict(kind="LSTM", layer_norm=True, bidirectional=True),
+    "rnn_layer_norm": dict(kind="RNN", layer_norm=True),
 }
 """Layers of every kind and option that changes what is traced."""
 
@@ -132,8 +134,11 @@ def test_operator_passes_torch_opcheck(kind, directions, bias, projection):
     """torch's own checks of a custom operator: schema, fake shapes, autograd registration."""
     x, state, weights = _layer_call(kind, directions, bias, projection)
     flat, fields = ops.flatten_weights(weights)
-    args = (kind, x, list(state), flat, fields, torch.tensor([5, 3]), False)
+    args = (kind, x, list(state), flat, fields, torch.tensor([5, 3]), False, None, None)
     torch.library.opcheck(torch.ops.rnnkit.layer.default, args)
+    width = x.shape[1:2] + state[0].shape[-1:]  # (N, H_out)
+    masks = (torch.rand(directions, *width).round(), torch.rand(directions, x.shape[0], *width).round())
+    torch.library.opcheck(torch.ops.rnnkit.layer.default, args[:-2] + masks)
 
 
 def test_operator_returns_cells_like_the_backend(backend):
@@ -249,3 +254,17 @@ def test_script_refuses_with_the_ways_that_work():
     with pytest.raises(RuntimeError, match=r"torch\.jit\.script.*torch\.jit\.trace.*torch\.export") as error:
         torch.jit.script(model)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_compiled_masks_match_eager_for_the_same_seed(backend, kind):
+    """Recurrent dropout and zoneout draw their masks outside the operator,
+    from torch's generator, so a compiled graph draws what eager draws."""
+    model, x = Model(kind, num_layers=2, recurrent_dropout=0.3, zoneout=0.2), torch.randn(5, 2, INPUT)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    torch.manual_seed(3)
+    got = outputs_and_grads(compiled, x)
+    torch.manual_seed(3)
+    assert_same(got, outputs_and_grads(model, x))
+    model.eval()
+    assert_same(outputs_and_grads(compiled, x), outputs_and_grads(model, x))

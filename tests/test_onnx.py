@@ -149,6 +149,23 @@ def test_projection_is_refused_in_one_line():
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("option", [dict(layer_norm=True), dict(zoneout=0.1)], ids=["layer_norm", "zoneout"])
+def test_options_beyond_onnx_are_refused_in_one_line(option):
+    model = torch.nn.Sequential()
+    model.add_module("encoder", rnnkit.GRU(INPUT, HIDDEN, **option).eval())
+    name, value = next(iter(option.items()))
+    with pytest.raises(ValueError, match=rf"encoder has {name}={value}, which ONNX's GRU operator") as error:
+        rnnkit.onnx.export(model, (torch.randn(5, 2, INPUT),))
+    assert "\n" not in str(error.value)
+
+
+def test_recurrent_dropout_exports_in_eval_mode_as_the_plain_layer():
+    layer = rnnkit.LSTM(INPUT, HIDDEN, recurrent_dropout=0.3).eval()
+    program = rnnkit.onnx.export(layer, (torch.randn(5, 2, INPUT),))
+    args = (torch.randn(7, 3, INPUT),)
+    assert_matches(run_onnx(onnx_session(program), args), eager(layer, args))
+
+
 def test_every_steps_cell_state_is_refused():
     """``return_states=True`` asks the LSTM for every c_t, which ONNX's LSTM does not give."""
     x = torch.zeros(2, 1, INPUT)

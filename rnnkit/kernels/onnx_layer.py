@@ -32,14 +32,21 @@ OPSET = 18
 """The ONNX opset the operators are recorded for (RNN, LSTM and GRU are unchanged since 14)."""
 
 
-def refusal(kind: str, weights: list[DirectionWeights], return_cells: bool) -> str | None:
-    """Why ONNX's operators cannot express this layer, or ``None`` when they can."""
+def refusal(
+    kind: str, weights: list[DirectionWeights], return_cells: bool, zoneout_mask: Tensor | None = None
+) -> str | None:
+    """Why ONNX's operators cannot express this layer, or ``None`` when they can
+    (recurrent dropout, which does nothing in eval mode, needs no refusal)."""
     if kind not in OPERATORS:
         return f"no ONNX operator for cell kind {kind!r}"
     if weights[0].w_hr is not None:
         return "an LSTM with proj_size > 0 has no ONNX equivalent (ONNX's LSTM has no projection)"
     if return_cells:
         return "ONNX's LSTM returns the last cell state only, not every step's (return_states=True)"
+    if weights[0].ln_hh_weight is not None:
+        return "ONNX's recurrent operators have no layer norm (layer_norm=True)"
+    if zoneout_mask is not None:
+        return "ONNX's recurrent operators have no zoneout (zoneout > 0)"
     return None
 
 
@@ -67,6 +74,8 @@ def layer(
     weights: list[DirectionWeights],
     lengths: Tensor | None,
     return_cells: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
 ) -> tuple[Tensor, State]:
     """:func:`rnnkit.kernels.run_layer` recorded as one ONNX operator: same
     arguments and results (``x (T, N, H_in)`` -> ``output (T, N, D*H)``)."""
@@ -75,7 +84,9 @@ def layer(
             "rnnkit layers export to ONNX with rnnkit.onnx.export (or torch.onnx.export "
             "with dynamo=True, its default), not with dynamo=False"
         )
-    reason = refusal(kind, weights, return_cells)
+    if recurrent_mask is not None:
+        raise ValueError("rnnkit: export a model with recurrent_dropout in eval mode (model.eval())")
+    reason = refusal(kind, weights, return_cells, zoneout_mask)
     if reason is not None:
         raise ValueError(f"rnnkit: cannot export this layer to ONNX: {reason}")
     steps, batch, _ = x.shape

@@ -43,12 +43,13 @@ def unflatten_weights(flat: Sequence[Tensor], fields: str) -> list[DirectionWeig
 
 def _run_backend(
     kind: str, x: Tensor, state: State, weights: list[DirectionWeights],
-    lengths: Tensor | None, return_cells: bool,
+    lengths: Tensor | None, return_cells: bool, masks: tuple[Tensor | None, Tensor | None],
 ) -> list[Tensor]:
-    """The selected backend's results as one list: output, each state part, then the cells if asked."""
+    """The selected backend's results as one list: output, each state part,
+    then the cells if asked. ``masks``: the recurrent-dropout and zoneout masks."""
     from rnnkit.kernels import run_selected  # here: rnnkit.kernels imports this module
 
-    output, state_n, *cells = run_selected(kind, x, state, weights, lengths, return_cells)
+    output, state_n, *cells = run_selected(kind, x, state, weights, lengths, return_cells, *masks)
     return [output, *state_n, *cells]
 
 
@@ -61,9 +62,14 @@ def _layer_op(
     fields: str,
     lengths: Optional[Tensor],
     return_cells: bool,
+    recurrent_mask: Optional[Tensor],
+    zoneout_mask: Optional[Tensor],
 ) -> list[Tensor]:
     with torch.no_grad():
-        results = _run_backend(kind, x, tuple(state), unflatten_weights(weights, fields), lengths, return_cells)
+        results = _run_backend(
+            kind, x, tuple(state), unflatten_weights(weights, fields), lengths, return_cells,
+            (recurrent_mask, zoneout_mask),
+        )
     return _unaliased(results, [x, *state, *weights])
 
 
@@ -81,7 +87,7 @@ def _unaliased(results: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
 
 
 @_layer_op.register_fake
-def _layer_fake(kind, x, state, weights, fields, lengths, return_cells):
+def _layer_fake(kind, x, state, weights, fields, lengths, return_cells, recurrent_mask, zoneout_mask):
     steps, batch, _ = x.shape
     directions = unflatten_weights(weights, fields)
     output_size = directions[0].w_hh.shape[1]  # H_out: proj_size with a projection, else H
@@ -101,6 +107,8 @@ def _layer_backward_op(
     fields: str,
     lengths: Optional[Tensor],
     return_cells: bool,
+    recurrent_mask: Optional[Tensor],
+    zoneout_mask: Optional[Tensor],
     grads: list[Tensor],
 ) -> list[Tensor]:
     """Gradients of ``sum(grads[i] * results[i])`` for ``x``, each state part
@@ -115,6 +123,7 @@ def _layer_backward_op(
         results = _run_backend(
             kind, leaves[0], tuple(leaves[1 : 1 + parts]),
             unflatten_weights(leaves[1 + parts :], fields), lengths, return_cells,
+            (recurrent_mask, zoneout_mask),
         )
     found = torch.autograd.grad(results, leaves, grads, allow_unused=True)
     found = [torch.zeros_like(t) if g is None else g for g, t in zip(found, leaves)]
@@ -122,25 +131,27 @@ def _layer_backward_op(
 
 
 @_layer_backward_op.register_fake
-def _layer_backward_fake(kind, x, state, weights, fields, lengths, return_cells, grads):
+def _layer_backward_fake(kind, x, state, weights, fields, lengths, return_cells, recurrent_mask, zoneout_mask, grads):
     return [t.new_empty(t.shape) for t in (x, *state, *weights)]
 
 
 def _setup_context(ctx, inputs, output):
-    kind, x, state, weights, fields, lengths, return_cells = inputs
+    kind, x, state, weights, fields, lengths, return_cells, recurrent_mask, zoneout_mask = inputs
     ctx.kind, ctx.fields, ctx.return_cells, ctx.parts = kind, fields, return_cells, len(state)
-    ctx.save_for_backward(lengths, x, *state, *weights)
+    ctx.save_for_backward(lengths, recurrent_mask, zoneout_mask, x, *state, *weights)
 
 
 def _backward(ctx, grads):
-    lengths, x, *rest = ctx.saved_tensors
+    lengths, recurrent_mask, zoneout_mask, x, *rest = ctx.saved_tensors
     state, weights = rest[: ctx.parts], rest[ctx.parts :]
     found = _layer_backward_op(
-        ctx.kind, x, state, weights, ctx.fields, lengths, ctx.return_cells, list(grads)
+        ctx.kind, x, state, weights, ctx.fields, lengths, ctx.return_cells,
+        recurrent_mask, zoneout_mask, list(grads),
     )
     grad_x, grad_state, grad_weights = found[0], found[1 : 1 + ctx.parts], found[1 + ctx.parts :]
-    # One per argument of the operator: kind, x, state, weights, fields, lengths, return_cells.
-    return None, grad_x, grad_state, grad_weights, None, None, None
+    # One per argument of the operator: kind, x, state, weights, fields, lengths,
+    # return_cells and the two masks.
+    return None, grad_x, grad_state, grad_weights, None, None, None, None, None
 
 
 _layer_op.register_autograd(_backward, setup_context=_setup_context)
@@ -153,11 +164,13 @@ def layer(
     weights: list[DirectionWeights],
     lengths: Tensor | None,
     return_cells: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_mask: Tensor | None = None,
 ) -> tuple:
     """:func:`rnnkit.kernels.run_layer` as the ``rnnkit::layer`` operator: the
     same arguments and results."""
     flat, fields = flatten_weights(weights)
-    results = _layer_op(kind, x, list(state), flat, fields, lengths, return_cells)
+    results = _layer_op(kind, x, list(state), flat, fields, lengths, return_cells, recurrent_mask, zoneout_mask)
     parts = len(state)
     output, state_n = results[0], tuple(results[1 : 1 + parts])
     return (output, state_n, results[1 + parts]) if return_cells else (output, state_n)
