@@ -390,6 +390,8 @@ def _damaged_checkpoints(good: bytes) -> dict[str, bytes]:
     # before it): a byte flipped in raw tensor data loads unnoticed, since torch's
     # format keeps no checksums, so where a flip lands must not depend on the layout
     flipped[good.find(b"PK\x01\x02") + 50] ^= 0x01  # still ASCII: another name
+    not_utf8 = bytearray(good)
+    not_utf8[good.find(b"PK\x01\x02") + 50] = 0xFF  # a name that is no UTF-8
     payload = torch.load(io.BytesIO(good), weights_only=True)
     return {
         "empty": b"",
@@ -398,6 +400,7 @@ def _damaged_checkpoints(good: bytes) -> dict[str, bytes]:
         "cut in the middle": good[: len(good) // 2],
         "cut by one byte": good[:-1],
         "one byte flipped": bytes(flipped),
+        "a name that is no UTF-8": bytes(not_utf8),
         "a plain pickle": pickle.dumps({"format": "rnnkit.SequenceClassifier"}),
         "an object": saved(SimpleNamespace(epochs=3)),
         "other tensors": saved({"weights": torch.zeros(2)}),

@@ -141,7 +141,7 @@ def _read_payload(path: Path) -> Any:
             raise _unreadable(path, f"it is not the zip archive torch.save writes: it starts with {start!r}")
         with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()
-    except (zipfile.BadZipFile, EOFError):
+    except (zipfile.BadZipFile, EOFError, UnicodeDecodeError):  # a name cut or flipped, too
         raise _unreadable(path, "its zip archive is cut short or altered") from None
     except OSError as error:
         raise _unreadable(path, error.strerror or str(error)) from None
