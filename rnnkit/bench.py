@@ -144,13 +144,17 @@ REGIMES = {
     "small": Regime("batch 1-4, H <= 64, long sequences", 10.0, 10.0),
     "medium": Regime("batch ~32, H <= 64", 2.0, 3.0),
     "large": Regime("H 128-256", 1.5, 1.5),
-    "huge": Regime("H >= 512, batch >= 64", 1.0, 1.0),
+    "huge": Regime("H >= 512, batch >= 64", 1.0, 1.1),
+    "lstm-long": Regime("LSTM, batch 1, H <= 64, long sequences", 2.0, 2.0),
+    "lstm": Regime("LSTM, every other size (torch.nn.LSTM runs oneDNN's fused kernel)", 1.0, 1.2),
 }
 
 
 def regime_of(config: BenchConfig) -> Regime | None:
     """The regime a configuration belongs to, or ``None`` (no target)."""
     h, n = config.hidden, config.batch
+    if config.cell == "lstm":
+        return REGIMES["lstm-long" if n == 1 and h <= 64 and config.steps >= 100 else "lstm"]
     if h >= 512 and n >= 64:
         return REGIMES["huge"]
     if 128 <= h <= 256:
