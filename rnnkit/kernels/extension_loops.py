@@ -40,6 +40,43 @@ from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
 EPS = 1e-5  # rnnkit.kernels.reference.LAYER_NORM_EPS
 
 
+@jit(inline="always")
+def normalise(v, vhat):
+    """Layer norm of the row ``v`` without gain or shift: ``vhat = (v - mean) *
+    r`` with one mean and one biased variance over the row; returns ``r``, the
+    reciprocal standard deviation, which the backward pass needs."""
+    size = v.shape[0]
+    zero, one = v.dtype.type(0), v.dtype.type(1)
+    mean = zero
+    for k in range(size):
+        mean += v[k]
+    mean /= size
+    var = zero
+    for k in range(size):
+        var += (v[k] - mean) * (v[k] - mean)
+    r = one / math.sqrt(var / size + EPS)
+    for k in range(size):
+        vhat[k] = (v[k] - mean) * r
+    return r
+
+
+@jit(inline="always")
+def normalise_backward(dy, gain, vhat, r, dv):
+    """``dL/dv`` of ``y = gain * vhat + shift`` (``vhat`` from :func:`normalise`
+    of ``v``, with its ``r``) from ``dL/dy``, into ``dv`` (which may be ``dy``)."""
+    size = dy.shape[0]
+    zero = dy.dtype.type(0)
+    mean1, mean2 = zero, zero
+    for k in range(size):
+        dv[k] = dy[k] * gain[k]  # dL/d vhat
+        mean1 += dv[k]
+        mean2 += dv[k] * vhat[k]
+    mean1 /= size
+    mean2 /= size
+    for k in range(size):
+        dv[k] = r * (dv[k] - mean1 - vhat[k] * mean2)
+
+
 @jit
 def extended_lstm_forward(
     xp, gcol, col, d, w_hh, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells, out, hprev,
@@ -74,18 +111,9 @@ def extended_lstm_forward(
             a = gates[t, n, gcol : gcol + rows]
             x_t = xp[t, n, gcol : gcol + rows]
             if norm:
-                mean = zero
-                for k in range(rows):
-                    mean += zn[k]
-                mean /= rows
-                var = zero
-                for k in range(rows):
-                    var += (zn[k] - mean) * (zn[k] - mean)
-                r = one / math.sqrt(var / rows + EPS)
-                rstd_z[t, n, d] = r
                 zh = zhat[t, n, gcol : gcol + rows]
+                rstd_z[t, n, d] = normalise(zn, zh)
                 for k in range(rows):
-                    zh[k] = (zn[k] - mean) * r
                     a[k] = x_t[k] + g_hh[k] * zh[k]
             else:
                 for k in range(rows):
@@ -99,18 +127,9 @@ def extended_lstm_forward(
                 a[k], a[hidden + k], a[2 * hidden + k], a[3 * hidden + k] = i, f, g, o
                 cn[k] = kept[k] = f * cn[k] + i * g
             if norm:
-                mean = zero
-                for k in range(hidden):
-                    mean += cn[k]
-                mean /= hidden
-                var = zero
-                for k in range(hidden):
-                    var += (cn[k] - mean) * (cn[k] - mean)
-                r = one / math.sqrt(var / hidden + EPS)
-                rstd_c[t, n, d] = r
                 ch = chat[t, n, col : col + hidden]
+                rstd_c[t, n, d] = normalise(cn, ch)
                 for k in range(hidden):
-                    ch[k] = (cn[k] - mean) * r
                     y[k] = g_c[k] * ch[k] + b_c[k]
             else:
                 for k in range(hidden):
@@ -177,18 +196,8 @@ def extended_lstm_backward(
                 da[3 * hidden + k] = dht[k] * ty * (o * (one - o))
                 dct[k] = dht[k] * o * (one - ty * ty)  # dL/dy for now
             if norm:
-                dyn, ch = dy[t, n, col : col + hidden], chat[t, n, col : col + hidden]
-                mean1, mean2 = zero, zero
-                for k in range(hidden):
-                    dyn[k] = dct[k]
-                    dct[k] = dct[k] * g_c[k]  # dL/d chat
-                    mean1 += dct[k]
-                    mean2 += dct[k] * ch[k]
-                mean1 /= hidden
-                mean2 /= hidden
-                r = rstd_c[t, n, d]
-                for k in range(hidden):
-                    dct[k] = r * (dct[k] - mean1 - ch[k] * mean2)
+                dy[t, n, col : col + hidden] = dct
+                normalise_backward(dct, g_c, chat[t, n, col : col + hidden], rstd_c[t, n, d], dct)
             first = t == lengths[n] - 1 if reverse else t == 0
             c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, col : col + hidden]
             dcn = dc[n]
@@ -201,16 +210,7 @@ def extended_lstm_backward(
                 dcn[k] = total * f
             if norm:
                 zh = zhat[t, n, gcol : gcol + rows]
-                mean1, mean2 = zero, zero
-                for k in range(rows):
-                    dzn[k] = da[k] * g_hh[k]  # dL/d zhat
-                    mean1 += dzn[k]
-                    mean2 += dzn[k] * zh[k]
-                mean1 /= rows
-                mean2 /= rows
-                r = rstd_z[t, n, d]
-                for k in range(rows):
-                    dzn[k] = r * (dzn[k] - mean1 - zh[k] * mean2)
+                normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
         product(dz[t], gcol, w_hh_t, back, n0, n1, gemm)
         for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
             dhn, b = dh[n], back[n - n0]
@@ -253,18 +253,9 @@ def extended_gru_forward(
             hold[t, n, col : col + hidden] = h[n]
             zn = z[n - n0]
             if norm:
-                mean = zero
-                for k in range(rows):
-                    mean += zn[k]
-                mean /= rows
-                var = zero
-                for k in range(rows):
-                    var += (zn[k] - mean) * (zn[k] - mean)
-                r = one / math.sqrt(var / rows + EPS)
-                rstd_z[t, n, d] = r
                 zh = zhat[t, n, gcol : gcol + rows]
+                rstd_z[t, n, d] = normalise(zn, zh)
                 for k in range(rows):
-                    zh[k] = (zn[k] - mean) * r
                     b[k] = g_hh[k] * zh[k]
             else:
                 for k in range(rows):
@@ -331,16 +322,7 @@ def extended_gru_backward(
                 dhn[k] = carry + dht * update
             if norm:
                 zh = zhat[t, n, gcol : gcol + rows]
-                mean1, mean2 = zero, zero
-                for k in range(rows):
-                    dzn[k] = dbn[k] * g_hh[k]  # dL/d zhat
-                    mean1 += dzn[k]
-                    mean2 += dzn[k] * zh[k]
-                mean1 /= rows
-                mean2 /= rows
-                r = rstd_z[t, n, d]
-                for k in range(rows):
-                    dzn[k] = r * (dzn[k] - mean1 - zh[k] * mean2)
+                normalise_backward(dbn, g_hh, zh, rstd_z[t, n, d], dzn)
         product(dz[t], gcol, w_hh_t, back, n0, n1, gemm)
         for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
             dhn, bk = dh[n], back[n - n0]
@@ -378,18 +360,9 @@ def extended_elman_forward(
             hprev[t, n, col : col + hidden] = hm[n]
             zn, x_t, a = z[n - n0], xp[t, n, col : col + hidden], act[t, n, col : col + hidden]
             if norm:
-                mean = zero
-                for k in range(hidden):
-                    mean += zn[k]
-                mean /= hidden
-                var = zero
-                for k in range(hidden):
-                    var += (zn[k] - mean) * (zn[k] - mean)
-                r = one / math.sqrt(var / hidden + EPS)
-                rstd_z[t, n, d] = r
                 zh = zhat[t, n, col : col + hidden]
+                rstd_z[t, n, d] = normalise(zn, zh)
                 for k in range(hidden):
-                    zh[k] = (zn[k] - mean) * r
                     a[k] = x_t[k] + g_hh[k] * zh[k]
             else:
                 for k in range(hidden):
@@ -440,16 +413,7 @@ def extended_elman_backward(
                 da[k] = dht * slope
             if norm:
                 zh = zhat[t, n, col : col + hidden]
-                mean1, mean2 = zero, zero
-                for k in range(hidden):
-                    dzn[k] = da[k] * g_hh[k]  # dL/d zhat
-                    mean1 += dzn[k]
-                    mean2 += dzn[k] * zh[k]
-                mean1 /= hidden
-                mean2 /= hidden
-                r = rstd_z[t, n, d]
-                for k in range(hidden):
-                    dzn[k] = r * (dzn[k] - mean1 - zh[k] * mean2)
+                normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
         product(dz[t], col, w_hh_t, back, n0, n1, gemm)
         for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
             dhn, bk = dh[n], back[n - n0]
