@@ -498,12 +498,14 @@ def test_closed_pipe_leaves_no_message_at_exit():
 def test_ctrl_c_leaves_a_resumable_run(tmp_path, capsys):
     run = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "rnnkit", "train", *TINY, "--epochs", "1000", "--out", str(run)],
+        # more epochs than it could finish before the signal, however slow the machine
+        [sys.executable, "-m", "rnnkit", "train", *TINY, "--epochs", "1000000", "--out", str(run)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 120
     while not (run / "metrics.csv").is_file() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
+    assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
