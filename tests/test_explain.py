@@ -465,6 +465,7 @@ def test_states_and_lengths_shapes_match_what_the_layer_returns(cell, input_shap
 @pytest.mark.parametrize("keywords, input_shape, message", [
     (dict(lengths=[3, 4]), (L, N, H_IN), "lengths[1] is 4, but each length must be between 1 and L = 3"),
     (dict(lengths=[3, 0]), (L, N, H_IN), "lengths[1] is 0"),
+    (dict(lengths=[0, 2]), None, "lengths[0] is 0, but each length must be at least 1"),
     (dict(lengths=[3]), (L, N, H_IN), "lengths gives 1 lengths, but the batch holds N = 2 sequences"),
     (dict(lengths=True), (L, H_IN), "lengths needs a batched input, but input_shape (3, 5) is unbatched"),
     (dict(lengths="3,1"), None, "lengths must be True or a sequence of integers"),

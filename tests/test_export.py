@@ -197,6 +197,9 @@ def test_compiled_model_with_lengths_matches_eager(backend):
     lengths = lengths_for(4, 6)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=True)
     assert_same(outputs_and_grads(compiled, x, lengths), outputs_and_grads(model, x, lengths))
+    too_long = torch.tensor([6, 7, 2, 1])
+    with pytest.raises(RuntimeError, match=r"Expected each length in 1\.\.6; got lengths\[1\] = 7"):
+        compiled(x, too_long)
 
 
 # -- torch.export --------------------------------------------------------------------

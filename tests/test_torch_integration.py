@@ -129,3 +129,23 @@ def test_flat_weights_are_torchs_and_stay_current(kind, options):
     for a, b in zip(ours._flat_weights, theirs._flat_weights, strict=True):
         assert a.dtype == torch.float64
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_every_steps_states_take_the_output_s_dtype_under_autocast(kind):
+    layer = getattr(rnnkit, kind)(INPUT, HIDDEN)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, _, states = layer(torch.randn(STEPS, BATCH, INPUT), return_states=True)
+    for part in states if isinstance(states, tuple) else (states,):
+        assert part.dtype == output.dtype
+
+
+def test_functional_call_tensors_are_not_kept_between_calls():
+    layer = rnnkit.GRU(INPUT, HIDDEN)
+    stand_ins = {name: p.detach().clone() * 2 for name, p in layer.named_parameters()}
+    x = torch.randn(STEPS, BATCH, INPUT)
+    changed, _ = torch.func.functional_call(layer, stand_ins, (x,))
+    plain, _ = layer(x)
+    assert not torch.allclose(changed, plain)
+    kept = layer._weights_cache
+    assert kept is not None and all(isinstance(t, torch.nn.Parameter) for t in kept[0] if t is not None)

@@ -114,9 +114,8 @@ def lengths_problems(
         return [Problem("lengths", text["problem.lengths_count"].format(got=len(lengths), n=batch))]
     for index, value in enumerate(lengths):
         if value < 1 or (is_int(steps) and value > steps):
-            return [Problem("lengths", text["problem.lengths_range"].format(
-                index=index, value=value, steps=steps,
-            ))]
+            key = "problem.lengths_range" if is_int(steps) else "problem.lengths_positive"
+            return [Problem("lengths", text[key].format(index=index, value=value, steps=steps))]
     return []
 
 

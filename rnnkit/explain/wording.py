@@ -172,6 +172,7 @@ TEXT: dict[str, dict[str, Any]] = {
                                  "sequences: give one length per sequence",
         "problem.lengths_range": "lengths[{index}] is {value}, but each length must be between 1 "
                                  "and L = {steps}",
+        "problem.lengths_positive": "lengths[{index}] is {value}, but each length must be at least 1",
     },
     "zh": {
         "title.shape": "{layer}，輸入形狀 {shape}",
@@ -315,5 +316,6 @@ TEXT: dict[str, dict[str, Any]] = {
         "problem.lengths_count": "lengths 給了 {got} 個長度，但這一批有 N = {n} 條序列："
                                  "每條序列需要一個長度",
         "problem.lengths_range": "lengths[{index}] 是 {value}，但每個長度必須介於 1 與 L = {steps} 之間",
+        "problem.lengths_positive": "lengths[{index}] 是 {value}，但每個長度必須至少為 1",
     },
 }

@@ -41,13 +41,28 @@ def unflatten_weights(flat: Sequence[Tensor], fields: str) -> list[DirectionWeig
     return [DirectionWeights(**dict(zip(names, flat[i : i + n]))) for i in range(0, len(flat), n)]
 
 
+def first_bad_length(lengths: Tensor, steps: int) -> int | None:
+    """The index of the first of ``lengths (N,)`` outside ``1..steps``, or ``None``."""
+    bad = ((lengths < 1) | (lengths > steps)).nonzero()
+    return int(bad[0]) if bad.numel() else None
+
+
 def _run_backend(
     kind: str, x: Tensor, state: State, weights: list[DirectionWeights],
     lengths: Tensor | None, return_cells: bool, masks: tuple[Tensor | None, Tensor | None],
 ) -> list[Tensor]:
     """The selected backend's results as one list: output, each state part,
-    then the cells if asked. ``masks``: the recurrent-dropout and zoneout masks."""
+    then the cells if asked. ``masks``: the recurrent-dropout and zoneout masks.
+
+    The lengths are checked here, where a traced graph has their values (the
+    layer checks them before tracing begins only in an eager call)."""
     from rnnkit.kernels import run_selected  # here: rnnkit.kernels imports this module
+
+    bad = None if lengths is None else first_bad_length(lengths, x.shape[0])
+    if bad is not None:
+        raise RuntimeError(
+            f"rnnkit::layer: Expected each length in 1..{x.shape[0]}; got lengths[{bad}] = {int(lengths[bad])}"
+        )
 
     output, state_n, *cells = run_selected(kind, x, state, weights, lengths, return_cells, *masks)
     return [output, *state_n, *cells]

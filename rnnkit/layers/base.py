@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import kernels
+from rnnkit.kernels.ops import first_bad_length
 from rnnkit.kernels.reference import STEPS, DirectionWeights, State, input_projection
 from rnnkit.kinds import KINDS, cell_of
 from rnnkit.layers.checks import check_dropout, check_flag, check_probability, check_proj_size, check_size
@@ -145,9 +146,10 @@ def _check_lengths(owner: str, lengths: Any, steps: int, batch: int) -> Tensor:
         )
     if lengths.numel() != batch:
         raise RuntimeError(f"{owner}: Expected {expected}: got {lengths.numel()} lengths")
-    # A graph being traced holds no values to check (a data-dependent branch would break it).
-    if batch and not kernels.tracing() and not (lengths.min() >= 1 and lengths.max() <= steps):
-        bad = int(((lengths < 1) | (lengths > steps)).nonzero()[0])
+    # A graph being traced holds no values to check (a data-dependent branch would
+    # break it): the rnnkit::layer operator checks them when the graph runs.
+    bad = None if kernels.tracing() else first_bad_length(lengths, steps)
+    if bad is not None:
         raise RuntimeError(
             f"{owner}: Expected {expected}; got lengths[{bad}] = {int(lengths[bad])}"
         )
@@ -192,8 +194,8 @@ class _TorchTwin(nn.Module):
         registered = list(map(self._parameters.get, self._weight_order))
         tensors = [getattr(self, name) for name in self._weight_order]
         built = build(tensors)
-        plain = all(
-            self._parameters.get(name, _MISSING) is tensor
+        plain = all(  # registered Parameters (not torch.func.functional_call's stand-ins)
+            self._parameters.get(name, _MISSING) is tensor and (tensor is None or isinstance(tensor, nn.Parameter))
             for name, tensor in zip(self._weight_order, tensors)
         )
         self._weights_cache = (registered, built) if plain else None
@@ -448,6 +450,7 @@ class RecurrentLayer(_TorchTwin):
         dtype = self._autocast_result_dtype(x)
         if dtype is not None:
             output, state_n = output.to(dtype), tuple(s.to(dtype) for s in state_n)
+            states = [tuple(s.to(dtype) for s in parts) for parts in states]
 
         if packed is not None:
             output = self._repack(output, lengths, packed)
