@@ -783,7 +783,7 @@ def environment() -> dict:
     return dict(
         cpu=cpu, cpus=os.cpu_count(), threads=torch.get_num_threads(), torch=torch.__version__,
         rnnkit=rnnkit.__version__, python=platform.python_version(), system=platform.system(),
-        blas=blas.active().name,
+        blas="none" if os.environ.get("RNNKIT_BLAS") == "none" else blas.active().name,
     )
 
 

@@ -196,3 +196,8 @@ def test_streaming_table_and_opting_out(capsys):
     assert json.loads(capsys.readouterr().out)["streaming"] == []
     assert main(["bench", "--config", "T=3,N=1,H=2", "--no-memory", "--min-time", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["streaming"] == []  # --config: those only
+
+
+def test_the_environment_names_no_blas_when_the_loops_are_told_to_use_none(monkeypatch):
+    monkeypatch.setenv("RNNKIT_BLAS", "none")
+    assert bench.environment()["blas"] == "none"
