@@ -73,7 +73,7 @@ def test_the_table_says_how_the_products_ran(capsys, monkeypatch):
     monkeypatch.setenv("RNNKIT_BLAS", "none")
     assert main(["bench", "--config", "T=5,N=1,H=3", "--no-memory", "--min-time", "0"]) == 0
     out = capsys.readouterr().out
-    assert "fused (numba)" in out and f"BLAS {blas.active().name}" in out and "floor ms" in out
+    assert "fused (numba)" in out and "BLAS none" in out and "floor ms" in out
 
 
 def test_table_run(capsys):
