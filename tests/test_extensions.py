@@ -701,3 +701,17 @@ def test_bench_table_has_the_extension_rows(capsys, monkeypatch):
     results = [bench.measure_extension(bench.ExtensionConfig(steps=4, batch=1, hidden=3, layer_norm=True), min_time=0)]
     Console(width=200).print(extension_table(results))
     assert "LSTM T=4 N=1 3->3 layer_norm" in capsys.readouterr().out
+
+
+def test_a_parametrized_layer_norm_gain_still_starts_at_one():
+    from torch.nn.utils import parametrize
+
+    class Same(nn.Module):
+        def forward(self, weight):
+            return weight
+
+    lstm = rnnkit.LSTM(3, 4, layer_norm=True)
+    for name in ("ln_ih_weight_l0", "ln_c_bias_l0"):
+        parametrize.register_parametrization(lstm, name, Same())
+    lstm.reset_parameters()
+    assert (lstm.ln_ih_weight_l0 == 1).all() and (lstm.ln_c_bias_l0 == 0).all()

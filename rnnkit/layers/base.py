@@ -212,6 +212,7 @@ class _TorchTwin(nn.Module):
         layer-norm gains start at 1 and the shift at 0, drawing nothing."""
         bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
         for name, weight in self.named_parameters():
+            name = name.removeprefix("parametrizations.")  # a parametrized weight's original
             if not _is_layer_norm(name):
                 nn.init.uniform_(weight, -bound, bound)
             elif name.startswith("ln_c_bias"):
