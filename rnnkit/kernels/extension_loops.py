@@ -77,6 +77,31 @@ def normalise_backward(dy, gain, vhat, r, dv):
         dv[k] = r * (dv[k] - mean1 - vhat[k] * mean2)
 
 
+@jit(inline="always")
+def masked_product(h, rmask, hm, w_hh, z, n0, n1, gemm):
+    """``z = (m ⊙ h) W_hh^T`` for the rows ``n0 <= n < n1`` (``z`` indexed from
+    0), ``hm`` receiving ``m ⊙ h``; ``m`` is the recurrent-dropout mask
+    ``rmask``, or none when it has no rows."""
+    masked = rmask.shape[0] > 0
+    for n in range(n0, n1):
+        for k in range(h.shape[1]):
+            hm[n, k] = h[n, k] * rmask[n, k] if masked else h[n, k]
+    product(hm, 0, w_hh, z, n0, n1, gemm)
+
+
+@jit(inline="always")
+def add_masked_product(dz_t, col, w_hh_t, back, rmask, dh, n0, n1, gemm):
+    """``dh += m ⊙ (dz_t W_hh)`` for the rows ``n0 <= n < n1``, ``back`` its
+    scratch; the backward of :func:`masked_product` (rows past their length
+    have ``dz = 0`` and add nothing)."""
+    masked = rmask.shape[0] > 0
+    product(dz_t, col, w_hh_t, back, n0, n1, gemm)
+    for n in range(n0, n1):
+        dhn, bk = dh[n], back[n - n0]
+        for k in range(dh.shape[1]):
+            dhn[k] += bk[k] * rmask[n, k] if masked else bk[k]
+
+
 @jit
 def extended_lstm_forward(
     xp, gcol, col, d, w_hh, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells, out, hprev,
@@ -87,16 +112,13 @@ def extended_lstm_forward(
     steps, hidden = xp.shape[0], c.shape[1]
     rows = 4 * hidden
     zero, one = c.dtype.type(0), c.dtype.type(1)
-    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    zoned = zmask.shape[0] > 0
     hm = np.zeros((h.shape[0], hidden), dtype=c.dtype)
     z = np.empty((n1 - n0, rows), dtype=c.dtype)
     y = np.empty(hidden, dtype=c.dtype)  # what tanh reads: LN_c(c_t), or c_t
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        for n in range(n0, n1):
-            for k in range(hidden):
-                hm[n, k] = h[n, k] * rmask[n, k] if masked else h[n, k]
-        product(hm, 0, w_hh, z, n0, n1, gemm)
+        masked_product(h, rmask, hm, w_hh, z, n0, n1, gemm)
         for n in range(n0, n1):
             if t >= lengths[n]:
                 out[t, n, col : col + hidden] = zero
@@ -163,7 +185,7 @@ def extended_lstm_backward(
     steps, hidden = gates.shape[0], dc.shape[1]
     rows = 4 * hidden
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
-    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    zoned = zmask.shape[0] > 0
     back = np.empty((n1 - n0, hidden), dtype=dc.dtype)
     dht = np.empty(hidden, dtype=dc.dtype)
     dct = np.empty(hidden, dtype=dc.dtype)
@@ -211,11 +233,7 @@ def extended_lstm_backward(
             if norm:
                 zh = zhat[t, n, gcol : gcol + rows]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
-        product(dz[t], gcol, w_hh_t, back, n0, n1, gemm)
-        for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
-            dhn, b = dh[n], back[n - n0]
-            for k in range(hidden):
-                dhn[k] += b[k] * rmask[n, k] if masked else b[k]
+        add_masked_product(dz[t], gcol, w_hh_t, back, rmask, dh, n0, n1, gemm)
 
 
 @jit
@@ -231,16 +249,13 @@ def extended_gru_forward(
     steps, hidden = xp.shape[0], h.shape[1]
     rows = 3 * hidden
     zero, one = h.dtype.type(0), h.dtype.type(1)
-    masked, zoned, biased = rmask.shape[0] > 0, zmask.shape[0] > 0, b_hh.shape[0] > 0
+    zoned, biased = zmask.shape[0] > 0, b_hh.shape[0] > 0
     hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
     z = np.empty((n1 - n0, rows), dtype=h.dtype)
     b = np.empty(rows, dtype=h.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        for n in range(n0, n1):
-            for k in range(hidden):
-                hm[n, k] = h[n, k] * rmask[n, k] if masked else h[n, k]
-        product(hm, 0, w_hh, z, n0, n1, gemm)
+        masked_product(h, rmask, hm, w_hh, z, n0, n1, gemm)
         for n in range(n0, n1):
             if t >= lengths[n]:
                 out[t, n, col : col + hidden] = zero
@@ -290,7 +305,7 @@ def extended_gru_backward(
     steps, hidden = gates.shape[0], dh.shape[1]
     rows = 3 * hidden
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
-    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    zoned = zmask.shape[0] > 0
     back = np.empty((n1 - n0, hidden), dtype=dh.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
@@ -323,11 +338,7 @@ def extended_gru_backward(
             if norm:
                 zh = zhat[t, n, gcol : gcol + rows]
                 normalise_backward(dbn, g_hh, zh, rstd_z[t, n, d], dzn)
-        product(dz[t], gcol, w_hh_t, back, n0, n1, gemm)
-        for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
-            dhn, bk = dh[n], back[n - n0]
-            for k in range(hidden):
-                dhn[k] += bk[k] * rmask[n, k] if masked else bk[k]
+        add_masked_product(dz[t], gcol, w_hh_t, back, rmask, dh, n0, n1, gemm)
 
 
 @jit
@@ -340,15 +351,12 @@ def extended_elman_forward(
     ``act (T, N, D*H)`` receives each step's ``h~_t`` (tanh, or ReLU with ``relu``)."""
     steps, hidden = xp.shape[0], h.shape[1]
     zero, one = h.dtype.type(0), h.dtype.type(1)
-    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    zoned = zmask.shape[0] > 0
     hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
     z = np.empty((n1 - n0, hidden), dtype=h.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        for n in range(n0, n1):
-            for k in range(hidden):
-                hm[n, k] = h[n, k] * rmask[n, k] if masked else h[n, k]
-        product(hm, 0, w_hh, z, n0, n1, gemm)
+        masked_product(h, rmask, hm, w_hh, z, n0, n1, gemm)
         for n in range(n0, n1):
             if t >= lengths[n]:
                 out[t, n, col : col + hidden] = zero
@@ -388,7 +396,7 @@ def extended_elman_backward(
     ``dL/dh_n`` on entry, ``dL/dh_0`` on return."""
     steps, hidden = act.shape[0], dh.shape[1]
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
-    masked, zoned = rmask.shape[0] > 0, zmask.shape[0] > 0
+    zoned = zmask.shape[0] > 0
     back = np.empty((n1 - n0, hidden), dtype=dh.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
@@ -414,8 +422,4 @@ def extended_elman_backward(
             if norm:
                 zh = zhat[t, n, col : col + hidden]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
-        product(dz[t], col, w_hh_t, back, n0, n1, gemm)
-        for n in range(n0, n1):  # rows past their length have dz = 0: they add nothing
-            dhn, bk = dh[n], back[n - n0]
-            for k in range(hidden):
-                dhn[k] += bk[k] * rmask[n, k] if masked else bk[k]
+        add_masked_product(dz[t], col, w_hh_t, back, rmask, dh, n0, n1, gemm)
