@@ -47,7 +47,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.kernels import blas
+from rnnkit.kernels import blas, dense
+from rnnkit.kernels.fused_common import step_weights
 from rnnkit.kernels.numba_ops import products_repeatedly
 from rnnkit.kinds import CELLS
 
@@ -340,8 +341,8 @@ def measure(
 
 def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_rounds: int = 5) -> float:
     """The floor of an inference pass, in ms (median of rounds): for each
-    layer, its input projection ``(T*N, H_in) @ (H_in, D*G*H)`` by
-    ``torch.addmm``, and for each direction ``T`` per-step products
+    layer, its input projection ``(T*N, H_in) @ (H_in, D*G*H)`` as the
+    layers do it (:func:`rnnkit.kernels.dense.matmul`), and for each direction ``T`` per-step products
     ``(N, P) @ (P, G*H)`` (and, with a projection, ``(N, H) @ (H, P)``) from
     compiled code, the way the loops do them (BLAS GEMMs of 16-row blocks,
     or numba's product, as :func:`blas.per_step_gemm` picks), on one thread
@@ -361,20 +362,19 @@ def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_round
     for layer in range(config.layers):
         features = config.input_size if layer == 0 else directions * width
         layers.append((zeros(rows, features), zeros(features, directions * gates * hidden),
-                       zeros(directions * gates * hidden), zeros(rows, directions * gates * hidden)))
-    w_hh, h = zeros(gates * hidden, width).numpy(), zeros(config.batch, width).numpy()
-    z = zeros(config.batch, gates * hidden).numpy()
-    w_hr, m = zeros(width, hidden).numpy(), zeros(config.batch, hidden).numpy()
-    p = zeros(config.batch, width).numpy()
+                       zeros(directions * gates * hidden)))
+    w_hh_t, w_hr_t = step_weights([zeros(width, gates * hidden), zeros(hidden, width)], dtype)
+    h, m = zeros(config.batch, width).numpy(), zeros(config.batch, hidden).numpy()
+    z, p = zeros(config.batch, w_hh_t.shape[1]).numpy(), zeros(config.batch, w_hr_t.shape[1]).numpy()
 
     def run() -> None:
-        for x_rows, w_ih_t, b_ih, out in layers:
-            torch.addmm(b_ih, x_rows, w_ih_t, out=out)
+        for x_rows, w_ih_t, b_ih in layers:
+            dense.matmul(x_rows, w_ih_t, b_ih)
             with contextlib.nullcontext() if library is None else library.one_thread():
                 for _ in range(directions):
-                    products_repeatedly(h, w_hh, z, config.steps, gemm)
+                    products_repeatedly(h, w_hh_t, z, config.steps, gemm)
                     if config.proj_size:
-                        products_repeatedly(m, w_hr, p, config.steps, gemm)
+                        products_repeatedly(m, w_hr_t, p, config.steps, gemm)
 
     times = []
     start = time.perf_counter()

@@ -26,23 +26,23 @@ from rnnkit.kernels.numba_ops import jit, product, tanh
 
 
 @jit
-def elman_forward(out, col, w_hh, h, lengths, reverse, relu, n0, n1, gemm):
+def elman_forward(out, col, w_hh_t, h, lengths, reverse, relu, n0, n1, gemm):
     """Run the recurrence ``h_t = act(xp_t + W_hh h_{t-1})`` in place.
 
     Args:
         out: ``(T, N, D*H)``; columns ``col:col+H`` hold ``xp_t`` on entry and
             ``h_t`` (zeros past each row's length) on return.
-        w_hh: ``(H, H)`` C-contiguous.
+        w_hh_t: ``W_hh^T``, as :func:`~rnnkit.kernels.numba_ops.product` takes it.
         h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
         gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = out.shape[0]
     hidden = h.shape[1]
     zero = h.dtype.type(0)  # typed constants keep float32 arithmetic in float32
-    z = np.empty((n1 - n0, hidden), dtype=h.dtype)  # W_hh h_{t-1}, before h is overwritten
+    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype)  # W_hh h_{t-1}, before h is overwritten
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        product(h, 0, w_hh, z, n0, n1, gemm)
+        product(h, 0, w_hh_t, z, n0, n1, gemm)
         for n in range(n0, n1):
             # Views indexed from 0: with ``col + i`` numba would check for a
             # negative index on every element, and the loop would not vectorise.
@@ -58,7 +58,7 @@ def elman_forward(out, col, w_hh, h, lengths, reverse, relu, n0, n1, gemm):
 
 
 @jit
-def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n0, n1, gemm):
+def elman_backward(out, grad_out, dz, col, w_hh, dh, lengths, reverse, relu, n0, n1, gemm):
     """Back-propagate through the steps of :func:`elman_forward`, last step first.
 
     Args:
@@ -66,14 +66,14 @@ def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n
         grad_out: ``(T, N, D*H)``, the loss's gradient with respect to ``out``.
         dz: ``(T, N, D*H)``; columns ``col:col+H`` receive ``dL/dz_t``, the
             gradient of each step's pre-activation (zero past each length).
-        w_hh_t: ``(H, H)``, ``W_hh`` transposed, C-contiguous.
+        w_hh: ``W_hh``, as :func:`~rnnkit.kernels.numba_ops.product` takes it.
         dh: ``(N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
         gemm: as in :func:`elman_forward`.
     """
     steps = out.shape[0]
     hidden = dh.shape[1]
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
-    g = np.empty((n1 - n0, hidden), dtype=dh.dtype)
+    g = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -87,7 +87,7 @@ def elman_backward(out, grad_out, dz, col, w_hh_t, dh, lengths, reverse, relu, n
             else:
                 for i in range(hidden):
                     d[i] = (dhn[i] + gy[i]) * (one - y[i] * y[i])
-        product(dz[t], col, w_hh_t, g, n0, n1, gemm)  # dL/dh_{t-1} = W_hh^T dz_t
+        product(dz[t], col, w_hh, g, n0, n1, gemm)  # dL/dh_{t-1} = dz_t W_hh
         for n in range(n0, n1):
             if t < lengths[n]:
-                dh[n] = g[n - n0]
+                dh[n] = g[n - n0, :hidden]

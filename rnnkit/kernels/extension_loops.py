@@ -78,7 +78,7 @@ def normalise_backward(dy, gain, vhat, r, dv):
 
 
 @jit(inline="always")
-def masked_product(h, rmask, hm, w_hh, z, n0, n1, gemm):
+def masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm):
     """``z = (m ⊙ h) W_hh^T`` for the rows ``n0 <= n < n1`` (``z`` indexed from
     0), ``hm`` receiving ``m ⊙ h``; ``m`` is the recurrent-dropout mask
     ``rmask``, or none when it has no rows."""
@@ -86,16 +86,16 @@ def masked_product(h, rmask, hm, w_hh, z, n0, n1, gemm):
     for n in range(n0, n1):
         for k in range(h.shape[1]):
             hm[n, k] = h[n, k] * rmask[n, k] if masked else h[n, k]
-    product(hm, 0, w_hh, z, n0, n1, gemm)
+    product(hm, 0, w_hh_t, z, n0, n1, gemm)
 
 
 @jit(inline="always")
-def add_masked_product(dz_t, col, w_hh_t, back, rmask, dh, n0, n1, gemm):
+def add_masked_product(dz_t, col, w_hh, back, rmask, dh, n0, n1, gemm):
     """``dh += m ⊙ (dz_t W_hh)`` for the rows ``n0 <= n < n1``, ``back`` its
     scratch; the backward of :func:`masked_product` (rows past their length
     have ``dz = 0`` and add nothing)."""
     masked = rmask.shape[0] > 0
-    product(dz_t, col, w_hh_t, back, n0, n1, gemm)
+    product(dz_t, col, w_hh, back, n0, n1, gemm)
     for n in range(n0, n1):
         dhn, bk = dh[n], back[n - n0]
         for k in range(dh.shape[1]):
@@ -104,21 +104,22 @@ def add_masked_product(dz_t, col, w_hh_t, back, rmask, dh, n0, n1, gemm):
 
 @jit
 def extended_lstm_forward(
-    xp, gcol, col, d, w_hh, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells, out, hprev,
+    xp, gcol, col, d, w_hh_t, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells, out, hprev,
     zhat, rstd_z, chat, rstd_c, h, c, lengths, reverse, n0, n1, gemm,
 ):
     """Run the recurrence; ``h``, ``c (N, H)`` hold ``h_0``, ``c_0`` on entry
-    and ``h_n``, ``c_n`` on return; ``w_hh (4H, H)`` C-contiguous."""
+    and ``h_n``, ``c_n`` on return; ``w_hh_t`` is ``W_hh^T`` as
+    :func:`~rnnkit.kernels.numba_ops.product` takes it."""
     steps, hidden = xp.shape[0], c.shape[1]
     rows = 4 * hidden
     zero, one = c.dtype.type(0), c.dtype.type(1)
     zoned = zmask.shape[0] > 0
     hm = np.zeros((h.shape[0], hidden), dtype=c.dtype)
-    z = np.empty((n1 - n0, rows), dtype=c.dtype)
+    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=c.dtype)
     y = np.empty(hidden, dtype=c.dtype)  # what tanh reads: LN_c(c_t), or c_t
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        masked_product(h, rmask, hm, w_hh, z, n0, n1, gemm)
+        masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
         for n in range(n0, n1):
             if t >= lengths[n]:
                 out[t, n, col : col + hidden] = zero
@@ -129,7 +130,7 @@ def extended_lstm_forward(
                     chat[t, n, col : col + hidden] = zero
                 continue
             hprev[t, n, col : col + hidden] = hm[n]
-            zn = z[n - n0]
+            zn = z[n - n0, :rows]
             a = gates[t, n, gcol : gcol + rows]
             x_t = xp[t, n, gcol : gcol + rows]
             if norm:
@@ -167,14 +168,14 @@ def extended_lstm_forward(
 
 @jit
 def extended_lstm_backward(
-    gates, gcol, col, d, cells, c0, w_hh_t, g_hh, g_c, b_c, rmask, zmask, norm, zhat, rstd_z, chat, rstd_c,
+    gates, gcol, col, d, cells, c0, w_hh, g_hh, g_c, b_c, rmask, zmask, norm, zhat, rstd_z, chat, rstd_c,
     grad_out, dxp, dz, dy, dh, dc, lengths, reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_lstm_forward`, last step first.
 
     Args:
-        c0: ``(N, H)``, this direction's ``c_0``; ``w_hh_t (H, 4H)``, ``W_hh``
-            transposed, C-contiguous.
+        c0: ``(N, H)``, this direction's ``c_0``; ``w_hh``: ``W_hh`` as
+            :func:`~rnnkit.kernels.numba_ops.product` takes it.
         grad_out: ``(T, N, D*H)``, ``dL/d output``.
         dxp: ``(T, N, D*4H)`` receives ``dL/d xp`` (the gate pre-activations).
         dz: ``(T, N, D*4H)`` receives ``dL/d W_hh (m ⊙ h_(t-1))`` (with layer
@@ -186,7 +187,7 @@ def extended_lstm_backward(
     rows = 4 * hidden
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
     zoned = zmask.shape[0] > 0
-    back = np.empty((n1 - n0, hidden), dtype=dc.dtype)
+    back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dc.dtype)
     dht = np.empty(hidden, dtype=dc.dtype)
     dct = np.empty(hidden, dtype=dc.dtype)
     for s in range(steps):
@@ -233,12 +234,12 @@ def extended_lstm_backward(
             if norm:
                 zh = zhat[t, n, gcol : gcol + rows]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
-        add_masked_product(dz[t], gcol, w_hh_t, back, rmask, dh, n0, n1, gemm)
+        add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
 
 
 @jit
 def extended_gru_forward(
-    xp, gcol, col, d, w_hh, b_hh, g_hh, rmask, zmask, norm, gates, bn, out, hold, hprev,
+    xp, gcol, col, d, w_hh_t, b_hh, g_hh, rmask, zmask, norm, gates, bn, out, hold, hprev,
     zhat, rstd_z, h, lengths, reverse, n0, n1, gemm,
 ):
     """The GRU's recurrence, arrays as for :func:`extended_lstm_forward` with
@@ -251,11 +252,11 @@ def extended_gru_forward(
     zero, one = h.dtype.type(0), h.dtype.type(1)
     zoned, biased = zmask.shape[0] > 0, b_hh.shape[0] > 0
     hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
-    z = np.empty((n1 - n0, rows), dtype=h.dtype)
+    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype)
     b = np.empty(rows, dtype=h.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        masked_product(h, rmask, hm, w_hh, z, n0, n1, gemm)
+        masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
         for n in range(n0, n1):
             if t >= lengths[n]:
                 out[t, n, col : col + hidden] = zero
@@ -266,7 +267,7 @@ def extended_gru_forward(
                 continue
             hprev[t, n, col : col + hidden] = hm[n]
             hold[t, n, col : col + hidden] = h[n]
-            zn = z[n - n0]
+            zn = z[n - n0, :rows]
             if norm:
                 zh = zhat[t, n, gcol : gcol + rows]
                 rstd_z[t, n, d] = normalise(zn, zh)
@@ -295,7 +296,7 @@ def extended_gru_forward(
 
 @jit
 def extended_gru_backward(
-    gates, gcol, col, d, bn, hold, w_hh_t, g_hh, rmask, zmask, norm, zhat, rstd_z,
+    gates, gcol, col, d, bn, hold, w_hh, g_hh, rmask, zmask, norm, zhat, rstd_z,
     grad_out, dxp, db, dz, dh, lengths, reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_gru_forward`, last step first:
@@ -306,7 +307,7 @@ def extended_gru_backward(
     rows = 3 * hidden
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
-    back = np.empty((n1 - n0, hidden), dtype=dh.dtype)
+    back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -338,12 +339,12 @@ def extended_gru_backward(
             if norm:
                 zh = zhat[t, n, gcol : gcol + rows]
                 normalise_backward(dbn, g_hh, zh, rstd_z[t, n, d], dzn)
-        add_masked_product(dz[t], gcol, w_hh_t, back, rmask, dh, n0, n1, gemm)
+        add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
 
 
 @jit
 def extended_elman_forward(
-    xp, col, d, w_hh, g_hh, rmask, zmask, norm, relu, act, out, hprev, zhat, rstd_z, h, lengths, reverse,
+    xp, col, d, w_hh_t, g_hh, rmask, zmask, norm, relu, act, out, hprev, zhat, rstd_z, h, lengths, reverse,
     n0, n1, gemm,
 ):
     """The Elman recurrence, arrays as for :func:`extended_lstm_forward` with
@@ -353,10 +354,10 @@ def extended_elman_forward(
     zero, one = h.dtype.type(0), h.dtype.type(1)
     zoned = zmask.shape[0] > 0
     hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
-    z = np.empty((n1 - n0, hidden), dtype=h.dtype)
+    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        masked_product(h, rmask, hm, w_hh, z, n0, n1, gemm)
+        masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
         for n in range(n0, n1):
             if t >= lengths[n]:
                 out[t, n, col : col + hidden] = zero
@@ -366,7 +367,7 @@ def extended_elman_forward(
                     zhat[t, n, col : col + hidden] = zero
                 continue
             hprev[t, n, col : col + hidden] = hm[n]
-            zn, x_t, a = z[n - n0], xp[t, n, col : col + hidden], act[t, n, col : col + hidden]
+            zn, x_t, a = z[n - n0, :hidden], xp[t, n, col : col + hidden], act[t, n, col : col + hidden]
             if norm:
                 zh = zhat[t, n, col : col + hidden]
                 rstd_z[t, n, d] = normalise(zn, zh)
@@ -387,7 +388,7 @@ def extended_elman_forward(
 
 @jit
 def extended_elman_backward(
-    act, col, d, w_hh_t, g_hh, rmask, zmask, norm, relu, zhat, rstd_z, grad_out, dxp, dz, dh, lengths,
+    act, col, d, w_hh, g_hh, rmask, zmask, norm, relu, zhat, rstd_z, grad_out, dxp, dz, dh, lengths,
     reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_elman_forward`, last step first:
@@ -397,7 +398,7 @@ def extended_elman_backward(
     steps, hidden = act.shape[0], dh.shape[1]
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
-    back = np.empty((n1 - n0, hidden), dtype=dh.dtype)
+    back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -422,4 +423,4 @@ def extended_elman_backward(
             if norm:
                 zh = zhat[t, n, col : col + hidden]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
-        add_masked_product(dz[t], col, w_hh_t, back, rmask, dh, n0, n1, gemm)
+        add_masked_product(dz[t], col, w_hh, back, rmask, dh, n0, n1, gemm)

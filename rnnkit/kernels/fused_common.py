@@ -9,8 +9,8 @@ Each cell is a :class:`Cell` (``fused_rnn.Elman``, ``fused_lstm.LSTM``,
 forward
     :func:`project_inputs` computes every step's input projection
     ``W_ih x_t + b_ih`` (plus whatever of ``b_hh`` the cell lets it fold in)
-    for all directions by one matrix product, into a ``(T, N, D*G*H)``
-    buffer; the cell's forward loop then runs the recurrence on it, each
+    for all directions into a ``(T, N, D*G*H)`` buffer, in rnnkit's own
+    threads; the cell's forward loop then runs the recurrence on it, each
     direction and batch chunk on a thread (:func:`run_pieces`).
 backward
     the cell's backward loop walks the steps back and leaves the gradient of
@@ -26,13 +26,14 @@ autograd records the call (:func:`backward_may_follow`).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels import blas, parallel, reference
+from rnnkit.kernels import blas, dense, numba_ops, parallel, reference
 from rnnkit.kernels.reference import DirectionWeights
 
 
@@ -47,6 +48,29 @@ def as_arrays(tensors: list[Tensor | None], shape: tuple[int, ...], dtype: torch
     where it is ``None`` (no bias, no projection), zeros of ``shape``, which
     is how the loops are told there is none."""
     return [torch.zeros(shape, dtype=dtype).numpy() if t is None else as_array(t) for t in tensors]
+
+
+def step_weights(tensors: list[Tensor | None], dtype: torch.dtype) -> list[np.ndarray]:
+    """Each direction's ``w`` for the per-step product ``a @ w``
+    (:func:`rnnkit.kernels.numba_ops.product`): ``(K, M)`` C-contiguous,
+    aligned to the vector size, its columns padded with zeros to whole
+    vectors; an empty ``(0, 0)`` array where the tensor is ``None`` (no
+    projection), of ``dtype``. Pass ``W^T`` for a forward product ``h @ W^T``."""
+    arrays = []
+    for t in tensors:
+        if t is None:
+            arrays.append(torch.zeros(0, 0, dtype=dtype).numpy())
+            continue
+        source = t.detach().numpy()
+        k, m = source.shape
+        width = numba_ops.padded_width(m, source.itemsize)
+        slack = numba_ops.VECTOR_BYTES // source.itemsize
+        buffer = np.zeros(k * width + slack, dtype=source.dtype)
+        start = (-buffer.ctypes.data % numba_ops.VECTOR_BYTES) // source.itemsize
+        w = buffer[start : start + k * width].reshape(k, width)
+        w[:, :m] = source
+        arrays.append(w)
+    return arrays
 
 
 def clean_lengths(lengths: Tensor | None, steps: int) -> Tensor | None:
@@ -97,54 +121,84 @@ def stack(tensors: list[Tensor | None]) -> Tensor | None:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
-def project_inputs(x: Tensor, weights: list[DirectionWeights], folded: Sequence[Tensor] | None = None) -> Tensor:
+def project_inputs(
+    x: Tensor, weights: list[DirectionWeights], folded: Sequence[Tensor] | None = None
+) -> tuple[Tensor, Callable[[parallel.Piece], None] | None]:
     """``W_ih x_t + b_ih`` of every step and direction: ``(T, N, H_in) ->
-    (T, N, D*G*H)``, contiguous, since the loops write into it, and a tensor
-    of its own rather than a view (the Elman layer returns it, and autograd
-    forbids changing a Function's view outputs in place). Call it with
+    (T, N, D*G*H)``, contiguous, since the loops write into it. Call it with
     autograd off, as inside a Function's forward.
 
     ``folded``: each direction's bias ``(G*H,)`` to add in place of ``b_ih``
     (``b_ih + b_hh`` where the cell allows it, so that the loops need not add
-    ``b_hh`` at every step); ``None`` means ``b_ih``."""
-    w_ih = stack([w.w_ih for w in weights])
-    b_ih = stack(list(folded) if folded is not None else [w.b_ih for w in weights])
+    ``b_hh`` at every step); ``None`` means ``b_ih``.
+
+    The products are rnnkit's own (:func:`~rnnkit.kernels.numba_ops.project_rows`),
+    run in rnnkit's threads, not torch's: a torch product just before the
+    loops leaves torch's OpenMP threads spinning, for a while, on the very
+    cores the loops' threads need (measured: a two-thread LSTM loop then took
+    as long as on one thread). Where :func:`run_pieces` will run several
+    pieces at once, the buffer comes back unfilled, with the function that
+    fills a piece's rows, for each piece to run first on its own thread;
+    else it is filled here, over the steps split among the threads, and the
+    function is ``None``. Either way every row's arithmetic is the same.
+    """
     steps, batch, features = x.shape
-    out = x.new_empty(steps, batch, w_ih.shape[0])
-    rows, x_rows = out.view(steps * batch, out.shape[2]), x.reshape(steps * batch, features)
-    if b_ih is None:
-        torch.mm(x_rows, w_ih.t(), out=rows)
-    else:
-        torch.addmm(b_ih, x_rows, w_ih.t(), out=rows)
-    return out
+    gated = weights[0].w_ih.shape[0]  # G*H
+    out = x.new_empty(steps, batch, len(weights) * gated)
+    x_a, out_a = as_array(x), as_array(out)
+    w_ih_t = step_weights([w.w_ih.t() for w in weights], x.dtype)
+    biases = as_arrays(list(folded) if folded is not None else [w.b_ih for w in weights], (gated,), x.dtype)
+
+    def project(piece: parallel.Piece, t0: int = 0, t1: int = steps) -> None:
+        d = piece.d
+        numba_ops.project_rows(x_a, w_ih_t[d], biases[d], out_a, d * gated, piece.n0, piece.n1, t0, t1)
+
+    if _plan(weights, batch, steps)[1] > 1:
+        return out, project
+    threads = parallel.threads_for(steps * batch * features * gated * len(weights))
+    jobs = [
+        (parallel.Piece(d, 0, batch), t0, t1)
+        for d in range(len(weights)) for t0, t1 in parallel.spans(steps, -(-threads // len(weights)))
+    ]
+    parallel.run(lambda job: project(*job), jobs, threads)
+    return out, None
+
+
+def _plan(weights: list[DirectionWeights], batch: int, steps: int) -> tuple[list[parallel.Piece], int]:
+    """:func:`parallel.plan` for a layer: the recurrence's multiply-adds per
+    row and direction are those of its per-step products, with ``W_hh`` and,
+    if any, ``W_hr``; where they go to a BLAS, chunks are whole blocks of its rows."""
+    w = weights[0]
+    per_step = w.w_hh.numel() + (0 if w.w_hr is None else w.w_hr.numel())
+    library, _ = blas.per_step_gemm(w.w_hh.dtype == torch.float64, batch, w.w_hh.shape[1])
+    row_block = numba_ops.ROW_BLOCK if library is None else blas.BLAS_ROWS
+    return parallel.plan(len(weights), batch, steps * per_step, row_block)
 
 
 def run_pieces(
-    work: Callable[[parallel.Piece, int], None], weights: list[DirectionWeights], batch: int, steps: int
+    work: Callable[[parallel.Piece, int], None],
+    weights: list[DirectionWeights],
+    batch: int,
+    steps: int,
+    first: Callable[[parallel.Piece], None] | None = None,
 ) -> None:
     """``work(piece, gemm)`` for every direction and batch chunk, on as many
-    threads as the work is worth (see :func:`parallel.plan`): the
-    recurrence's multiply-adds per row and direction are those of its
-    per-step products, with ``W_hh`` and, if any, ``W_hr``.
+    threads as the work is worth (see :func:`_plan`), each piece preceded by
+    ``first(piece)`` where given (:func:`project_inputs`' second value).
 
-    ``gemm`` says how the loops do those products
-    (:func:`rnnkit.kernels.blas.per_step_gemm`); where it is a BLAS, the
-    chunks are whole blocks of its rows, and each piece keeps the BLAS on
-    its own thread."""
+    ``gemm`` says how the loops do the per-step products
+    (:func:`rnnkit.kernels.blas.per_step_gemm`); where it is a BLAS, each
+    piece keeps the BLAS on its own thread."""
     w = weights[0]
-    per_step = w.w_hh.numel() + (0 if w.w_hr is None else w.w_hr.numel())
     library, gemm = blas.per_step_gemm(w.w_hh.dtype == torch.float64, batch, w.w_hh.shape[1])
-    if library is None:
-        pieces, threads = parallel.plan(len(weights), batch, steps * per_step)
-        parallel.run(lambda piece: work(piece, gemm), pieces, threads)
-        return
 
-    def work_on_one_blas_thread(piece: parallel.Piece) -> None:
-        with library.one_thread():
+    def run_piece(piece: parallel.Piece) -> None:
+        with contextlib.nullcontext() if library is None else library.one_thread():
+            if first is not None:
+                first(piece)
             work(piece, gemm)
 
-    pieces, threads = parallel.plan(len(weights), batch, steps * per_step, blas.BLAS_ROWS)
-    parallel.run(work_on_one_blas_thread, pieces, threads)
+    parallel.run(run_piece, *_plan(weights, batch, steps))
 
 
 def flatten(weights: list[DirectionWeights], fields: int) -> list[Tensor | None]:
@@ -294,10 +348,10 @@ def weight_grads(
     gated = weights[0].w_ih.shape[0]  # G*H
     grad_x = None
     if need_x:
-        grad_x = (rows @ stack([w.w_ih for w in weights])).view(steps, batch, features)
+        grad_x = dense.matmul(rows, stack([w.w_ih for w in weights])).view(steps, batch, features)
     if not need_weights:
         return grad_x, [None] * (4 * directions)
-    grad_w_ih = rows.t() @ x.reshape(steps * batch, features)  # (D*G*H, H_in)
+    grad_w_ih = dense.matmul(rows.t(), x.reshape(steps * batch, features))  # (D*G*H, H_in)
     bias = weights[0].b_ih is not None
     sums = rows.sum(0) if bias else None
     last_sums = None
@@ -377,5 +431,5 @@ def _grad_w_hh(dz: Tensor, out: Tensor, h0: Tensor, lengths: np.ndarray, reverse
         shifted_dz, previous = dz[1:], out[:-1]
         first = dz[0]
     pairs = shifted_dz.shape[0] * shifted_dz.shape[1]
-    grad = shifted_dz.reshape(pairs, rows).t() @ previous.reshape(pairs, width)
+    grad = dense.matmul(shifted_dz.reshape(pairs, rows).t(), previous.reshape(pairs, width))
     return grad.addmm_(first.t(), h0)

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.kernels import fused_common as common
-from rnnkit.kernels import parallel
+from rnnkit.kernels import dense, parallel
 from rnnkit.kernels.extension_loops import (
     extended_elman_backward,
     extended_elman_forward,
@@ -62,7 +62,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         c_n = c0.detach().clone(memory_format=torch.contiguous_format)
         weights = [flat[k : k + _FIELDS] for k in range(0, len(flat), _FIELDS)]
-        w_hh = [common.as_array(w[0]) for w in weights]
+        w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
         g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         arrays = [common.as_array(t) for t in (xp, gates, cells, out, hprev, zhat, rstd_z, chat, rstd_c, h_n, c_n)]
@@ -72,7 +72,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_lstm_forward(
-                xp_a, d * 4 * hidden, d * hidden, d, w_hh[d], g_hh[d], g_c[d], b_c[d], rm[d], zm[d], norm,
+                xp_a, d * 4 * hidden, d * hidden, d, w_hh_t[d], g_hh[d], g_c[d], b_c[d], rm[d], zm[d], norm,
                 gates_a, cells_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, h_a[d], c_a[d],
                 lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
@@ -96,7 +96,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         dy = cells.new_empty(cells.shape) if norm else cells.new_empty(0, 0, 0)
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         dc = grad_c_n.clone(memory_format=torch.contiguous_format)
-        w_hh_t = [common.as_array(w[0].t()) for w in weights]
+        w_hh = common.step_weights([w[0] for w in weights], gates.dtype)
         g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), gates.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, gates.dtype)
         arrays = [common.as_array(t) for t in (gates, cells, c0, zhat, rstd_z, chat, rstd_c, grad_out, dxp, dz, dy, dh, dc)]
@@ -106,7 +106,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_lstm_backward(
-                gates_a, d * 4 * hidden, d * hidden, d, cells_a, c0_a[d], w_hh_t[d], g_hh[d], g_c[d], b_c[d],
+                gates_a, d * 4 * hidden, d * hidden, d, cells_a, c0_a[d], w_hh[d], g_hh[d], g_c[d], b_c[d],
                 rm[d], zm[d], norm, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, dxp_a, dz_a, dy_a,
                 dh_a[d], dc_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
@@ -117,7 +117,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         for d, w in enumerate(weights):
             gates_d, cells_d = slice(d * 4 * hidden, (d + 1) * 4 * hidden), slice(d * hidden, (d + 1) * hidden)
             dz_d = dz[:, :, gates_d].reshape(pairs, 4 * hidden)
-            grads.append(dz_d.t() @ hprev[:, :, cells_d].reshape(pairs, hidden))
+            grads.append(dense.matmul(dz_d.t(), hprev[:, :, cells_d].reshape(pairs, hidden)))
             if norm:
                 dy_d = dy[:, :, cells_d]
                 grads += [
@@ -155,7 +155,7 @@ class _ExtendedGRU(torch.autograd.Function):
         rstd_z = new(steps, batch, directions) if norm else empty
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         weights = [flat[k : k + 3] for k in range(0, len(flat), 3)]
-        w_hh = [common.as_array(w[0]) for w in weights]
+        w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
         b_hh, g_hh = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         arrays = [common.as_array(t) for t in (xp, gates, bn, out, hold, hprev, zhat, rstd_z, h_n)]
@@ -165,7 +165,7 @@ class _ExtendedGRU(torch.autograd.Function):
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_gru_forward(
-                xp_a, d * 3 * hidden, d * hidden, d, w_hh[d], b_hh[d], g_hh[d], rm[d], zm[d], norm,
+                xp_a, d * 3 * hidden, d * hidden, d, w_hh_t[d], b_hh[d], g_hh[d], rm[d], zm[d], norm,
                 gates_a, bn_a, out_a, hold_a, hprev_a, zhat_a, rstd_z_a, h_a[d], lengths_a, d == 1,
                 piece.n0, piece.n1, gemm,
             )
@@ -186,7 +186,7 @@ class _ExtendedGRU(torch.autograd.Function):
         dxp, db = gates.new_empty(gates.shape), gates.new_empty(gates.shape)
         dz = gates.new_empty(gates.shape) if norm else db
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
-        w_hh_t = [common.as_array(w[0].t()) for w in weights]
+        w_hh = common.step_weights([w[0] for w in weights], gates.dtype)
         g_hh = common.as_arrays([w[2] for w in weights], (0,), gates.dtype)
         rm, zm = _masks(rmask, zmask, directions, gates.dtype)
         arrays = [common.as_array(t) for t in (gates, bn, hold, zhat, rstd_z, grad_out, dxp, db, dz, dh)]
@@ -196,7 +196,7 @@ class _ExtendedGRU(torch.autograd.Function):
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_gru_backward(
-                gates_a, d * 3 * hidden, d * hidden, d, bn_a, hold_a, w_hh_t[d], g_hh[d], rm[d], zm[d],
+                gates_a, d * 3 * hidden, d * hidden, d, bn_a, hold_a, w_hh[d], g_hh[d], rm[d], zm[d],
                 norm, zhat_a, rstd_z_a, grad_out_a, dxp_a, db_a, dz_a, dh_a[d], lengths_a, d == 1,
                 piece.n0, piece.n1, gemm,
             )
@@ -206,7 +206,9 @@ class _ExtendedGRU(torch.autograd.Function):
         grads: list[Tensor | None] = []
         for d, w in enumerate(weights):
             gates_d, cols = slice(d * 3 * hidden, (d + 1) * 3 * hidden), slice(d * hidden, (d + 1) * hidden)
-            grads.append(dz[:, :, gates_d].reshape(pairs, 3 * hidden).t() @ hprev[:, :, cols].reshape(pairs, hidden))
+            grads.append(dense.matmul(
+                dz[:, :, gates_d].reshape(pairs, 3 * hidden).t(), hprev[:, :, cols].reshape(pairs, hidden)
+            ))
             grads.append(None if w[1] is None else db[:, :, gates_d].sum((0, 1)))
             grads.append((db[:, :, gates_d] * zhat[:, :, gates_d]).sum((0, 1)) if norm else None)
         return None, None, None, dxp, dh, *grads
@@ -228,7 +230,7 @@ class _ExtendedElman(torch.autograd.Function):
         rstd_z = new(steps, batch, directions) if norm else empty
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         weights = [flat[k : k + 2] for k in range(0, len(flat), 2)]
-        w_hh = [common.as_array(w[0]) for w in weights]
+        w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
         g_hh = common.as_arrays([w[1] for w in weights], (0,), xp.dtype)
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         xp_a, act_a, out_a, hprev_a, zhat_a, rstd_z_a, h_a = (
@@ -239,7 +241,7 @@ class _ExtendedElman(torch.autograd.Function):
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_elman_forward(
-                xp_a, d * hidden, d, w_hh[d], g_hh[d], rm[d], zm[d], norm, relu, act_a, out_a, hprev_a,
+                xp_a, d * hidden, d, w_hh_t[d], g_hh[d], rm[d], zm[d], norm, relu, act_a, out_a, hprev_a,
                 zhat_a, rstd_z_a, h_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
@@ -259,7 +261,7 @@ class _ExtendedElman(torch.autograd.Function):
         dxp = act.new_empty(act.shape)
         dz = act.new_empty(act.shape) if norm else dxp
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
-        w_hh_t = [common.as_array(w[0].t()) for w in weights]
+        w_hh = common.step_weights([w[0] for w in weights], act.dtype)
         g_hh = common.as_arrays([w[1] for w in weights], (0,), act.dtype)
         rm, zm = _masks(rmask, zmask, directions, act.dtype)
         act_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a = (
@@ -270,7 +272,7 @@ class _ExtendedElman(torch.autograd.Function):
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_elman_backward(
-                act_a, d * hidden, d, w_hh_t[d], g_hh[d], rm[d], zm[d], norm, relu, zhat_a, rstd_z_a,
+                act_a, d * hidden, d, w_hh[d], g_hh[d], rm[d], zm[d], norm, relu, zhat_a, rstd_z_a,
                 grad_out_a, dxp_a, dz_a, dh_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
@@ -279,7 +281,7 @@ class _ExtendedElman(torch.autograd.Function):
         grads: list[Tensor | None] = []
         for d in range(directions):
             cols = slice(d * hidden, (d + 1) * hidden)
-            grads.append(dz[:, :, cols].reshape(pairs, hidden).t() @ hprev[:, :, cols].reshape(pairs, hidden))
+            grads.append(dense.matmul(dz[:, :, cols].reshape(pairs, hidden).t(), hprev[:, :, cols].reshape(pairs, hidden)))
             grads.append((dxp[:, :, cols] * zhat[:, :, cols]).sum((0, 1)) if norm else None)
         return None, None, None, None, dxp, dh, *grads
 

@@ -64,21 +64,21 @@ class GRU:
         if weights[0].b_ih is not None:
             biases = [w.b_ih + torch.cat([w.b_hh[: 2 * hidden], w.b_hh.new_zeros(hidden)]) for w in weights]
             b_hn = [common.as_array(w.b_hh[2 * hidden :]) for w in weights]
-        gates = common.project_inputs(x, weights, biases)  # (T, N, D*3H)
+        gates, project = common.project_inputs(x, weights, biases)  # (T, N, D*3H)
         out = x.new_empty(steps, batch, directions * hidden)
         hns = x.new_empty(steps if keep else 1, batch, directions * hidden)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        w_hh = [common.as_array(w.w_hh) for w in weights]
+        w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype)
         gates_a, out_a, hns_a, h_a = (common.as_array(t) for t in (gates, out, hns, h_n))
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             gru_forward(
-                gates_a, d * 3 * hidden, w_hh[d], b_hn[d], out_a, d * hidden, hns_a, h_a[d],
+                gates_a, d * 3 * hidden, w_hh_t[d], b_hn[d], out_a, d * hidden, hns_a, h_a[d],
                 lengths, d == 1, piece.n0, piece.n1, gemm,
             )
 
-        common.run_pieces(work, weights, batch, steps)
+        common.run_pieces(work, weights, batch, steps, project)
         return (out, h_n), ((gates, hns) if keep else ())
 
     def backward(
@@ -89,7 +89,7 @@ class GRU:
         steps, batch, _ = x.shape
         hidden = h0.shape[2]
         grad_h0 = grad_h_n.clone(memory_format=torch.contiguous_format)
-        w_hh_t = [common.as_array(w.w_hh.t()) for w in weights]
+        w_hh = common.step_weights([w.w_hh for w in weights], x.dtype)
         h0_a = common.as_array(h0)
         gates_a, hns_a, out_a, grad_out_a, dh_a = (
             common.as_array(t) for t in (gates, hns, out, grad_out, grad_h0)
@@ -98,7 +98,7 @@ class GRU:
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             gru_backward(
-                gates_a, d * 3 * hidden, hns_a, out_a, d * hidden, h0_a[d], w_hh_t[d], grad_out_a,
+                gates_a, d * 3 * hidden, hns_a, out_a, d * hidden, h0_a[d], w_hh[d], grad_out_a,
                 dh_a[d], lengths, d == 1, piece.n0, piece.n1, gemm,
             )
 

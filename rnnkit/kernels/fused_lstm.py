@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels import fused_common as common
-from rnnkit.kernels import parallel
+from rnnkit.kernels import dense, parallel
 from rnnkit.kernels.fused_common import Wanted
 from rnnkit.kernels.lstm_loops import lstm_backward, lstm_forward
 from rnnkit.kernels.reference import DirectionWeights, State
@@ -66,23 +66,23 @@ class LSTM:
         directions, _, width = h0.shape
         hidden = c0.shape[2]
         biases = None if weights[0].b_ih is None else [w.b_ih + w.b_hh for w in weights]
-        gates = common.project_inputs(x, weights, biases)  # (T, N, D*4H)
+        gates, project = common.project_inputs(x, weights, biases)  # (T, N, D*4H)
         out = x.new_empty(steps, batch, directions * width)
         cells = x.new_empty(steps if keep or self.return_cells else 1, batch, directions * hidden)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         c_n = c0.detach().clone(memory_format=torch.contiguous_format)
-        w_hh = [common.as_array(w.w_hh) for w in weights]
-        w_hr = common.as_arrays([w.w_hr for w in weights], (0, hidden), x.dtype)
+        w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype)
+        w_hr_t = common.step_weights([None if w.w_hr is None else w.w_hr.t() for w in weights], x.dtype)
         gates_a, out_a, cells_a, h_a, c_a = (common.as_array(t) for t in (gates, out, cells, h_n, c_n))
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             lstm_forward(
-                gates_a, d * 4 * hidden, w_hh[d], w_hr[d], out_a, d * width,
+                gates_a, d * 4 * hidden, w_hh_t[d], w_hr_t[d], out_a, d * width,
                 cells_a, d * hidden, h_a[d], c_a[d], lengths, d == 1, piece.n0, piece.n1, gemm,
             )
 
-        common.run_pieces(work, weights, batch, steps)
+        common.run_pieces(work, weights, batch, steps, project)
         outputs = (out, h_n, c_n, cells) if self.return_cells else (out, h_n, c_n)
         return outputs, ((gates, cells) if keep else ())
 
@@ -103,10 +103,8 @@ class LSTM:
         grad_h0 = grad_h_n.clone(memory_format=torch.contiguous_format)
         grad_c0 = grad_c_n.clone(memory_format=torch.contiguous_format)
         dhs = x.new_empty(steps if project else 0, batch, directions * width)  # dL/dh_t
-        w_hh_t = [common.as_array(w.w_hh.t()) for w in weights]
-        w_hr_t = common.as_arrays(
-            [None if w.w_hr is None else w.w_hr.t() for w in weights], (0, width), x.dtype
-        )
+        w_hh = common.step_weights([w.w_hh for w in weights], x.dtype)
+        w_hr = common.step_weights([w.w_hr for w in weights], x.dtype)
         c0_a = common.as_array(c0)
         arrays = [common.as_array(t) for t in (gates, cells, grad_out, cells_grad, grad_h0, grad_c0, dhs)]
         gates_a, cells_a, grad_out_a, cells_grad_a, dh_a, dc_a, dhs_a = arrays
@@ -114,7 +112,7 @@ class LSTM:
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             lstm_backward(
-                gates_a, d * 4 * hidden, cells_a, d * hidden, c0_a[d], w_hh_t[d], w_hr_t[d],
+                gates_a, d * 4 * hidden, cells_a, d * hidden, c0_a[d], w_hh[d], w_hr[d],
                 grad_out_a, cells_grad_a, d * width, dh_a[d], dc_a[d], dhs_a, lengths, d == 1,
                 piece.n0, piece.n1, gemm,
             )
@@ -128,7 +126,7 @@ class LSTM:
             if project and wanted.weights:
                 pairs = dhs.shape[0] * dhs.shape[1]
                 dh_d = dhs[:, :, d * width : (d + 1) * width].reshape(pairs, width)
-                grad_w_hr = dh_d.t() @ cells[:, :, d * hidden : (d + 1) * hidden].reshape(pairs, hidden)
+                grad_w_hr = dense.matmul(dh_d.t(), cells[:, :, d * hidden : (d + 1) * hidden].reshape(pairs, hidden))
             flat_grads += [*grads[4 * d : 4 * d + 4], grad_w_hr]
         return grad_x, (grad_h0, grad_c0), flat_grads
 

@@ -57,16 +57,16 @@ class Elman:
         steps, batch, _ = x.shape
         hidden = h0.shape[2]
         biases = None if weights[0].b_ih is None else [w.b_ih + w.b_hh for w in weights]
-        out = common.project_inputs(x, weights, biases)  # (T, N, D*H): W_ih x_t + biases, then, in place, h_t
+        out, project = common.project_inputs(x, weights, biases)  # (T, N, D*H): W_ih x_t + biases, then, in place, h_t
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        w_hh = [common.as_array(w.w_hh) for w in weights]
+        w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype)
         out_a, h_a = common.as_array(out), common.as_array(h_n)
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
-            elman_forward(out_a, d * hidden, w_hh[d], h_a[d], lengths, d == 1, self.relu, piece.n0, piece.n1, gemm)
+            elman_forward(out_a, d * hidden, w_hh_t[d], h_a[d], lengths, d == 1, self.relu, piece.n0, piece.n1, gemm)
 
-        common.run_pieces(work, weights, batch, steps)
+        common.run_pieces(work, weights, batch, steps, project)
         return (out, h_n), ()
 
     def backward(
@@ -78,14 +78,14 @@ class Elman:
         hidden = h0.shape[2]
         dz = torch.empty_like(out)  # (T, N, D*H): dL/dz_t of every step and direction
         grad_h0 = grad_h_n.clone(memory_format=torch.contiguous_format)
-        w_hh_t = [common.as_array(w.w_hh.t()) for w in weights]
+        w_hh = common.step_weights([w.w_hh for w in weights], x.dtype)
         out_a, dz_a, dh_a = common.as_array(out), common.as_array(dz), common.as_array(grad_h0)
         grad_out_a = common.as_array(grad_out)
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             elman_backward(
-                out_a, grad_out_a, dz_a, d * hidden, w_hh_t[d], dh_a[d], lengths,
+                out_a, grad_out_a, dz_a, d * hidden, w_hh[d], dh_a[d], lengths,
                 d == 1, self.relu, piece.n0, piece.n1, gemm,
             )
 

@@ -30,7 +30,7 @@ Each direction of a step is a step function (:func:`gru_forward_step`,
 :func:`gru_backward_step`: everything but the product with ``W_hh``); the
 sequence loops (:func:`gru_forward`, :func:`gru_backward`) alternate it with
 that product, done by :func:`~rnnkit.kernels.numba_ops.product` (numba's own
-``matmul_rows`` or a BLAS GEMM called from the compiled loop; a Python loop
+register tiles or a BLAS GEMM called from the compiled loop; a Python loop
 over the steps calling BLAS measured no faster: the loops' threads share the
 batch for the whole sequence, without meeting at every step). The products over all
 steps (the weight gradients, the input's gradient) are left to the caller, who
@@ -45,22 +45,23 @@ from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
 
 
 @jit
-def gru_forward(gates, gcol, w_hh, b_hn, out, ocol, hns, h, lengths, reverse, n0, n1, gemm):
+def gru_forward(gates, gcol, w_hh_t, b_hn, out, ocol, hns, h, lengths, reverse, n0, n1, gemm):
     """Run the recurrence in place (see the module docstring for the arrays)::
 
         r = σ((x_r + b_hr) + W_hr h),  z = σ((x_z + b_hz) + W_hz h)
         n = tanh(x_n + r * (W_hn h + b_hn)),  h' = n + z * (h - n)
 
     Args:
-        w_hh: ``(3H, H)`` C-contiguous; ``b_hn`` ``(H,)`` (zeros without bias).
+        w_hh_t: ``W_hh^T``, as :func:`~rnnkit.kernels.numba_ops.product` takes it;
+            ``b_hn`` ``(H,)`` (zeros without bias).
         h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
         gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = gates.shape[0]
-    z = np.empty((n1 - n0, w_hh.shape[0]), dtype=h.dtype)  # W_hh h_{t-1}
+    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype)  # W_hh h_{t-1}
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        product(h, 0, w_hh, z, n0, n1, gemm)
+        product(h, 0, w_hh_t, z, n0, n1, gemm)
         gru_forward_step(gates, gcol, z, b_hn, out, ocol, hns, h, lengths, t, n0, n1)
 
 
@@ -95,7 +96,7 @@ def gru_forward_step(gates, gcol, z, b_hn, out, ocol, hns, h, lengths, t, n0, n1
 
 
 @jit
-def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dh, lengths, reverse, n0, n1, gemm):
+def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh, grad_out, dh, lengths, reverse, n0, n1, gemm):
     """Back-propagate through the steps of :func:`gru_forward`, last step first,
     turning the saved activations into gradients in place.
 
@@ -108,19 +109,19 @@ def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh_t, grad_out, dh, lengths,
             have the input side's gradients.
         out: ``(T, N, D*H)``, the forward output ``h_t``; ``h0``: ``(N, H)``,
             this direction's ``h_0`` (the ``h_{t-1}`` of each row's first step).
-        w_hh_t: ``(H, 3H)``, ``W_hh`` transposed, C-contiguous.
+        w_hh: ``W_hh``, as :func:`~rnnkit.kernels.numba_ops.product` takes it.
         grad_out: ``(T, N, D*H)``, the loss's gradient with respect to the output.
         dh: ``(N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return.
         gemm: as in :func:`gru_forward`.
     """
     steps = gates.shape[0]
     rows, hidden = n1 - n0, dh.shape[1]
-    hid = np.zeros((rows, w_hh_t.shape[1]), dtype=dh.dtype)  # dL/d(W_hh h_{t-1} + b_hh)
-    back = np.empty((rows, hidden), dtype=dh.dtype)  # W_hh^T of it
+    hid = np.zeros((rows, w_hh.shape[0]), dtype=dh.dtype)  # dL/d(W_hh h_{t-1} + b_hh)
+    back = np.empty((rows, w_hh.shape[1]), dtype=dh.dtype)  # it times W_hh
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         gru_backward_step(gates, gcol, hns, out, ocol, h0, grad_out, dh, hid, lengths, t, reverse, n0, n1)
-        product(hid, 0, w_hh_t, back, 0, rows, gemm)
+        product(hid, 0, w_hh, back, 0, rows, gemm)
         for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
             d, b = dh[n], back[n - n0]
             for k in range(hidden):

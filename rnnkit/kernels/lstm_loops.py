@@ -16,8 +16,9 @@ with hidden size ``H`` and output size ``P`` (``P = H`` without a projection):
 * ``lengths (N,)`` int64, ``<= T``: steps ``t >= lengths[n]`` output zeros and
   leave row ``n``'s state (``h`` and ``c``) as it is; a ``reverse`` pass runs
   from ``T - 1`` down, so its first real step is ``lengths[n] - 1``.
-* ``w_hr (P, H)``: the projection ``h_t = W_hr (o * tanh(c_t))``; an array
-  with no rows means none.
+* ``W_hr (P, H)``: the projection ``h_t = W_hr (o * tanh(c_t))``, given as
+  the per-step product takes it (``W_hr^T`` forward, ``W_hr`` back); an
+  empty array means none.
 
 The backward loop overwrites ``gates`` (and, with a projection, ``cells``)
 with gradients as it goes: what it reads of a step is dead once the step is
@@ -28,7 +29,7 @@ Each direction of a step is a step function (:func:`lstm_forward_step`,
 :func:`lstm_backward_step`: everything but the product with ``W_hh``); the
 sequence loops (:func:`lstm_forward`, :func:`lstm_backward`) alternate it with
 that product, done by :func:`~rnnkit.kernels.numba_ops.product` (numba's own
-``matmul_rows`` or a BLAS GEMM called from the compiled loop; a Python loop
+register tiles or a BLAS GEMM called from the compiled loop; a Python loop
 over the steps calling BLAS measured no faster: the loops' threads share the
 batch for the whole sequence, without meeting at every step). The products over all
 steps (the weight gradients, the input's gradient) are left to the caller, who
@@ -44,37 +45,39 @@ from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
 
 @jit
 def lstm_forward(
-    gates, gcol, w_hh, w_hr, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm
+    gates, gcol, w_hh_t, w_hr_t, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm
 ):
     """Run the recurrence in place (see the module docstring for the arrays).
 
     Args:
-        w_hh: ``(4H, P)`` C-contiguous.
+        w_hh_t: ``W_hh^T``, ``w_hr_t``: ``W_hr^T`` (empty without a projection),
+            as :func:`~rnnkit.kernels.numba_ops.product` takes them.
         h: ``(N, P)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
         c: ``(N, H)`` C-contiguous: ``c_0`` on entry, ``c_n`` on return.
         gemm: how the per-step products run (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = gates.shape[0]
-    z = np.empty((n1 - n0, w_hh.shape[0]), dtype=c.dtype)  # W_hh h_{t-1}
-    m, projected = forward_scratch(n1 - n0, c.shape[1], h.shape[1], c.dtype)
+    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=c.dtype)  # W_hh h_{t-1}
+    m, projected = forward_scratch(n1 - n0, c.shape[1], w_hr_t.shape[1], c.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        product(h, 0, w_hh, z, n0, n1, gemm)
+        product(h, 0, w_hh_t, z, n0, n1, gemm)
         lstm_forward_step(
-            gates, gcol, z, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
+            gates, gcol, z, w_hr_t, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
         )
 
 
 @jit
 def forward_scratch(rows, hidden, width, dtype):
     """The working rows :func:`lstm_forward_step` needs: ``o * tanh(c_t)``
-    ``(rows, H)`` and its projection ``(rows, P)``."""
+    ``(rows, H)`` and its projection ``(rows, width)``, ``P`` padded as
+    ``W_hr^T``'s columns are."""
     return np.zeros((rows, hidden), dtype=dtype), np.zeros((rows, width), dtype=dtype)
 
 
 @jit(inline="always")
 def lstm_forward_step(
-    gates, gcol, z, w_hr, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
+    gates, gcol, z, w_hr_t, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
 ):
     """Step ``t`` of the recurrence for rows ``n0 <= n < n1``, given
     ``z (n1 - n0, 4H) = W_hh h_{t-1}`` of those rows; ``m`` and ``projected``
@@ -82,7 +85,7 @@ def lstm_forward_step(
     steps = gates.shape[0]
     hidden, width = c.shape[1], h.shape[1]
     zero = c.dtype.type(0)
-    keep, project = cells.shape[0] == steps, w_hr.shape[0] > 0
+    keep, project = cells.shape[0] == steps, w_hr_t.size > 0
     for n in range(n0, n1):
         if t >= lengths[n]:
             if keep:
@@ -103,20 +106,20 @@ def lstm_forward_step(
             cn[k] = kept[k] = f * cn[k] + i * g
             mn[k] = o * tanh(cn[k])
     if project:
-        product(m, 0, w_hr, projected, 0, n1 - n0, gemm)
+        product(m, 0, w_hr_t, projected, 0, n1 - n0, gemm)
     result = projected if project else m
     for n in range(n0, n1):
         o_row = out[t, n, ocol : ocol + width]
         if t >= lengths[n]:
             o_row[:] = zero
         else:
-            o_row[:] = result[n - n0]
-            h[n] = result[n - n0]
+            o_row[:] = result[n - n0, :width]
+            h[n] = result[n - n0, :width]
 
 
 @jit
 def lstm_backward(
-    gates, gcol, cells, ccol, c0, w_hh_t, w_hr_t, grad_out, grad_cells, ocol, dh, dc, dhs, lengths, reverse,
+    gates, gcol, cells, ccol, c0, w_hh, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, lengths, reverse,
     n0, n1, gemm,
 ):
     """Back-propagate through the steps of :func:`lstm_forward`, last step first,
@@ -129,8 +132,8 @@ def lstm_backward(
         cells: ``(T, N, D*H)``, ``c_t``; ``c0``: ``(N, H)``, this direction's
             ``c_0``. With a projection, each step's ``o * tanh(c_t)`` replaces
             its ``c_t`` once no later step needs it (zeros past each length).
-        w_hh_t: ``(P, 4H)``, ``W_hh`` transposed, C-contiguous.
-        w_hr_t: ``(H, P)``, ``W_hr`` transposed, or no rows without a projection.
+        w_hh: ``W_hh``, ``w_hr``: ``W_hr`` (empty without a projection), as
+            :func:`~rnnkit.kernels.numba_ops.product` takes them.
         grad_out: ``(T, N, D*P)``, the loss's gradient with respect to the output.
         grad_cells: ``(T, N, D*H)``, the loss's gradient with respect to every
             ``c_t``, where the caller took them as an output; no steps if not.
@@ -143,15 +146,15 @@ def lstm_backward(
     """
     steps = gates.shape[0]
     rows, width = n1 - n0, dh.shape[1]
-    gh, dm, m = backward_scratch(rows, dc.shape[1], width, dc.dtype)
-    back = np.empty((rows, width), dtype=dc.dtype)  # W_hh^T (dL/d gates_t)
+    gh, dm, m = backward_scratch(rows, dc.shape[1], max(w_hr.shape[1], dc.shape[1]), width, dc.dtype)
+    back = np.empty((rows, w_hh.shape[1]), dtype=dc.dtype)  # (dL/d gates_t) W_hh
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         lstm_backward_step(
-            gates, gcol, cells, ccol, c0, w_hr_t, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
+            gates, gcol, cells, ccol, c0, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
             lengths, t, reverse, n0, n1, gemm,
         )
-        product(gates[t], gcol, w_hh_t, back, n0, n1, gemm)
+        product(gates[t], gcol, w_hh, back, n0, n1, gemm)
         for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
             d, b = dh[n], back[n - n0]
             for k in range(width):
@@ -159,19 +162,20 @@ def lstm_backward(
 
 
 @jit
-def backward_scratch(rows, hidden, width, dtype):
+def backward_scratch(rows, hidden, padded, width, dtype):
     """The working rows :func:`lstm_backward_step` needs: ``dL/dh_t``
-    ``(rows, P)``, ``dL/d(o * tanh(c_t))`` ``(rows, H)`` and one ``(H,)``."""
+    ``(rows, P)``, ``dL/d(o * tanh(c_t))`` ``(rows, >= H)`` (``padded``, as
+    ``W_hr``'s columns are) and one ``(H,)``."""
     return (
         np.zeros((rows, width), dtype=dtype),
-        np.zeros((rows, hidden), dtype=dtype),
+        np.zeros((rows, padded), dtype=dtype),
         np.zeros(hidden, dtype=dtype),
     )
 
 
 @jit(inline="always")
 def lstm_backward_step(
-    gates, gcol, cells, ccol, c0, w_hr_t, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
+    gates, gcol, cells, ccol, c0, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
     lengths, t, reverse, n0, n1, gemm,
 ):
     """Step ``t`` of :func:`lstm_backward` for rows ``n0 <= n < n1``, all but
@@ -181,7 +185,7 @@ def lstm_backward_step(
     ``dm`` and ``m`` are :func:`backward_scratch`'s."""
     hidden, width = dc.shape[1], dh.shape[1]
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
-    project, cells_wanted = w_hr_t.shape[0] > 0, grad_cells.shape[0] > 0
+    project, cells_wanted = w_hr.size > 0, grad_cells.shape[0] > 0
     for n in range(n0, n1):
         g = gh[n - n0]
         if t < lengths[n]:
@@ -194,7 +198,7 @@ def lstm_backward_step(
         if project:
             dhs[t, n, ocol : ocol + width] = g
     if project:
-        product(gh, 0, w_hr_t, dm, 0, n1 - n0, gemm)
+        product(gh, 0, w_hr, dm, 0, n1 - n0, gemm)
     dm_all = dm if project else gh
     for n in range(n0, n1):
         a, c_t = gates[t, n, gcol : gcol + 4 * hidden], cells[t, n, ccol : ccol + hidden]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, TypeVar
 
 import torch
 
@@ -22,6 +22,9 @@ MIN_WORK_PER_THREAD = 1_000_000
 """Multiply-adds of the recurrence below which a piece is not worth a thread:
 handing work to a sleeping thread and waiting for it costs tens of microseconds,
 about what a million multiply-adds take."""
+
+
+T = TypeVar("T")
 
 
 class Piece(NamedTuple):
@@ -48,8 +51,7 @@ def plan(directions: int, batch: int, work_per_row: int, row_block: int = ROW_BL
         ``row_block``, so every row is computed by the same arithmetic
         whatever the split.
     """
-    total = directions * batch * work_per_row
-    threads = max(1, min(torch.get_num_threads(), total // MIN_WORK_PER_THREAD))
+    threads = threads_for(directions * batch * work_per_row)
     chunks = max(1, min(-(-threads // directions), batch // row_block))
     rows = -(-batch // chunks)
     rows = max(row_block, -(-rows // row_block) * row_block)  # a multiple of row_block
@@ -57,6 +59,17 @@ def plan(directions: int, batch: int, work_per_row: int, row_block: int = ROW_BL
         Piece(d, n0, min(n0 + rows, batch)) for d in range(directions) for n0 in range(0, batch, rows)
     ]
     return pieces, min(threads, len(pieces))
+
+
+def threads_for(work: int) -> int:
+    """Threads that ``work`` multiply-adds are worth, up to ``torch.get_num_threads()``."""
+    return max(1, min(torch.get_num_threads(), work // MIN_WORK_PER_THREAD))
+
+
+def spans(steps: int, parts: int) -> list[tuple[int, int]]:
+    """``range(steps)`` cut into at most ``parts`` consecutive ``(t0, t1)`` spans."""
+    size = -(-steps // max(1, min(parts, steps)))
+    return [(t0, min(t0 + size, steps)) for t0 in range(0, steps, size)]
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -79,7 +92,7 @@ def _submit(task: Callable[[], None], copies: int) -> None:
             _pool.submit(task)
 
 
-def run(work: Callable[[Piece], None], pieces: list[Piece], threads: int) -> None:
+def run(work: Callable[[T], None], pieces: list[T], threads: int) -> None:
     """Run ``work(piece)`` for every piece on up to ``threads`` threads.
 
     The calling thread works too, and every thread takes the next piece not

@@ -1,0 +1,56 @@
+"""The products over all steps at once: a layer's input projection and, going
+back, the input's and the weights' gradients.
+
+These are large GEMMs (``T*N`` rows), done once per layer call outside the
+compiled loops, through torch. On x86 CPUs other than Intel's, torch's own
+GEMM (MKL) runs its AVX2 code, and oneDNN, which torch also carries (the
+library behind ``torch.nn.LSTM`` on the CPU), runs AVX-512 where the CPU has
+it: measured on an AMD EPYC (Zen 5), one thread, float32, it does
+``(1600, 128) @ (128, 512)`` in 0.83 ms against ``torch.mm``'s 1.87
+(250 against 112 GFLOP/s), and the same at every size from about two
+million multiply-adds. Below that its fixed cost (about 10 µs a call) is
+more than it saves. It has no float64, and on Intel CPUs MKL has AVX-512 code of
+its own, so everything else stays with torch's matmul.
+
+oneDNN's results do not depend on the thread count (tested), as the loops'
+do not, so a layer's output stays bitwise the same whatever the threads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.kernels.blas import INTEL
+
+MIN_ONEDNN_WORK = 1 << 21
+"""Multiply-adds of a product from which oneDNN is worth its fixed cost."""
+
+
+def _onednn_available() -> bool:
+    """Whether torch was built with oneDNN's CPU linear layer."""
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+ONEDNN = _onednn_available() and not INTEL
+"""Whether large float32 products go to oneDNN (see the module docstring)."""
+
+
+def _use_onednn(a: Tensor, b: Tensor) -> bool:
+    rows, inner = a.shape
+    return (
+        ONEDNN and a.dtype == torch.float32 and b.dtype == torch.float32 and a.device.type == "cpu"
+        and rows * inner * b.shape[1] >= MIN_ONEDNN_WORK
+    )
+
+
+def matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``a @ b (+ bias)``, a new contiguous tensor: ``(M, K) @ (K, N) -> (M, N)``,
+    ``bias (N,)``. Views (transposes, column slices) are fine for ``a`` and
+    ``b``. Call it with autograd off, as inside a Function's forward or backward."""
+    if _use_onednn(a, b):
+        return torch.ops.mkldnn._linear_pointwise(a, b.t(), bias, "none", [], "")
+    return a @ b if bias is None else torch.addmm(bias, a, b)
