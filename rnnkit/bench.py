@@ -327,7 +327,7 @@ def measure(
 
     inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2, device=device)
     train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2, device=device)
-    library, _ = blas.per_step_gemm(dtype == torch.float64, config.batch, config.proj_size or config.hidden)
+    library, _ = blas.per_step_gemm(dtype == torch.float64, config.batch)
     result = Result(
         config, backend, rounds, inf_theirs, inf_ours, train_theirs, train_ours, max_abs_diff,
         floor_ms(config, dtype, min_time / 4) if device == "cpu" else None,
@@ -352,7 +352,7 @@ def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_round
     gates = len(CELLS[config.cell].gates)
     hidden, width = config.hidden, config.proj_size or config.hidden
     directions = 2 if config.bidirectional else 1
-    library, gemm = blas.per_step_gemm(dtype == torch.float64, config.batch, width)
+    library, gemm = blas.per_step_gemm(dtype == torch.float64, config.batch)
     rows = config.steps * config.batch
 
     def zeros(*shape: int):

@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.kernels import blas, fused, fused_common, parallel, reference
+from rnnkit.kernels import blas, dense, fused, fused_common, numba_ops, parallel, reference
 from rnnkit.kernels.numba_ops import ROW_BLOCK
 from rnnkit.kernels.reference import DirectionWeights
 from rnnkit.kinds import KINDS, cell_of
@@ -333,7 +333,7 @@ PRODUCT_CASES = [
 @pytest.mark.parametrize("case", PRODUCT_CASES, ids=str)
 def test_every_product_path_matches_reference(case, product, monkeypatch):
     monkeypatch.setenv("RNNKIT_BLAS", product)
-    assert (blas.per_step_gemm(case.dtype == torch.float64, case.batch, case.width)[1] == 0) == (product == "none")
+    assert (blas.per_step_gemm(case.dtype == torch.float64, case.batch)[1] == 0) == (product == "none")
     inputs = make_inputs(case)
     ours = forward_and_grads(fused.run_layer, case, inputs)
     expected = forward_and_grads(reference.run_layer, case, inputs)
@@ -366,18 +366,17 @@ def test_every_product_path_is_bitwise_deterministic_whatever_the_thread_count(m
 
 def test_the_automatic_choice_depends_on_the_shape_only(monkeypatch):
     monkeypatch.delenv("RNNKIT_BLAS", raising=False)
-    for double, batch, width in itertools.product((False, True), (1, 4, 16, 64), (16, 32, 64, 512)):
-        library, gemm = blas.per_step_gemm(double, batch, width)
+    for double, batch in itertools.product((False, True), (1, 4, 16, 64)):
+        library, gemm = blas.per_step_gemm(double, batch)
         assert (library is None) == (gemm == 0)
-        if library is not None:
-            assert gemm == library.gemm(double) and library.name == "mkl"
-    assert blas.per_step_gemm(False, 1, 512) == (None, 0)  # one row of a wide layer: numba's
+        assert library is None or (gemm == library.gemm(double) and library.name == "mkl" and blas.INTEL)
+    assert blas.per_step_gemm(False, 1) == (None, 0)  # one row: numba's
 
 
 def test_an_unknown_blas_is_refused(monkeypatch):
     monkeypatch.setenv("RNNKIT_BLAS", "atlas")
     with pytest.raises(ValueError, match="RNNKIT_BLAS='atlas': expected 'none' or one of"):
-        blas.per_step_gemm(False, 64, 64)
+        blas.per_step_gemm(False, 64)
 
 
 @pytest.mark.parametrize("name", list(blas.available()))
@@ -687,3 +686,84 @@ def test_concurrent_callers_growing_the_pool_all_finish():
     with concurrent.futures.ThreadPoolExecutor(8) as callers:
         results = list(callers.map(call, [2, 3, 4, 5, 6, 7, 8, 9] * 8))
     assert all(r == [parallel.Piece(0, n, n + 1) for n in range(8)] for r in results)
+
+
+# -- the products themselves ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 17])
+@pytest.mark.parametrize("inner, width", [(1, 3), (7, 16), (64, 100), (1100, 200)])
+def test_the_tiles_compute_a_times_w_for_any_rows_and_width(rows, inner, width, dtype):
+    """Every tile height (8, 4, 2, 1 rows), whole and single vectors, padded
+    columns, and (K = 1100) several column panels; rows taken from inside a
+    larger array at a column offset, as the loops pass them."""
+    g = torch.Generator().manual_seed(rows * 1000 + inner)
+    a = torch.randn(rows + 3, inner + 2, generator=g, dtype=dtype)
+    w = torch.randn(inner, width, generator=g, dtype=dtype)
+    (w_packed,) = fused_common.step_weights([w], dtype)
+    assert w_packed.shape == (inner, numba_ops.padded_width(width, w_packed.itemsize))
+    assert w_packed.ctypes.data % numba_ops.VECTOR_BYTES == 0
+    res = torch.full((rows, w_packed.shape[1]), float("nan"), dtype=dtype).numpy()
+    numba_ops.matmul_rows(a.numpy(), 2, w_packed, res, 1, 1 + rows)
+    expected = a[1 : 1 + rows, 2:].double() @ w.double()
+    tolerance = dict(rtol=1e-4, atol=1e-5 * inner) if dtype == torch.float32 else TOLERANCE[dtype]
+    torch.testing.assert_close(torch.from_numpy(res[:, :width]).double(), expected, **tolerance)
+    assert (res[:, width:] == 0).all()  # zero columns of w give zeros
+
+
+def test_a_row_gets_the_same_bits_in_every_tile():
+    """The sum over K runs in the same order whatever tile a row falls in."""
+    a = torch.randn(13, 50).numpy()
+    (w,) = fused_common.step_weights([torch.randn(50, 70)], torch.float32)
+    together = numba_ops.np.zeros((13, w.shape[1]), numba_ops.np.float32)
+    numba_ops.matmul_rows(a, 0, w, together, 0, 13)
+    for n in range(13):
+        alone = numba_ops.np.zeros((1, w.shape[1]), numba_ops.np.float32)
+        numba_ops.matmul_rows(a, 0, w, alone, n, n + 1)
+        assert (alone[0] == together[n]).all()
+
+
+def test_a_piece_projects_its_own_rows_and_steps_only():
+    x = torch.randn(6, 5, 4)
+    w, b = torch.randn(10, 4), torch.randn(10)
+    (w_t,) = fused_common.step_weights([w.t()], torch.float32)
+    out = torch.full((6, 5, 23), float("nan"))
+    numba_ops.project_rows(x.numpy(), w_t, b.numpy(), out.numpy(), 3, 1, 4, 2, 5)
+    expected = x @ w.t() + b
+    torch.testing.assert_close(out[2:5, 1:4, 3:13], expected[2:5, 1:4])
+    region = torch.zeros_like(out, dtype=torch.bool)
+    region[2:5, 1:4, 3:13] = True
+    assert out[~region].isnan().all()
+    numba_ops.project_rows(x.numpy(), w_t, b.numpy(), out.numpy(), 3, 0, 5, 0, 6)  # every row: one run
+    torch.testing.assert_close(out[:, :, 3:13], expected)
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+def test_dense_products_match_torch_on_either_path(onednn, monkeypatch):
+    if onednn and not dense._onednn_available():
+        pytest.skip("this torch has no oneDNN")
+    monkeypatch.setattr(dense, "ONEDNN", onednn)
+    monkeypatch.setattr(dense, "MIN_ONEDNN_WORK", 0)
+    a, b, bias = torch.randn(40, 30), torch.randn(50, 30), torch.randn(50)
+    for left, right, add in [(a, b.t(), None), (a, b.t(), bias), (a.t(), a, None), (b[:, 3:20].t(), b[:, :9], None)]:
+        expected = left.double() @ right.double() + (0 if add is None else add.double())
+        result = dense.matmul(left, right, add)
+        assert result.is_contiguous()
+        torch.testing.assert_close(result.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ONE_PER_LOOPS)
+def test_layers_match_reference_with_every_product_on_onednn(kind, monkeypatch):
+    """The backward's products over all steps through oneDNN, however small."""
+    if not dense._onednn_available():
+        pytest.skip("this torch has no oneDNN")
+    monkeypatch.setattr(dense, "ONEDNN", True)
+    monkeypatch.setattr(dense, "MIN_ONEDNN_WORK", 0)
+    case = Case(kind, 2, True, torch.float32, (5, 3, 5, 1), steps=5, batch=4, hidden=7, input_size=3,
+                proj=3 if kind == "lstm" else 0)
+    inputs = make_inputs(case)
+    ours = forward_and_grads(fused.run_layer, case, inputs)
+    expected = forward_and_grads(reference.run_layer, case, inputs)
+    for name, a, b in zip(leaf_names(case), ours, expected):
+        assert_close(a, b, name)

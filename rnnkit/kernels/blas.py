@@ -11,7 +11,7 @@ against a Python-level ``torch.mm``'s 1.3 µs. Two libraries can serve:
   ``scipy.linalg.cython_blas``: the fallback everywhere else.
 
 :func:`per_step_gemm` decides, per layer call, whether the products go to
-BLAS or stay in numba's own ``matmul_rows``; ``RNNKIT_BLAS=mkl``, ``openblas``
+BLAS or stay in numba's own tiles (``matmul_rows``); ``RNNKIT_BLAS=mkl``, ``openblas``
 or ``none`` in the environment overrides it. :func:`active` names the BLAS
 (``rnnkit bench`` prints it).
 
@@ -179,24 +179,25 @@ def _intel() -> bool:
 INTEL = _intel()
 
 
-def per_step_gemm(double: bool, batch: int, width: int) -> tuple[Blas | None, int]:
+def per_step_gemm(double: bool, batch: int) -> tuple[Blas | None, int]:
     """How a layer's per-step products run: ``(blas, address)`` of the GEMM
     to call from the loops, or ``(None, 0)`` for numba's ``matmul_rows``.
 
-    ``double``: float64 (else float32); ``batch`` is ``N`` and ``width`` the features each product sums over
-    (``P``, ``W_hh``'s columns). The choice depends on nothing else (not on
-    the thread count), so every split of the batch gets the same arithmetic.
+    ``double``: float64 (else float32); ``batch`` is ``N``. The choice
+    depends on nothing else (not on the thread count), so every split of the
+    batch gets the same arithmetic.
     ``RNNKIT_BLAS=mkl`` or ``openblas`` sends every product to that BLAS,
     ``none`` keeps them all in numba.
 
     By measurement, one thread, float32, products ``(N, P) @ (P, 4P)`` called
-    from a compiled loop (README's Speed section): on Intel Xeon (AVX-512),
-    MKL runs 150-197 GFLOP/s at ``N >= 4`` against ``matmul_rows``' 42-98, and
-    also wins at ``N = 2``; on AMD EPYC (Zen, AVX-512), where MKL runs its AVX2
-    code, ``matmul_rows`` (50-180 GFLOP/s) beats MKL (25-95) except at
-    ``N >= 8`` with ``P <= 32`` (72-90 against 40-65). SciPy's OpenBLAS never
-    beat ``matmul_rows`` on either (6 GFLOP/s at ``N = 1``, 60 at ``N = 64``
-    on the EPYC), so it serves only when asked for.
+    from a compiled loop (README's Speed section): on AMD EPYC (Zen 5,
+    AVX-512), where MKL runs its AVX2 code, numba's register tiles run
+    230-270 GFLOP/s from ``N = 4`` against MKL's 75-95, so MKL is never
+    used there. On Intel Xeon (AVX-512), MKL ran 150-197 GFLOP/s at ``N >= 2``
+    against 42-98 for the dot-product loop the tiles replaced; the tiles have
+    not been measured there, so MKL keeps that range. SciPy's OpenBLAS never
+    beat numba's loops (6 GFLOP/s at ``N = 1``, 60 at ``N = 64`` on the EPYC),
+    so it serves only when asked for.
     """
     forced = os.environ.get("RNNKIT_BLAS", "")
     if forced == "none":
@@ -207,8 +208,5 @@ def per_step_gemm(double: bool, batch: int, width: int) -> tuple[Blas | None, in
     mkl = _mkl()
     if mkl is None:
         return None, 0
-    if INTEL:
-        use = batch >= 2
-    else:
-        use = batch >= 8 and width <= 32 and not double
+    use = INTEL and batch >= 2
     return (mkl, mkl.gemm(double)) if use else (None, 0)

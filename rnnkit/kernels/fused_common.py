@@ -170,7 +170,7 @@ def _plan(weights: list[DirectionWeights], batch: int, steps: int) -> tuple[list
     if any, ``W_hr``; where they go to a BLAS, chunks are whole blocks of its rows."""
     w = weights[0]
     per_step = w.w_hh.numel() + (0 if w.w_hr is None else w.w_hr.numel())
-    library, _ = blas.per_step_gemm(w.w_hh.dtype == torch.float64, batch, w.w_hh.shape[1])
+    library, _ = blas.per_step_gemm(w.w_hh.dtype == torch.float64, batch)
     row_block = numba_ops.ROW_BLOCK if library is None else blas.BLAS_ROWS
     return parallel.plan(len(weights), batch, steps * per_step, row_block)
 
@@ -190,7 +190,7 @@ def run_pieces(
     (:func:`rnnkit.kernels.blas.per_step_gemm`); where it is a BLAS, each
     piece keeps the BLAS on its own thread."""
     w = weights[0]
-    library, gemm = blas.per_step_gemm(w.w_hh.dtype == torch.float64, batch, w.w_hh.shape[1])
+    library, gemm = blas.per_step_gemm(w.w_hh.dtype == torch.float64, batch)
 
     def run_piece(piece: parallel.Piece) -> None:
         with contextlib.nullcontext() if library is None else library.one_thread():
