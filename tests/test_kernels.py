@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import threading
 import zlib
 from dataclasses import dataclass
 
@@ -767,3 +768,38 @@ def test_layers_match_reference_with_every_product_on_onednn(kind, monkeypatch):
     expected = forward_and_grads(reference.run_layer, case, inputs)
     for name, a, b in zip(leaf_names(case), ours, expected):
         assert_close(a, b, name)
+
+
+def test_dense_products_hand_onednn_plain_layouts_only():
+    """A slice's strided rows would take oneDNN's slow reference path."""
+    matrix = torch.randn(6, 8)
+    assert dense._plain(matrix) is matrix
+    assert dense._plain(matrix.t()).data_ptr() == matrix.data_ptr()  # a transpose stays a view
+    sliced = matrix[:, 2:5]
+    plain = dense._plain(sliced)
+    assert plain.is_contiguous() and torch.equal(plain, sliced)
+
+
+@pytest.mark.parametrize("threads", ["openmp", "pool"])
+def test_every_piece_runs_once_and_errors_reach_the_caller(threads, monkeypatch):
+    """On torch's OpenMP team (where torch has GNU OpenMP) and on rnnkit's own pool."""
+    if threads == "openmp" and parallel._team is None:
+        pytest.skip("torch has no GNU OpenMP here")
+    if threads == "pool":
+        monkeypatch.setattr(parallel, "_team", None)
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def work(piece: int) -> None:
+        with lock:
+            seen.append(piece)
+
+    parallel.run(work, list(range(9)), 2)
+    assert sorted(seen) == list(range(9))
+
+    def fail(piece: int) -> None:
+        if piece == 5:
+            raise ValueError("piece 5")
+
+    with pytest.raises(ValueError, match="piece 5"):
+        parallel.run(fail, list(range(9)), 2)

@@ -52,5 +52,12 @@ def matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     ``bias (N,)``. Views (transposes, column slices) are fine for ``a`` and
     ``b``. Call it with autograd off, as inside a Function's forward or backward."""
     if _use_onednn(a, b):
-        return torch.ops.mkldnn._linear_pointwise(a, b.t(), bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(_plain(a), _plain(b).t(), bias, "none", [], "")
     return a @ b if bias is None else torch.addmm(bias, a, b)
+
+
+def _plain(t: Tensor) -> Tensor:
+    """``t`` if it is contiguous or the transpose of a contiguous matrix, else
+    a contiguous copy: oneDNN takes other strides (a slice's rows, say) on a
+    slow reference path (measured 100 times slower)."""
+    return t if t.is_contiguous() or t.t().is_contiguous() else t.contiguous()

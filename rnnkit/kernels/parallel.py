@@ -2,14 +2,19 @@
 
 A layer's directions, and chunks of its batch, never read each other's
 state, so each piece can run its whole sequence on a thread of its own with
-no synchronisation per step. The loops release the GIL (``nogil``), so plain
-Python threads suffice: no second OpenMP runtime competes with torch's for the
-cores. The thread count follows ``torch.get_num_threads()``, the setting a
-user already controls, and nothing global is changed.
+no synchronisation per step. The loops release the GIL (``nogil``), so any
+threads serve; rnnkit borrows torch's own OpenMP team where torch has GNU
+OpenMP (its Linux builds), so that no second set of threads competes with
+torch's for the cores, and keeps a pool of Python threads for elsewhere. The
+thread count follows ``torch.get_num_threads()``, the setting a user already
+controls, and nothing global is changed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple, TypeVar
@@ -61,9 +66,10 @@ def plan(directions: int, batch: int, work_per_row: int, row_block: int = ROW_BL
     return pieces, min(threads, len(pieces))
 
 
-def threads_for(work: int) -> int:
-    """Threads that ``work`` multiply-adds are worth, up to ``torch.get_num_threads()``."""
-    return max(1, min(torch.get_num_threads(), work // MIN_WORK_PER_THREAD))
+def threads_for(work: int, per_thread: int = MIN_WORK_PER_THREAD) -> int:
+    """Threads that ``work`` multiply-adds are worth, at least ``per_thread``
+    each, up to ``torch.get_num_threads()``."""
+    return max(1, min(torch.get_num_threads(), work // per_thread))
 
 
 def spans(steps: int, parts: int) -> list[tuple[int, int]]:
@@ -92,13 +98,66 @@ def _submit(task: Callable[[], None], copies: int) -> None:
             _pool.submit(task)
 
 
+def _openmp_team() -> Callable[[Callable[[], None], int], None] | None:
+    """``start(body, threads)``: run ``body()`` on ``threads`` threads of torch's
+    own OpenMP team (the calling thread is one) and return when all are done;
+    ``None`` where torch does not use GNU OpenMP (its ``libgomp``, loaded with
+    torch, is found by name among the process's libraries).
+
+    These are the threads torch's own parallel ops run on: right after one,
+    they spin for a while waiting for more work, which plain Python threads
+    would have to wait behind (on a 2-core machine a two-thread loop then ran
+    no faster than one); here they take rnnkit's pieces at once."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "libgomp" in line and "/" in line}
+        torch_lib = os.path.dirname(torch.__file__)
+        paths = sorted(p for p in paths if p.startswith(torch_lib)) or sorted(paths)
+        gomp = ctypes.CDLL(paths[0])
+        gomp_parallel = gomp.GOMP_parallel
+    except (OSError, IndexError, AttributeError):
+        return None
+    body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    gomp_parallel.restype = None
+    gomp_parallel.argtypes = [body_type, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    bodies: dict[int, Callable[[], None]] = {}  # by key, for callers on several Python threads at once
+    keys = itertools.count(1)
+
+    ensure = ctypes.pythonapi.PyGILState_Ensure
+    known = threading.local()
+
+    @body_type
+    def run_body(key: int) -> None:  # on every thread of the team; takes the GIL around body's Python
+        if not getattr(known, "kept", False):
+            # An OpenMP thread is not Python's: each callback would make and drop
+            # a thread state (tens of µs). One kept reference keeps its state.
+            ensure()
+            known.kept = True
+        bodies[key]()
+
+    def start(body: Callable[[], None], threads: int) -> None:
+        key = next(keys)
+        bodies[key] = body
+        try:
+            gomp_parallel(run_body, key, threads, 0)
+        finally:
+            del bodies[key]
+
+    return start
+
+
+_team = _openmp_team()
+
+
 def run(work: Callable[[T], None], pieces: list[T], threads: int) -> None:
     """Run ``work(piece)`` for every piece on up to ``threads`` threads.
 
-    The calling thread works too, and every thread takes the next piece not
-    yet taken; so a helper thread that is slow to wake (a busy or
-    oversubscribed machine) costs nothing: the caller does its share, and
-    waits only for pieces a helper has actually started.
+    The threads are torch's OpenMP team where there is one (see
+    :func:`_openmp_team`), else rnnkit's own pool. The calling thread works
+    too, and every thread takes the next piece not yet taken; so a helper
+    thread that is slow to wake (a busy or oversubscribed machine) costs
+    nothing: the caller does its share, and waits only for pieces a helper
+    has actually started.
     """
     if threads <= 1 or len(pieces) <= 1:
         for piece in pieces:
@@ -125,10 +184,13 @@ def run(work: Callable[[T], None], pieces: list[T], threads: int) -> None:
             finally:
                 done[index].set()
 
-    _submit(take_and_run, threads - 1)
-    mine: list[int] = []
-    take_and_run(mine)
-    for index in set(range(len(pieces))) - set(mine):
-        done[index].wait()
+    if _team is not None:
+        _team(take_and_run, threads)
+    else:
+        _submit(take_and_run, threads - 1)
+        mine: list[int] = []
+        take_and_run(mine)
+        for index in set(range(len(pieces))) - set(mine):
+            done[index].wait()
     if errors:
         raise errors[0]

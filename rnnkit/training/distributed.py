@@ -89,6 +89,12 @@ def pick_device(device_choice: str, threads: int = 0) -> torch.device:
 
 
 def teardown(world: World) -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one: after a barrier,
+    so that no process tears its group down while another's last collective
+    is still under way (gloo's worker threads, still holding it at exit,
+    would abort the process: "terminate called without an active exception")."""
     if world.size > 1 and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
