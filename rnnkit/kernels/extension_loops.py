@@ -169,7 +169,7 @@ def extended_lstm_forward(
 @jit
 def extended_lstm_backward(
     gates, gcol, col, d, cells, c0, w_hh, g_hh, g_c, b_c, rmask, zmask, norm, zhat, rstd_z, chat, rstd_c,
-    grad_out, dxp, dz, dy, dh, dc, lengths, reverse, n0, n1, gemm,
+    grad_out, grad_cells, dxp, dz, dy, dh, dc, lengths, reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_lstm_forward`, last step first.
 
@@ -177,6 +177,8 @@ def extended_lstm_backward(
         c0: ``(N, H)``, this direction's ``c_0``; ``w_hh``: ``W_hh`` as
             :func:`~rnnkit.kernels.numba_ops.product` takes it.
         grad_out: ``(T, N, D*H)``, ``dL/d output``.
+        grad_cells: ``(T, N, D*H)``, ``dL/dc_t`` of every step where the
+            caller took the cells as an output; no steps if not.
         dxp: ``(T, N, D*4H)`` receives ``dL/d xp`` (the gate pre-activations).
         dz: ``(T, N, D*4H)`` receives ``dL/d W_hh (m ⊙ h_(t-1))`` (with layer
             norm; without, it is ``dxp`` and the caller passes ``dxp`` again).
@@ -186,7 +188,7 @@ def extended_lstm_backward(
     steps, hidden = gates.shape[0], dc.shape[1]
     rows = 4 * hidden
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
-    zoned = zmask.shape[0] > 0
+    zoned, cells_wanted = zmask.shape[0] > 0, grad_cells.shape[0] > 0
     back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dc.dtype)
     dht = np.empty(hidden, dtype=dc.dtype)
     dct = np.empty(hidden, dtype=dc.dtype)
@@ -224,6 +226,10 @@ def extended_lstm_backward(
             first = t == lengths[n] - 1 if reverse else t == 0
             c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, col : col + hidden]
             dcn = dc[n]
+            if cells_wanted:  # c_t as an output of its own: its gradient joins dL/dc_t
+                gc = grad_cells[t, n, col : col + hidden]
+                for k in range(hidden):
+                    dcn[k] += gc[k]
             for k in range(hidden):
                 i, f, g = a[k], a[hidden + k], a[2 * hidden + k]
                 total = dct[k] + dcn[k]

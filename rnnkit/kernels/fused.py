@@ -59,8 +59,6 @@ def refusal(
     options = extension_options(weights, recurrent_mask, zoneout_mask)
     if options and weights[0].w_hr is not None:
         return f"the fused loops do not run {' and '.join(options)} with proj_size yet"
-    if options and return_cells:
-        return f"the fused loops do not return every step's cell state with {' and '.join(options)} yet"
     dtype = x.dtype
     if not x.is_cpu or dtype not in DTYPES:
         return f"it runs float32 and float64 on the CPU, got {dtype} on {x.device}"
@@ -113,11 +111,13 @@ def run_layer(
     """Run one layer; the interface of :func:`rnnkit.kernels.reference.run_layer`
     (``return_cells``, every step's ``c_t`` as a third result, is the LSTM's only)."""
     lengths = common.clean_lengths(lengths, x.shape[0])
+    if return_cells and kind != "lstm":
+        raise ValueError(f"return_cells=True is for the LSTM only (its cells c_t), not {kind!r}")
     if extension_options(weights, recurrent_mask, zoneout_mask):
-        return fused_extension.run_layer(kind, x, state, weights, lengths, recurrent_mask, zoneout_mask)
+        return fused_extension.run_layer(
+            kind, x, state, weights, lengths, recurrent_mask, zoneout_mask, return_cells=return_cells
+        )
     if return_cells:
-        if kind != "lstm":
-            raise ValueError(f"return_cells=True is for the LSTM only (its cells c_t), not {kind!r}")
         return LAYERS[kind](kind, x, state, weights, lengths, return_cells=True)
     return LAYERS[kind](kind, x, state, weights, lengths)
 

@@ -42,12 +42,14 @@ _FIELDS = 4  # per direction: w_hh, ln_hh_weight, ln_c_weight, ln_c_bias
 
 
 class _ExtendedLSTM(torch.autograd.Function):
-    """``(lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *weights) -> (output, h_n, c_n)``;
-    ``weights`` are :data:`_FIELDS` tensors per direction (the gains ``None``
-    without layer norm), the masks ``(D, N, H)`` and ``(D, T, N, H)`` or ``None``."""
+    """``(return_cells, lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *weights)
+    -> (output, h_n, c_n)``, and ``cells (T, N, D*H)`` after them with
+    ``return_cells``; ``weights`` are :data:`_FIELDS` tensors per direction
+    (the gains ``None`` without layer norm), the masks ``(D, N, H)`` and
+    ``(D, T, N, H)`` or ``None``."""
 
     @staticmethod
-    def forward(ctx, lengths, rmask, zmask, xp, h0, c0, *flat):  # type: ignore[override]
+    def forward(ctx, return_cells, lengths, rmask, zmask, xp, h0, c0, *flat):  # type: ignore[override]
         steps, batch, _ = xp.shape
         directions, _, hidden = c0.shape
         norm = flat[1] is not None
@@ -81,11 +83,13 @@ class _ExtendedLSTM(torch.autograd.Function):
         common.run_pieces(work, sizing, batch, steps)
         ctx.save_for_backward(c0, *flat)
         ctx.kept = (lengths, rmask, zmask, gates, cells, hprev, zhat, rstd_z, chat, rstd_c, norm)
+        if return_cells:  # a copy: the backward pass reads its own, whatever the caller does with this one
+            return out, h_n, c_n, cells.clone()
         return out, h_n, c_n
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out, grad_h_n, grad_c_n):  # type: ignore[override]
+    def backward(ctx, grad_out, grad_h_n, grad_c_n, *grad_cells):  # type: ignore[override]
         c0, *flat = ctx.saved_tensors
         lengths, rmask, zmask, gates, cells, hprev, zhat, rstd_z, chat, rstd_c, norm = ctx.kept
         steps, batch, _ = gates.shape
@@ -99,15 +103,20 @@ class _ExtendedLSTM(torch.autograd.Function):
         w_hh = common.step_weights([w[0] for w in weights], gates.dtype)
         g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), gates.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, gates.dtype)
-        arrays = [common.as_array(t) for t in (gates, cells, c0, zhat, rstd_z, chat, rstd_c, grad_out, dxp, dz, dy, dh, dc)]
-        gates_a, cells_a, c0_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, dxp_a, dz_a, dy_a, dh_a, dc_a = arrays
+        cells_grad = grad_cells[0] if grad_cells else cells.new_empty(0, batch, directions * hidden)
+        arrays = [
+            common.as_array(t)
+            for t in (gates, cells, c0, zhat, rstd_z, chat, rstd_c, grad_out, cells_grad, dxp, dz, dy, dh, dc)
+        ]
+        (gates_a, cells_a, c0_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, cells_grad_a, dxp_a, dz_a, dy_a,
+         dh_a, dc_a) = arrays
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_lstm_backward(
                 gates_a, d * 4 * hidden, d * hidden, d, cells_a, c0_a[d], w_hh[d], g_hh[d], g_c[d], b_c[d],
-                rm[d], zm[d], norm, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, dxp_a, dz_a, dy_a,
+                rm[d], zm[d], norm, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, cells_grad_a, dxp_a, dz_a, dy_a,
                 dh_a[d], dc_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
@@ -127,7 +136,7 @@ class _ExtendedLSTM(torch.autograd.Function):
                 ]
             else:
                 grads += [None, None, None]
-        return None, None, None, dxp, dh, dc, *grads
+        return None, None, None, None, dxp, dh, dc, *grads
 
 
 def _masks(rmask: Tensor | None, zmask: Tensor | None, directions: int, dtype: torch.dtype):
@@ -303,7 +312,8 @@ def run_layer(
     lengths: Tensor | None,
     recurrent_mask: Tensor | None = None,
     zoneout_mask: Tensor | None = None,
-) -> tuple[Tensor, State]:
+    return_cells: bool = False,
+) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
     """One Elman, LSTM (no projection) or GRU layer with layer norm, recurrent
     dropout or zoneout; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
     steps, batch = x.shape[0], x.shape[1]
@@ -326,5 +336,7 @@ def run_layer(
     h0, c0 = state
     flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight, w.ln_c_weight, w.ln_c_bias)]
     xp = _input_side(x, weights, fold_b_hh=True)
-    output, h_n, c_n = _ExtendedLSTM.apply(lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *flat)
-    return output, (h_n, c_n)
+    output, h_n, c_n, *cells = _ExtendedLSTM.apply(
+        return_cells, lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *flat
+    )
+    return (output, (h_n, c_n), *cells)
