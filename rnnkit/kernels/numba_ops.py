@@ -262,9 +262,14 @@ every row is done against it."""
 
 
 def padded_width(m: int, itemsize: int) -> int:
-    """``m`` rounded up to whole vectors: the columns of a per-step weight."""
+    """``m`` rounded up to whole vectors: the columns of a per-step weight;
+    and one vector more where a row would be a multiple of 4 KiB, whose rows
+    then fall in the same few sets of the L1 cache and evict each other
+    (measured: ``(64, 512) @ (512, 2048)`` at 195 GFLOP/s, 261 with 16 more
+    columns)."""
     lanes = VECTOR_BYTES // itemsize
-    return -(-m // lanes) * lanes
+    width = -(-m // lanes) * lanes
+    return width + lanes if (width * itemsize) % 4096 == 0 else width
 
 
 @intrinsic(prefer_literal=True)
