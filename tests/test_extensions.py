@@ -240,12 +240,12 @@ def test_return_states_with_options(options):
     torch.testing.assert_close(cs[:, 4, 0], c_n[:, 0])  # a full sequence's last cell state is c_n
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("bidirectional, proj_size", [(False, 0), (True, 0), (True, 3)])
 @pytest.mark.parametrize("options", OPTIONS, ids=_case_id)
-def test_every_steps_cells_with_options_fused_against_reference(options, bidirectional):
+def test_every_steps_cells_with_options_fused_against_reference(options, bidirectional, proj_size):
     """The fused loops return every step's c_t with the options too; the
     gradient of a loss on them, as on everything else, matches the reference's."""
-    module = _build("LSTM", {**options, "num_layers": 2, "bidirectional": bidirectional})
+    module = _build("LSTM", {**options, "num_layers": 2, "bidirectional": bidirectional, "proj_size": proj_size})
     x, hx = _inputs(module)
     results = {}
     for backend in ("fused", "reference"):
@@ -461,8 +461,11 @@ FUSED_CASES = [
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("config", FUSED_CASES, ids=_case_id)
-@pytest.mark.parametrize("kind,extra", [("RNN", {}), ("RNN", {"nonlinearity": "relu"}), ("LSTM", {}), ("GRU", {})],
-                         ids=["RNN", "RNNrelu", "LSTM", "GRU"])
+@pytest.mark.parametrize(
+    "kind,extra",
+    [("RNN", {}), ("RNN", {"nonlinearity": "relu"}), ("LSTM", {}), ("LSTM", {"proj_size": 3}), ("GRU", {})],
+    ids=["RNN", "RNNrelu", "LSTM", "LSTMproj", "GRU"],
+)
 def test_fused_equals_reference_with_the_same_seed(kind, extra, config, dtype, training):
     module = _build(kind, {**config, **extra}, dtype=dtype).train(training)
     x, hx = _inputs(module, dtype=dtype)
@@ -502,8 +505,9 @@ def test_fused_without_gradients_and_with_frozen_weights(kind, config):
     torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-4)
 
 
-def test_fused_lstm_gradcheck_float64():
-    module = _build("LSTM", {**OPTIONS[-1], "bidirectional": True})
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_fused_lstm_gradcheck_float64(proj_size):
+    module = _build("LSTM", {**OPTIONS[-1], "bidirectional": True, "proj_size": proj_size})
     x, (h0, c0) = _inputs(module)
     names = [n for n, _ in module.named_parameters()]
 
@@ -530,21 +534,6 @@ def test_fused_gru_and_elman_gradcheck_float64(kind, extra):
 
     with kernels.use_backend("fused"):
         assert torch.autograd.gradcheck(run, (x, h0, *module.parameters()))
-
-
-@pytest.mark.parametrize(
-    "kind,options,forward,named",
-    [("LSTM", {"zoneout": 0.2, "proj_size": 2}, {}, "zoneout with proj_size"),
-     ("LSTM", {"layer_norm": True, "recurrent_dropout": 0.1, "proj_size": 2}, {},
-      "layer_norm and recurrent_dropout with proj_size")],
-)
-def test_forced_fused_says_which_option_it_lacks(kind, options, forward, named):
-    module = _build(kind, options, dtype=torch.float32)
-    x = torch.randn(T, N, IN)
-    with kernels.use_backend("fused"), pytest.raises(kernels.UnsupportedCall, match=named):
-        module(x, **forward)
-    with kernels.use_backend("auto"):
-        module(x, **forward)  # the reference serves it
 
 
 def test_fused_serves_recurrent_dropout_in_eval():

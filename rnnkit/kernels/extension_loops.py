@@ -4,27 +4,29 @@ recurrent product (and of an LSTM's cell state), recurrent dropout and zoneout
 (see README, "Beyond torch.nn"). The LSTM's loops are described here; the
 GRU's and Elman's differ where their docstrings say.
 
-The loops work on one direction of one layer (no projection: ``P = H``), for
-the batch rows ``n0 <= n < n1``, inside arrays shared by all directions
-(``D`` of them); ``d`` is the direction, ``gcol = d*4H`` and ``col = d*H``
-its columns:
+The loops work on one direction of one layer, for the batch rows
+``n0 <= n < n1``, inside arrays shared by all directions (``D`` of them);
+``d`` is the direction, with hidden size ``H`` and output size ``P`` (an
+LSTM's ``proj_size``, else ``P = H``); ``gcol = d*4H`` and, in the LSTM's
+loops, ``ccol = d*H`` and ``ocol = d*P`` its columns (``col = d*H`` in the
+GRU's and Elman's):
 
 * ``xp (T, N, D*4H)``: ``LN_ih(W_ih x_t) + b_ih + b_hh`` of every step (both
   biases; the input side's layer norm is left to torch), read only.
 * ``gates (T, N, D*4H)``: the gates' activations ``i, f, g, o``.
-* ``cells (T, N, D*H)``: ``c_t``; ``out (T, N, D*H)``: ``h_t``; ``hprev (T,
-  N, D*H)``: ``m ⊙ h_(t-1)``, what step ``t``'s product with ``W_hh`` read
+* ``cells (T, N, D*H)``: ``c_t``; ``out (T, N, D*P)``: ``h_t``; ``hprev (T,
+  N, D*P)``: ``m ⊙ h_(t-1)``, what step ``t``'s product with ``W_hh`` read
   (for ``dL/dW_hh``). All zero past each length.
 * With layer norm (``norm``): ``zhat (T, N, D*4H)`` the normalised
   ``W_hh (m ⊙ h_(t-1))``, ``chat (T, N, D*H)`` the normalised ``c_t``, and
   their reciprocal standard deviations ``rstd_z``, ``rstd_c (T, N, D)``;
   ``g_hh (4H,)``, ``g_c``, ``b_c (H,)`` the gains and the shift.
-* ``rmask (N, H)``: the recurrent-dropout mask, or no rows for none;
-  ``zmask (T, N, H)``: the zoneout mask, or no steps for none.
+* ``rmask (N, P)``: the recurrent-dropout mask, or no rows for none;
+  ``zmask (T, N, P)``: the zoneout mask, or no steps for none.
 * ``lengths (N,)`` int64: steps ``t >= lengths[n]`` leave row ``n``'s state
   as it is and output zeros (and zeros in every saved array and gradient).
 
-The products with ``W_hh`` go through :func:`~rnnkit.kernels.numba_ops.product`
+The products with ``W_hh`` (and ``W_hr``) go through :func:`~rnnkit.kernels.numba_ops.product`
 as in :mod:`rnnkit.kernels.lstm_loops`; the sums over all steps (weight and
 gain gradients) are left to the caller.
 """
@@ -104,32 +106,41 @@ def add_masked_product(dz_t, col, w_hh, back, rmask, dh, n0, n1, gemm):
 
 @jit
 def extended_lstm_forward(
-    xp, gcol, col, d, w_hh_t, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells, out, hprev,
-    zhat, rstd_z, chat, rstd_c, h, c, lengths, reverse, n0, n1, gemm,
+    xp, gcol, ccol, ocol, d, w_hh_t, w_hr_t, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells, mkeep, out,
+    hprev, zhat, rstd_z, chat, rstd_c, h, c, lengths, reverse, n0, n1, gemm,
 ):
-    """Run the recurrence; ``h``, ``c (N, H)`` hold ``h_0``, ``c_0`` on entry
-    and ``h_n``, ``c_n`` on return; ``w_hh_t`` is ``W_hh^T`` as
-    :func:`~rnnkit.kernels.numba_ops.product` takes it."""
-    steps, hidden = xp.shape[0], c.shape[1]
+    """Run the recurrence; ``h (N, P)``, ``c (N, H)`` hold ``h_0``, ``c_0`` on
+    entry and ``h_n``, ``c_n`` on return; ``w_hh_t`` is ``W_hh^T`` and
+    ``w_hr_t`` ``W_hr^T`` (empty without a projection), as
+    :func:`~rnnkit.kernels.numba_ops.product` takes them. The arrays of
+    ``H`` per direction (``cells``, ``chat``, ``mkeep``) have this direction at
+    column ``ccol``, those of ``P`` (``out``, ``hprev``) at ``ocol``; with a
+    projection ``mkeep`` receives each step's ``o * tanh(LN_c(c_t))``, which
+    ``W_hr`` turns into ``h~_t``."""
+    steps, hidden, width = xp.shape[0], c.shape[1], h.shape[1]
     rows = 4 * hidden
     zero, one = c.dtype.type(0), c.dtype.type(1)
-    zoned = zmask.shape[0] > 0
-    hm = np.zeros((h.shape[0], hidden), dtype=c.dtype)
+    zoned, project = zmask.shape[0] > 0, w_hr_t.size > 0
+    hm = np.zeros((h.shape[0], width), dtype=c.dtype)
     z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=c.dtype)
     y = np.empty(hidden, dtype=c.dtype)  # what tanh reads: LN_c(c_t), or c_t
+    m = np.zeros((n1 - n0, hidden), dtype=c.dtype)  # o * tanh(y) of each row
+    projected = np.zeros((n1 - n0, w_hr_t.shape[1]), dtype=c.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
         for n in range(n0, n1):
             if t >= lengths[n]:
-                out[t, n, col : col + hidden] = zero
-                cells[t, n, col : col + hidden] = zero
-                hprev[t, n, col : col + hidden] = zero
+                out[t, n, ocol : ocol + width] = zero
+                hprev[t, n, ocol : ocol + width] = zero
+                cells[t, n, ccol : ccol + hidden] = zero
+                if project:
+                    mkeep[t, n, ccol : ccol + hidden] = zero
                 if norm:  # the caller's sums over all steps read them
                     zhat[t, n, gcol : gcol + rows] = zero
-                    chat[t, n, col : col + hidden] = zero
+                    chat[t, n, ccol : ccol + hidden] = zero
                 continue
-            hprev[t, n, col : col + hidden] = hm[n]
+            hprev[t, n, ocol : ocol + width] = hm[n]
             zn = z[n - n0, :rows]
             a = gates[t, n, gcol : gcol + rows]
             x_t = xp[t, n, gcol : gcol + rows]
@@ -141,7 +152,7 @@ def extended_lstm_forward(
             else:
                 for k in range(rows):
                     a[k] = x_t[k] + zn[k]
-            cn, kept = c[n], cells[t, n, col : col + hidden]
+            cn, kept = c[n], cells[t, n, ccol : ccol + hidden]
             for k in range(hidden):
                 i = sigmoid(a[k])
                 f = sigmoid(a[hidden + k])
@@ -150,50 +161,87 @@ def extended_lstm_forward(
                 a[k], a[hidden + k], a[2 * hidden + k], a[3 * hidden + k] = i, f, g, o
                 cn[k] = kept[k] = f * cn[k] + i * g
             if norm:
-                ch = chat[t, n, col : col + hidden]
+                ch = chat[t, n, ccol : ccol + hidden]
                 rstd_c[t, n, d] = normalise(cn, ch)
                 for k in range(hidden):
                     y[k] = g_c[k] * ch[k] + b_c[k]
             else:
                 for k in range(hidden):
                     y[k] = cn[k]
-            hn, o_row = h[n], out[t, n, col : col + hidden]
+            mn = m[n - n0]
             for k in range(hidden):
-                candidate = a[3 * hidden + k] * tanh(y[k])
+                mn[k] = a[3 * hidden + k] * tanh(y[k])
+            if project:
+                mkeep[t, n, ccol : ccol + hidden] = mn
+        if project:
+            product(m, 0, w_hr_t, projected, 0, n1 - n0, gemm)
+        result = projected if project else m  # h~_t, before zoneout
+        for n in range(n0, n1):
+            if t >= lengths[n]:
+                continue
+            hn, o_row, new = h[n], out[t, n, ocol : ocol + width], result[n - n0]
+            for k in range(width):
+                candidate = new[k]
                 if zoned:
-                    m = zmask[t, n, k]
-                    candidate = m * hn[k] + (one - m) * candidate
+                    keep = zmask[t, n, k]
+                    candidate = keep * hn[k] + (one - keep) * candidate
                 hn[k] = o_row[k] = candidate
 
 
 @jit
 def extended_lstm_backward(
-    gates, gcol, col, d, cells, c0, w_hh, g_hh, g_c, b_c, rmask, zmask, norm, zhat, rstd_z, chat, rstd_c,
-    grad_out, grad_cells, dxp, dz, dy, dh, dc, lengths, reverse, n0, n1, gemm,
+    gates, gcol, ccol, ocol, d, cells, mkeep, c0, w_hh, w_hr, g_hh, g_c, b_c, rmask, zmask, norm, zhat,
+    rstd_z, chat, rstd_c, grad_out, grad_cells, dxp, dz, dy, dhs, dh, dc, lengths, reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_lstm_forward`, last step first.
 
     Args:
-        c0: ``(N, H)``, this direction's ``c_0``; ``w_hh``: ``W_hh`` as
-            :func:`~rnnkit.kernels.numba_ops.product` takes it.
-        grad_out: ``(T, N, D*H)``, ``dL/d output``.
+        c0: ``(N, H)``, this direction's ``c_0``; ``w_hh``: ``W_hh``, ``w_hr``:
+            ``W_hr`` (empty without a projection), as
+            :func:`~rnnkit.kernels.numba_ops.product` takes them.
+        grad_out: ``(T, N, D*P)``, ``dL/d output``.
         grad_cells: ``(T, N, D*H)``, ``dL/dc_t`` of every step where the
             caller took the cells as an output; no steps if not.
         dxp: ``(T, N, D*4H)`` receives ``dL/d xp`` (the gate pre-activations).
         dz: ``(T, N, D*4H)`` receives ``dL/d W_hh (m ⊙ h_(t-1))`` (with layer
             norm; without, it is ``dxp`` and the caller passes ``dxp`` again).
         dy: ``(T, N, D*H)`` receives ``dL/d LN_c(c_t)`` (with layer norm).
-        dh, dc: ``(N, H)``: ``dL/dh_n``, ``dL/dc_n`` on entry, ``dL/dh_0``, ``dL/dc_0`` on return.
+        dhs: ``(T, N, D*P)`` receives ``dL/dh~_t`` with a projection (zeros
+            past each length), whose products with ``mkeep`` over all steps
+            give ``dL/dW_hr``.
+        dh: ``(N, P)``, dc: ``(N, H)``: ``dL/dh_n``, ``dL/dc_n`` on entry,
+            ``dL/dh_0``, ``dL/dc_0`` on return.
     """
-    steps, hidden = gates.shape[0], dc.shape[1]
+    steps, hidden, width = gates.shape[0], dc.shape[1], dh.shape[1]
     rows = 4 * hidden
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
-    zoned, cells_wanted = zmask.shape[0] > 0, grad_cells.shape[0] > 0
+    zoned, cells_wanted, project = zmask.shape[0] > 0, grad_cells.shape[0] > 0, w_hr.size > 0
     back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dc.dtype)
-    dht = np.empty(hidden, dtype=dc.dtype)
+    gh = np.zeros((n1 - n0, width), dtype=dc.dtype)  # dL/dh~_t
+    dm = np.zeros((n1 - n0, max(w_hr.shape[1], hidden)), dtype=dc.dtype)  # dL/d(o * tanh(y)), projected
     dct = np.empty(hidden, dtype=dc.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
+        for n in range(n0, n1):
+            g = gh[n - n0]
+            if t >= lengths[n]:
+                g[:] = zero
+            else:
+                gy, dhn = grad_out[t, n, ocol : ocol + width], dh[n]
+                for k in range(width):
+                    total = dhn[k] + gy[k]
+                    if zoned:
+                        keep = zmask[t, n, k]
+                        g[k] = (one - keep) * total
+                        dhn[k] = keep * total
+                    else:
+                        g[k] = total
+                        dhn[k] = zero
+            if project:
+                dhs[t, n, ocol : ocol + width] = g
+        if project:
+            product(gh, 0, w_hr, dm, 0, n1 - n0, gemm)
+        dm_all = dm if project else gh
         for n in range(n0, n1):
             a, da = gates[t, n, gcol : gcol + rows], dxp[t, n, gcol : gcol + rows]
             dzn = dz[t, n, gcol : gcol + rows]
@@ -201,33 +249,23 @@ def extended_lstm_backward(
                 da[:] = zero
                 dzn[:] = zero
                 if norm:
-                    dy[t, n, col : col + hidden] = zero
+                    dy[t, n, ccol : ccol + hidden] = zero
                 continue
-            gy, dhn = grad_out[t, n, col : col + hidden], dh[n]
-            for k in range(hidden):
-                total = dhn[k] + gy[k]
-                if zoned:
-                    m = zmask[t, n, k]
-                    dht[k] = (one - m) * total
-                    dhn[k] = m * total
-                else:
-                    dht[k] = total
-                    dhn[k] = zero
-            c_t = cells[t, n, col : col + hidden]
+            dmn, c_t = dm_all[n - n0], cells[t, n, ccol : ccol + hidden]
             for k in range(hidden):
                 o = a[3 * hidden + k]
-                y = g_c[k] * chat[t, n, col + k] + b_c[k] if norm else c_t[k]
+                y = g_c[k] * chat[t, n, ccol + k] + b_c[k] if norm else c_t[k]
                 ty = tanh(y)
-                da[3 * hidden + k] = dht[k] * ty * (o * (one - o))
-                dct[k] = dht[k] * o * (one - ty * ty)  # dL/dy for now
+                da[3 * hidden + k] = dmn[k] * ty * (o * (one - o))
+                dct[k] = dmn[k] * o * (one - ty * ty)  # dL/dy for now
             if norm:
-                dy[t, n, col : col + hidden] = dct
-                normalise_backward(dct, g_c, chat[t, n, col : col + hidden], rstd_c[t, n, d], dct)
+                dy[t, n, ccol : ccol + hidden] = dct
+                normalise_backward(dct, g_c, chat[t, n, ccol : ccol + hidden], rstd_c[t, n, d], dct)
             first = t == lengths[n] - 1 if reverse else t == 0
-            c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, col : col + hidden]
+            c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, ccol : ccol + hidden]
             dcn = dc[n]
             if cells_wanted:  # c_t as an output of its own: its gradient joins dL/dc_t
-                gc = grad_cells[t, n, col : col + hidden]
+                gc = grad_cells[t, n, ccol : ccol + hidden]
                 for k in range(hidden):
                     dcn[k] += gc[k]
             for k in range(hidden):

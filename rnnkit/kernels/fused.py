@@ -52,13 +52,10 @@ def refusal(
     products would change the dtype under them) and torch.func's transforms
     (whose tensors are wrappers). The reference, plain tensor ops, serves
     all of those. The layer options beyond torch.nn (layer norm, recurrent
-    dropout, zoneout) run fused for every kind, an LSTM without a projection
+    dropout, zoneout) run fused for every kind
     (:mod:`rnnkit.kernels.fused_extension`); the reference runs the rest."""
     if kind not in LAYERS:
         return f"no fused loops for cell kind {kind!r}"
-    options = extension_options(weights, recurrent_mask, zoneout_mask)
-    if options and weights[0].w_hr is not None:
-        return f"the fused loops do not run {' and '.join(options)} with proj_size yet"
     dtype = x.dtype
     if not x.is_cpu or dtype not in DTYPES:
         return f"it runs float32 and float64 on the CPU, got {dtype} on {x.device}"

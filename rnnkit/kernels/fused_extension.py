@@ -1,5 +1,5 @@
 """The fused Elman, LSTM and GRU layers with rnnkit's options beyond torch.nn:
-layer norm, recurrent dropout and zoneout (an LSTM without a projection),
+layer norm, recurrent dropout and zoneout (an LSTM's projection too),
 forward and backward.
 
 Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
@@ -38,51 +38,57 @@ from rnnkit.kernels.extension_loops import (
 )
 from rnnkit.kernels.reference import DirectionWeights, State, input_projection
 
-_FIELDS = 4  # per direction: w_hh, ln_hh_weight, ln_c_weight, ln_c_bias
+_FIELDS = 5  # per direction: w_hh, ln_hh_weight, ln_c_weight, ln_c_bias, w_hr
 
 
 class _ExtendedLSTM(torch.autograd.Function):
     """``(return_cells, lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *weights)
     -> (output, h_n, c_n)``, and ``cells (T, N, D*H)`` after them with
     ``return_cells``; ``weights`` are :data:`_FIELDS` tensors per direction
-    (the gains ``None`` without layer norm), the masks ``(D, N, H)`` and
-    ``(D, T, N, H)`` or ``None``."""
+    (the gains ``None`` without layer norm, ``w_hr`` without a projection),
+    the masks ``(D, N, P)`` and ``(D, T, N, P)`` or ``None``."""
 
     @staticmethod
     def forward(ctx, return_cells, lengths, rmask, zmask, xp, h0, c0, *flat):  # type: ignore[override]
         steps, batch, _ = xp.shape
         directions, _, hidden = c0.shape
-        norm = flat[1] is not None
+        width = h0.shape[2]
+        weights = [flat[k : k + _FIELDS] for k in range(0, len(flat), _FIELDS)]
+        norm, project = flat[1] is not None, flat[4] is not None
         new = xp.new_empty
-        gates, cells = new(xp.shape), new(steps, batch, directions * hidden)
-        out, hprev = new(cells.shape), new(cells.shape)
         empty = new(0, 0, 0)
+        gates, cells = new(xp.shape), new(steps, batch, directions * hidden)
+        out, hprev = new(steps, batch, directions * width), new(steps, batch, directions * width)
+        mkeep = new(cells.shape) if project else empty
         zhat = new(xp.shape) if norm else empty
         chat = new(cells.shape) if norm else empty
         rstd_z = new(steps, batch, directions) if norm else empty
         rstd_c = new(steps, batch, directions) if norm else empty
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         c_n = c0.detach().clone(memory_format=torch.contiguous_format)
-        weights = [flat[k : k + _FIELDS] for k in range(0, len(flat), _FIELDS)]
         w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
+        w_hr_t = common.step_weights([None if w[4] is None else w[4].t() for w in weights], xp.dtype)
         g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
-        arrays = [common.as_array(t) for t in (xp, gates, cells, out, hprev, zhat, rstd_z, chat, rstd_c, h_n, c_n)]
-        xp_a, gates_a, cells_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, h_a, c_a = arrays
+        arrays = [
+            common.as_array(t)
+            for t in (xp, gates, cells, mkeep, out, hprev, zhat, rstd_z, chat, rstd_c, h_n, c_n)
+        ]
+        xp_a, gates_a, cells_a, mkeep_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, h_a, c_a = arrays
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_lstm_forward(
-                xp_a, d * 4 * hidden, d * hidden, d, w_hh_t[d], g_hh[d], g_c[d], b_c[d], rm[d], zm[d], norm,
-                gates_a, cells_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, h_a[d], c_a[d],
-                lengths_a, d == 1, piece.n0, piece.n1, gemm,
+                xp_a, d * 4 * hidden, d * hidden, d * width, d, w_hh_t[d], w_hr_t[d], g_hh[d], g_c[d], b_c[d],
+                rm[d], zm[d], norm, gates_a, cells_a, mkeep_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a,
+                rstd_c_a, h_a[d], c_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
-        sizing = [DirectionWeights(w[0], w[0]) for w in weights]
+        sizing = [DirectionWeights(w[0], w[0], w_hr=w[4]) for w in weights]
         common.run_pieces(work, sizing, batch, steps)
         ctx.save_for_backward(c0, *flat)
-        ctx.kept = (lengths, rmask, zmask, gates, cells, hprev, zhat, rstd_z, chat, rstd_c, norm)
+        ctx.kept = (lengths, rmask, zmask, gates, cells, mkeep, hprev, zhat, rstd_z, chat, rstd_c, norm, width)
         if return_cells:  # a copy: the backward pass reads its own, whatever the caller does with this one
             return out, h_n, c_n, cells.clone()
         return out, h_n, c_n
@@ -91,42 +97,48 @@ class _ExtendedLSTM(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out, grad_h_n, grad_c_n, *grad_cells):  # type: ignore[override]
         c0, *flat = ctx.saved_tensors
-        lengths, rmask, zmask, gates, cells, hprev, zhat, rstd_z, chat, rstd_c, norm = ctx.kept
+        lengths, rmask, zmask, gates, cells, mkeep, hprev, zhat, rstd_z, chat, rstd_c, norm, width = ctx.kept
         steps, batch, _ = gates.shape
         directions, _, hidden = c0.shape
         weights = [flat[k : k + _FIELDS] for k in range(0, len(flat), _FIELDS)]
+        project = weights[0][4] is not None
         dxp = gates.new_empty(gates.shape)
         dz = gates.new_empty(gates.shape) if norm else dxp
         dy = cells.new_empty(cells.shape) if norm else cells.new_empty(0, 0, 0)
+        dhs = cells.new_empty(steps, batch, directions * width) if project else cells.new_empty(0, 0, 0)
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         dc = grad_c_n.clone(memory_format=torch.contiguous_format)
         w_hh = common.step_weights([w[0] for w in weights], gates.dtype)
+        w_hr = common.step_weights([w[4] for w in weights], gates.dtype)
         g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), gates.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, gates.dtype)
         cells_grad = grad_cells[0] if grad_cells else cells.new_empty(0, batch, directions * hidden)
         arrays = [
             common.as_array(t)
-            for t in (gates, cells, c0, zhat, rstd_z, chat, rstd_c, grad_out, cells_grad, dxp, dz, dy, dh, dc)
+            for t in (gates, cells, mkeep, c0, zhat, rstd_z, chat, rstd_c, grad_out, cells_grad, dxp, dz, dy, dhs,
+                      dh, dc)
         ]
-        (gates_a, cells_a, c0_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, cells_grad_a, dxp_a, dz_a, dy_a,
-         dh_a, dc_a) = arrays
+        (gates_a, cells_a, mkeep_a, c0_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, cells_grad_a, dxp_a,
+         dz_a, dy_a, dhs_a, dh_a, dc_a) = arrays
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_lstm_backward(
-                gates_a, d * 4 * hidden, d * hidden, d, cells_a, c0_a[d], w_hh[d], g_hh[d], g_c[d], b_c[d],
-                rm[d], zm[d], norm, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, cells_grad_a, dxp_a, dz_a, dy_a,
-                dh_a[d], dc_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+                gates_a, d * 4 * hidden, d * hidden, d * width, d, cells_a, mkeep_a, c0_a[d], w_hh[d], w_hr[d],
+                g_hh[d], g_c[d], b_c[d], rm[d], zm[d], norm, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a,
+                cells_grad_a, dxp_a, dz_a, dy_a, dhs_a, dh_a[d], dc_a[d], lengths_a, d == 1,
+                piece.n0, piece.n1, gemm,
             )
 
-        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        common.run_pieces(work, [DirectionWeights(w[0], w[0], w_hr=w[4]) for w in weights], batch, steps)
         pairs = steps * batch
         grads: list[Tensor | None] = []
         for d, w in enumerate(weights):
             gates_d, cells_d = slice(d * 4 * hidden, (d + 1) * 4 * hidden), slice(d * hidden, (d + 1) * hidden)
+            outs_d = slice(d * width, (d + 1) * width)
             dz_d = dz[:, :, gates_d].reshape(pairs, 4 * hidden)
-            grads.append(dense.matmul(dz_d.t(), hprev[:, :, cells_d].reshape(pairs, hidden)))
+            grads.append(dense.matmul(dz_d.t(), hprev[:, :, outs_d].reshape(pairs, width)))
             if norm:
                 dy_d = dy[:, :, cells_d]
                 grads += [
@@ -136,6 +148,10 @@ class _ExtendedLSTM(torch.autograd.Function):
                 ]
             else:
                 grads += [None, None, None]
+            grads.append(
+                dense.matmul(dhs[:, :, outs_d].reshape(pairs, width).t(), mkeep[:, :, cells_d].reshape(pairs, hidden))
+                if project else None
+            )
         return None, None, None, None, dxp, dh, dc, *grads
 
 
@@ -314,7 +330,7 @@ def run_layer(
     zoneout_mask: Tensor | None = None,
     return_cells: bool = False,
 ) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
-    """One Elman, LSTM (no projection) or GRU layer with layer norm, recurrent
+    """One Elman, LSTM or GRU layer with layer norm, recurrent
     dropout or zoneout; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
     steps, batch = x.shape[0], x.shape[1]
     if lengths is None:
@@ -334,7 +350,7 @@ def run_layer(
         output, h_n = _ExtendedGRU.apply(lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat)
         return output, (h_n,)
     h0, c0 = state
-    flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight, w.ln_c_weight, w.ln_c_bias)]
+    flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight, w.ln_c_weight, w.ln_c_bias, w.w_hr)]
     xp = _input_side(x, weights, fold_b_hh=True)
     output, h_n, c_n, *cells = _ExtendedLSTM.apply(
         return_cells, lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *flat
