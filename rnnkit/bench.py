@@ -47,9 +47,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.kernels import blas, dense
+from rnnkit.kernels import blas
 from rnnkit.kernels.fused_common import step_weights
-from rnnkit.kernels.numba_ops import products_repeatedly
+from rnnkit.kernels.numba_ops import products_repeatedly, project_rows
 from rnnkit.kinds import CELLS
 
 
@@ -340,20 +340,18 @@ def measure(
 
 
 def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_rounds: int = 5) -> float:
-    """The floor of an inference pass, in ms (median of rounds): for each
-    layer, its input projection ``(T*N, H_in) @ (H_in, D*G*H)`` as the
-    layers do it (:func:`rnnkit.kernels.dense.matmul`), and for each direction ``T`` per-step products
+    """The floor of an inference pass, in ms (median of rounds), on one
+    thread: for each layer, its input projection ``(T*N, H_in) @ (H_in,
+    D*G*H)`` by rnnkit's tiles (:func:`~rnnkit.kernels.numba_ops.project_rows`,
+    as the layers do it), and for each direction ``T`` per-step products
     ``(N, P) @ (P, G*H)`` (and, with a projection, ``(N, H) @ (H, P)``) from
     compiled code, the way the loops do them (BLAS GEMMs of 16-row blocks,
-    or numba's product, as :func:`blas.per_step_gemm` picks), on one thread
-    (a product this small gains little from more, and an OpenMP team waking
-    for every step costs more than it on a busy machine). Nothing else: no
-    gates, no copies."""
+    or numba's tiles, as :func:`blas.per_step_gemm` picks). Nothing else: no
+    gates, no copies. A layer that runs on several threads can beat it."""
     gates = len(CELLS[config.cell].gates)
     hidden, width = config.hidden, config.proj_size or config.hidden
     directions = 2 if config.bidirectional else 1
     library, gemm = blas.per_step_gemm(dtype == torch.float64, config.batch)
-    rows = config.steps * config.batch
 
     def zeros(*shape: int):
         return torch.zeros(shape, dtype=dtype)
@@ -361,15 +359,17 @@ def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_round
     layers = []
     for layer in range(config.layers):
         features = config.input_size if layer == 0 else directions * width
-        layers.append((zeros(rows, features), zeros(features, directions * gates * hidden),
-                       zeros(directions * gates * hidden)))
+        (w_ih_t,) = step_weights([zeros(features, directions * gates * hidden)], dtype)
+        layers.append((zeros(config.steps, config.batch, features).numpy(), w_ih_t,
+                       zeros(directions * gates * hidden).numpy(),
+                       zeros(config.steps, config.batch, directions * gates * hidden).numpy()))
     w_hh_t, w_hr_t = step_weights([zeros(width, gates * hidden), zeros(hidden, width)], dtype)
     h, m = zeros(config.batch, width).numpy(), zeros(config.batch, hidden).numpy()
     z, p = zeros(config.batch, w_hh_t.shape[1]).numpy(), zeros(config.batch, w_hr_t.shape[1]).numpy()
 
     def run() -> None:
-        for x_rows, w_ih_t, b_ih in layers:
-            dense.matmul(x_rows, w_ih_t, b_ih)
+        for x, w_ih_t, b_ih, projected in layers:
+            project_rows(x, w_ih_t, b_ih, projected, 0, 0, config.batch, 0, config.steps)
             with contextlib.nullcontext() if library is None else library.one_thread():
                 for _ in range(directions):
                     products_repeatedly(h, w_hh_t, z, config.steps, gemm)

@@ -21,7 +21,8 @@ each time is the median of its runs; speedup = torch time / rnnkit time, so
 above 1 means rnnkit is faster. The floor is the time of the matrix
 products an inference pass needs (the input projections and every step's
 product with W_hh), done back to back the way the kernels do them (BLAS or
-numba's product), and beside it rnnkit's inference time as a multiple of it. Peak memory is the rise in resident
+numba's tiles) on one thread, and beside it rnnkit's inference time as a
+multiple of it (below 1 where rnnkit's threads share the work). Peak memory is the rise in resident
 memory during one training step, each layer measured in a fresh process.
 
 The default configurations cover, for each cell type, the size regimes
