@@ -721,9 +721,10 @@ def peak_memory_mb(config: BenchConfig, dtype: torch.dtype, implementation: str)
     """Peak memory of one training step, in MiB, measured in a fresh process
     (``None`` where the system cannot say: it needs Linux's ``/proc``).
 
-    The child builds the layer and input and runs a tiny training step, so
-    that compiled code, thread pools and the gradients' storage exist before
-    the measurement. It then hands freed heap memory back to the system
+    The child builds the layer and input and runs a full-size training step
+    first, so that what is made once per process (compiled code, oneDNN's
+    kernels, thread pools and their stacks, the gradients' storage) exists
+    before the measurement. It then hands freed heap memory back to the system
     (``malloc_trim``), resets the high-water mark of its resident memory
     (``/proc/self/clear_refs``), runs one full-size training step and reads
     the new high-water mark: its rise over the resident memory before the
@@ -757,7 +758,7 @@ def _memory_child(request: dict) -> float | None:
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-6)
     optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradients' storage
     run = forward(config)
-    training_step(module, optimizer, x[:2, :1].clone(), run)
+    training_step(module, optimizer, x, run)  # one-time costs (compiled kernels, thread stacks) out of the way
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as f:

@@ -23,7 +23,8 @@ products an inference pass needs (the input projections and every step's
 product with W_hh), done back to back the way the kernels do them (BLAS or
 numba's tiles) on one thread, and beside it rnnkit's inference time as a
 multiple of it (below 1 where rnnkit's threads share the work). Peak memory is the rise in resident
-memory during one training step, each layer measured in a fresh process.
+memory during a training step (after a first one), each layer measured in a
+fresh process.
 
 The default configurations cover, for each cell type, the size regimes
 rnnkit sets itself targets in (printed beside each speedup): small batches

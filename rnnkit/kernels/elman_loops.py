@@ -6,7 +6,7 @@ different threads), inside arrays shared by all directions:
 
 * ``out (T, N, D*H)``, C-contiguous; this direction owns columns
   ``col:col + H``. The input projection ``W_ih x_t + b_ih + b_hh`` of every
-  step (both biases folded in) is computed before the loop by one matrix product; the forward loop
+  step (both biases folded in) is computed before the loop; the forward loop
   overwrites it in place with ``h_t``, so the loop needs no buffer of its own.
 * ``lengths (N,)`` int64, ``<= T``: steps ``t >= lengths[n]`` output zeros and
   leave row ``n``'s state as it is; a ``reverse`` pass runs from ``T - 1``

@@ -3,8 +3,9 @@
 Forward, for a layer with ``D`` directions over ``(T, N, H_in)`` and hidden
 size ``H``:
 
-1. one matrix product gives every step's input projection for all
-   directions, ``W_ih x_t + b_ih``, into a gates buffer ``(T, N, D*3H)``,
+1. every step's input projection for all directions, ``W_ih x_t + b_ih``,
+   goes into a gates buffer ``(T, N, D*3H)``
+   (:func:`~rnnkit.kernels.fused_common.project_inputs`),
    ``b_hr`` and ``b_hz`` added with it (``b_hn`` sits inside the reset
    product and stays in the loop);
 2. :func:`~rnnkit.kernels.gru_loops.gru_forward` runs the recurrence,

@@ -4,8 +4,9 @@
 Forward, for a layer with ``D`` directions over ``(T, N, H_in)``, hidden size
 ``H`` and output size ``P`` (``proj_size``, else ``H``):
 
-1. one matrix product gives every step's input projection for all
-   directions, ``W_ih x_t + b_ih + b_hh``, into a gates buffer ``(T, N, D*4H)``;
+1. every step's input projection for all directions, ``W_ih x_t + b_ih +
+   b_hh``, goes into a gates buffer ``(T, N, D*4H)``
+   (:func:`~rnnkit.kernels.fused_common.project_inputs`);
 2. :func:`~rnnkit.kernels.lstm_loops.lstm_forward` runs the recurrence,
    turning the gates buffer into the gates' activations in place and, when
    a backward pass may follow, keeping every ``c_t`` in ``(T, N, D*H)``.

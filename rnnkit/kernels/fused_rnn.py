@@ -2,9 +2,9 @@
 
 Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
 
-1. one matrix product gives every step's input projection for both
-   directions, ``W_ih x_t + b_ih + b_hh``, straight into the output buffer
-   ``(T, N, D*H)`` (:func:`~rnnkit.kernels.fused_common.project_inputs`);
+1. every step's input projection for both directions, ``W_ih x_t + b_ih +
+   b_hh``, goes straight into the output buffer ``(T, N, D*H)``
+   (:func:`~rnnkit.kernels.fused_common.project_inputs`);
 2. :func:`~rnnkit.kernels.elman_loops.elman_forward` runs the recurrence in
    place, each direction and batch chunk on a thread of its own.
 

@@ -7,8 +7,8 @@ with hidden size ``H``:
 * ``gates (T, N, D*3H)``, C-contiguous; this direction owns columns
   ``gcol:gcol + 3H``, the gates ``r, z, n`` in that order. It holds the input
   projection ``W_ih x_t + b_ih`` of every step, with ``b_hr`` and ``b_hz``
-  folded in (``b_hn`` cannot be: the reset gate scales it), computed before the loop by
-  one matrix product; the forward loop overwrites it in place with the gates'
+  folded in (``b_hn`` cannot be: the reset gate scales it), computed before the loop;
+  the forward loop overwrites it in place with the gates'
   activations, which is what the backward loop needs.
 * ``out (T, N, D*H)``: columns ``ocol:ocol + H`` receive ``h_t``.
 * ``hns (T, N, D*H)``: columns ``ocol:ocol + H`` receive ``W_hn h_{t-1} + b_hn``,

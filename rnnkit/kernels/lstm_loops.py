@@ -7,7 +7,7 @@ with hidden size ``H`` and output size ``P`` (``P = H`` without a projection):
 * ``gates (T, N, D*4H)``, C-contiguous; this direction owns columns
   ``gcol:gcol + 4H``, the gates ``i, f, g, o`` in that order. It holds the
   input projection ``W_ih x_t + b_ih + b_hh`` of every step (both biases), computed before the
-  loop by one matrix product; the forward loop overwrites it in place with
+  loop; the forward loop overwrites it in place with
   the gates' activations, which is what the backward loop needs.
 * ``out (T, N, D*P)``: columns ``ocol:ocol + P`` receive ``h_t``.
 * ``cells (T, N, D*H)``: columns ``ccol:ccol + H`` receive ``c_t`` (zeros past
