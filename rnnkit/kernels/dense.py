@@ -1,8 +1,9 @@
-"""The products over all steps at once: a layer's input projection and, going
-back, the input's and the weights' gradients.
+"""The products over all steps at once that the backward pass does through
+torch: the input's and the weights' gradients (the input projection is
+rnnkit's own, :func:`rnnkit.kernels.numba_ops.project_rows`).
 
-These are large GEMMs (``T*N`` rows), done once per layer call outside the
-compiled loops, through torch. On x86 CPUs other than Intel's, torch's own
+These are large GEMMs (``T*N`` rows), done once per layer call after the
+compiled loops. On x86 CPUs other than Intel's, torch's own
 GEMM (MKL) runs its AVX2 code, and oneDNN, which torch also carries (the
 library behind ``torch.nn.LSTM`` on the CPU), runs AVX-512 where the CPU has
 it: measured on an AMD EPYC (Zen 5), one thread, float32, it does

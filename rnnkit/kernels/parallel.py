@@ -120,7 +120,8 @@ def _openmp_team() -> Callable[[Callable[[], None], int], None] | None:
     body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
     gomp_parallel.restype = None
     gomp_parallel.argtypes = [body_type, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
-    bodies: dict[int, Callable[[], None]] = {}  # by key, for callers on several Python threads at once
+    # by key, for callers on several Python threads at once: (body, the caller's thread)
+    bodies: dict[int, tuple[Callable[[], None], int]] = {}
     keys = itertools.count(1)
 
     ensure = ctypes.pythonapi.PyGILState_Ensure
@@ -128,16 +129,17 @@ def _openmp_team() -> Callable[[Callable[[], None], int], None] | None:
 
     @body_type
     def run_body(key: int) -> None:  # on every thread of the team; takes the GIL around body's Python
-        if not getattr(known, "kept", False):
-            # An OpenMP thread is not Python's: each callback would make and drop
-            # a thread state (tens of µs). One kept reference keeps its state.
+        body, caller = bodies[key]
+        if threading.get_ident() != caller and not getattr(known, "kept", False):
+            # An OpenMP worker is not Python's: each callback would make and drop
+            # a thread state (tens of µs). One reference kept keeps its state.
             ensure()
             known.kept = True
-        bodies[key]()
+        body()
 
     def start(body: Callable[[], None], threads: int) -> None:
         key = next(keys)
-        bodies[key] = body
+        bodies[key] = (body, threading.get_ident())
         try:
             gomp_parallel(run_body, key, threads, 0)
         finally:
