@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, product, tanh
+from rnnkit.kernels.numba_ops import copy, jit, product, tanh
 
 
 @jit
@@ -90,4 +90,4 @@ def elman_backward(out, grad_out, dz, col, w_hh, dh, lengths, reverse, relu, n0,
         product(dz[t], col, w_hh, g, n0, n1, gemm)  # dL/dh_{t-1} = dz_t W_hh
         for n in range(n0, n1):
             if t < lengths[n]:
-                dh[n] = g[n - n0, :hidden]
+                copy(dh[n], g[n - n0])

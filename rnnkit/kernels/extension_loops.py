@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
+from rnnkit.kernels.numba_ops import copy, jit, product, sigmoid, tanh
 
 EPS = 1e-5  # rnnkit.kernels.reference.LAYER_NORM_EPS
 
@@ -140,7 +140,7 @@ def extended_lstm_forward(
                     zhat[t, n, gcol : gcol + rows] = zero
                     chat[t, n, ccol : ccol + hidden] = zero
                 continue
-            hprev[t, n, ocol : ocol + width] = hm[n]
+            copy(hprev[t, n, ocol : ocol + width], hm[n])
             zn = z[n - n0, :rows]
             a = gates[t, n, gcol : gcol + rows]
             x_t = xp[t, n, gcol : gcol + rows]
@@ -172,7 +172,7 @@ def extended_lstm_forward(
             for k in range(hidden):
                 mn[k] = a[3 * hidden + k] * tanh(y[k])
             if project:
-                mkeep[t, n, ccol : ccol + hidden] = mn
+                copy(mkeep[t, n, ccol : ccol + hidden], mn)
         if project:
             product(m, 0, w_hr_t, projected, 0, n1 - n0, gemm)
         result = projected if project else m  # h~_t, before zoneout
@@ -238,7 +238,7 @@ def extended_lstm_backward(
                         g[k] = total
                         dhn[k] = zero
             if project:
-                dhs[t, n, ocol : ocol + width] = g
+                copy(dhs[t, n, ocol : ocol + width], g)
         if project:
             product(gh, 0, w_hr, dm, 0, n1 - n0, gemm)
         dm_all = dm if project else gh
@@ -259,7 +259,7 @@ def extended_lstm_backward(
                 da[3 * hidden + k] = dmn[k] * ty * (o * (one - o))
                 dct[k] = dmn[k] * o * (one - ty * ty)  # dL/dy for now
             if norm:
-                dy[t, n, ccol : ccol + hidden] = dct
+                copy(dy[t, n, ccol : ccol + hidden], dct)
                 normalise_backward(dct, g_c, chat[t, n, ccol : ccol + hidden], rstd_c[t, n, d], dct)
             first = t == lengths[n] - 1 if reverse else t == 0
             c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, ccol : ccol + hidden]
@@ -309,8 +309,8 @@ def extended_gru_forward(
                 if norm:
                     zhat[t, n, gcol : gcol + rows] = zero
                 continue
-            hprev[t, n, col : col + hidden] = hm[n]
-            hold[t, n, col : col + hidden] = h[n]
+            copy(hprev[t, n, col : col + hidden], hm[n])
+            copy(hold[t, n, col : col + hidden], h[n])
             zn = z[n - n0, :rows]
             if norm:
                 zh = zhat[t, n, gcol : gcol + rows]
@@ -410,7 +410,7 @@ def extended_elman_forward(
                 if norm:
                     zhat[t, n, col : col + hidden] = zero
                 continue
-            hprev[t, n, col : col + hidden] = hm[n]
+            copy(hprev[t, n, col : col + hidden], hm[n])
             zn, x_t, a = z[n - n0, :hidden], xp[t, n, col : col + hidden], act[t, n, col : col + hidden]
             if norm:
                 zh = zhat[t, n, col : col + hidden]

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
+from rnnkit.kernels.numba_ops import copy, jit, product, sigmoid, tanh
 
 
 @jit
@@ -113,8 +113,9 @@ def lstm_forward_step(
         if t >= lengths[n]:
             o_row[:] = zero
         else:
-            o_row[:] = result[n - n0, :width]
-            h[n] = result[n - n0, :width]
+            hn, new = h[n], result[n - n0]
+            for k in range(width):
+                o_row[k] = hn[k] = new[k]
 
 
 @jit
@@ -196,7 +197,7 @@ def lstm_backward_step(
         else:
             g[:] = zero
         if project:
-            dhs[t, n, ocol : ocol + width] = g
+            copy(dhs[t, n, ocol : ocol + width], g)
     if project:
         product(gh, 0, w_hr, dm, 0, n1 - n0, gemm)
     dm_all = dm if project else gh
@@ -226,4 +227,4 @@ def lstm_backward_step(
             dcn[k] = dct * f
             m[k] = o * tc
         if project:
-            c_t[:] = m  # no step still to come reads this c_t
+            copy(c_t, m)  # no step still to come reads this c_t
