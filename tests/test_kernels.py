@@ -746,6 +746,7 @@ def test_dense_products_match_torch_on_either_path(onednn, monkeypatch):
         pytest.skip("this torch has no oneDNN")
     monkeypatch.setattr(dense, "ONEDNN", onednn)
     monkeypatch.setattr(dense, "MIN_ONEDNN_WORK", 0)
+    monkeypatch.setattr(dense, "MIN_ONEDNN_REDUCTION_OUTPUT", 0)
     a, b, bias = torch.randn(40, 30), torch.randn(50, 30), torch.randn(50)
     for left, right, add in [(a, b.t(), None), (a, b.t(), bias), (a.t(), a, None), (b[:, 3:20].t(), b[:, :9], None)]:
         expected = left.double() @ right.double() + (0 if add is None else add.double())
@@ -761,6 +762,7 @@ def test_layers_match_reference_with_every_product_on_onednn(kind, monkeypatch):
         pytest.skip("this torch has no oneDNN")
     monkeypatch.setattr(dense, "ONEDNN", True)
     monkeypatch.setattr(dense, "MIN_ONEDNN_WORK", 0)
+    monkeypatch.setattr(dense, "MIN_ONEDNN_REDUCTION_OUTPUT", 0)
     case = Case(kind, 2, True, torch.float32, (5, 3, 5, 1), steps=5, batch=4, hidden=7, input_size=3,
                 proj=3 if kind == "lstm" else 0)
     inputs = make_inputs(case)
@@ -803,3 +805,13 @@ def test_every_piece_runs_once_and_errors_reach_the_caller(threads, monkeypatch)
 
     with pytest.raises(ValueError, match="piece 5"):
         parallel.run(fail, list(range(9)), 2)
+
+
+def test_oneDNN_takes_large_products_and_large_reductions_only(monkeypatch):
+    monkeypatch.setattr(dense, "ONEDNN", True)
+    rows, small, wide = torch.randn(8000, 64), torch.randn(8000, 32), torch.randn(8000, 512)
+    assert dense._use_onednn(rows, torch.randn(64, 256))  # (8000, 64) @ (64, 256): large
+    assert not dense._use_onednn(rows[:10], torch.randn(64, 256))  # too little work
+    assert not dense._use_onednn(small.t(), small)  # a (32, 32) gradient over 8000 rows
+    assert dense._use_onednn(wide.t(), rows)  # a (512, 64) one
+    assert not dense._use_onednn(rows.double(), torch.randn(64, 256, dtype=torch.float64))

@@ -10,7 +10,8 @@ it: measured on an AMD EPYC (Zen 5), one thread, float32, it does
 ``(1600, 128) @ (128, 512)`` in 0.83 ms against ``torch.mm``'s 1.87
 (250 against 112 GFLOP/s), and the same at every size from about two
 million multiply-adds. Below that its fixed cost (about 10 µs a call) is
-more than it saves. It has no float64, and on Intel CPUs MKL has AVX-512 code of
+more than it saves, and so is the copy of a transposed input for a small
+output (:data:`MIN_ONEDNN_REDUCTION_OUTPUT`). It has no float64, and on Intel CPUs MKL has AVX-512 code of
 its own, so everything else stays with torch's matmul.
 
 oneDNN's results do not depend on the thread count (tested), as the loops'
@@ -40,12 +41,21 @@ ONEDNN = _onednn_available() and not INTEL
 """Whether large float32 products go to oneDNN (see the module docstring)."""
 
 
+MIN_ONEDNN_REDUCTION_OUTPUT = 1 << 14
+"""Outputs of a product over a long inner dimension taken from a transpose
+(``dz^T x``, a weight's gradient) from which oneDNN is worth it: torch's
+oneDNN entry copies a transposed input first, which a small output does not
+repay (measured, 2 threads: ``(64, 6400) @ (6400, 64)`` 0.31 ms against
+MKL's 0.29, ``(512, 1600) @ (1600, 128)`` 0.78 against 1.12)."""
+
+
 def _use_onednn(a: Tensor, b: Tensor) -> bool:
     rows, inner = a.shape
-    return (
-        ONEDNN and a.dtype == torch.float32 and b.dtype == torch.float32 and a.device.type == "cpu"
-        and rows * inner * b.shape[1] >= MIN_ONEDNN_WORK
-    )
+    if not (ONEDNN and a.dtype == torch.float32 and b.dtype == torch.float32 and a.device.type == "cpu"):
+        return False
+    if rows * inner * b.shape[1] < MIN_ONEDNN_WORK:
+        return False
+    return a.is_contiguous() or rows * b.shape[1] >= MIN_ONEDNN_REDUCTION_OUTPUT
 
 
 def matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
