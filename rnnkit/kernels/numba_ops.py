@@ -1,5 +1,5 @@
 """Building blocks of the fused loops, compiled with numba: ``jit``, ``tanh``,
-``sigmoid``, ``matmul_rows``, ``product``.
+``sigmoid``, ``copy``, ``matmul_rows``, ``project_rows``, ``product``.
 
 Each cell's loops (``elman_loops.py``, ``lstm_loops.py``, ``gru_loops.py``) are
 written from these pieces, so that what makes them fast is written once:
@@ -12,8 +12,12 @@ written from these pieces, so that what makes them fast is written once:
   product of a step at ``H = 32``).
 * :func:`sigmoid` is ``1 / (1 + e^-x)`` with an exponential of our own that
   vectorises, for the same reason (``math.exp`` is a libm call too).
-* :func:`matmul_rows` is the per-step product ``a @ w.T`` for a block of batch
-  rows, written so that it keeps its sums in vector registers.
+* :func:`copy` copies a row by a loop (numba's slice assignment costs more).
+* :func:`matmul_rows` is ``a @ w`` for a block of batch rows, a register-tiled
+  kernel written in LLVM IR with explicit vector types; ``w`` is packed for it
+  once per call (``fused_common.step_weights``).
+* :func:`project_rows` is a piece's share of a layer's input projection, by
+  :func:`matmul_rows`, in the thread that runs the piece.
 * :func:`product` is the per-step product the loops call: ``matmul_rows``, or
   a BLAS GEMM called through its address (:mod:`rnnkit.kernels.blas`).
 
