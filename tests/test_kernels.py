@@ -815,3 +815,18 @@ def test_oneDNN_takes_large_products_and_large_reductions_only(monkeypatch):
     assert not dense._use_onednn(small.t(), small)  # a (32, 32) gradient over 8000 rows
     assert dense._use_onednn(wide.t(), rows)  # a (512, 64) one
     assert not dense._use_onednn(rows.double(), torch.randn(64, 256, dtype=torch.float64))
+
+
+def test_a_long_reduction_goes_to_onednn_in_chunks(monkeypatch):
+    """A weight's gradient over many rows, summed chunk by chunk: the same
+    product, and the same bits from call to call."""
+    if not dense._onednn_available():
+        pytest.skip("this torch has no oneDNN")
+    monkeypatch.setattr(dense, "ONEDNN", True)
+    monkeypatch.setattr(dense, "MIN_ONEDNN_WORK", 0)
+    monkeypatch.setattr(dense, "MIN_ONEDNN_REDUCTION_OUTPUT", 0)
+    monkeypatch.setattr(dense, "REDUCTION_CHUNK_BYTES", 4 * 40 * 7)  # chunks of 7 rows, and a last of 4
+    dz, x, bias = torch.randn(95, 40), torch.randn(95, 24), torch.randn(24)
+    result = dense.matmul(dz.t(), x, bias)
+    torch.testing.assert_close(result.double(), dz.t().double() @ x.double() + bias.double(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(dense.matmul(dz.t(), x, bias), result)

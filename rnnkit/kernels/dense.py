@@ -62,9 +62,27 @@ def matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     """``a @ b (+ bias)``, a new contiguous tensor: ``(M, K) @ (K, N) -> (M, N)``,
     ``bias (N,)``. Views (transposes, column slices) are fine for ``a`` and
     ``b``. Call it with autograd off, as inside a Function's forward or backward."""
-    if _use_onednn(a, b):
-        return torch.ops.mkldnn._linear_pointwise(_plain(a), _plain(b).t(), bias, "none", [], "")
-    return a @ b if bias is None else torch.addmm(bias, a, b)
+    if not _use_onednn(a, b):
+        return a @ b if bias is None else torch.addmm(bias, a, b)
+    if a.is_contiguous():
+        return _onednn(a, b, bias)
+    # A product over the long inner dimension of a transpose (a weight's
+    # gradient): in chunks of it, so that oneDNN's copy of each transposed
+    # chunk stays small (whole, it raised a training step's peak memory by
+    # the size of the gradients it reads).
+    step = max(1, REDUCTION_CHUNK_BYTES // (a.element_size() * max(a.shape[0], b.shape[1])))
+    out = _onednn(a[:, :step], b[:step], bias)
+    for k0 in range(step, a.shape[1], step):
+        out.add_(_onednn(a[:, k0 : k0 + step], b[k0 : k0 + step], None))
+    return out
+
+
+REDUCTION_CHUNK_BYTES = 1 << 20
+"""The most of a transposed input oneDNN copies at once."""
+
+
+def _onednn(a: Tensor, b: Tensor, bias: Tensor | None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(_plain(a), _plain(b).t(), bias, "none", [], "")
 
 
 def _plain(t: Tensor) -> Tensor:
