@@ -53,7 +53,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         steps, batch, _ = xp.shape
         directions, _, hidden = c0.shape
         width = h0.shape[2]
-        weights = [flat[k : k + _FIELDS] for k in range(0, len(flat), _FIELDS)]
+        weights = _per_direction(flat, _FIELDS)
         norm, project = flat[1] is not None, flat[4] is not None
         new = xp.new_empty
         empty = new(0, 0, 0)
@@ -85,8 +85,7 @@ class _ExtendedLSTM(torch.autograd.Function):
                 rstd_c_a, h_a[d], c_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
-        sizing = [DirectionWeights(w[0], w[0], w_hr=w[4]) for w in weights]
-        common.run_pieces(work, sizing, batch, steps)
+        common.run_pieces(work, _sizing(weights, w_hr_field=4), batch, steps)
         ctx.save_for_backward(c0, *flat)
         ctx.kept = (lengths, rmask, zmask, gates, cells, mkeep, hprev, zhat, rstd_z, chat, rstd_c, norm, width)
         if return_cells:  # a copy: the backward pass reads its own, whatever the caller does with this one
@@ -100,7 +99,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         lengths, rmask, zmask, gates, cells, mkeep, hprev, zhat, rstd_z, chat, rstd_c, norm, width = ctx.kept
         steps, batch, _ = gates.shape
         directions, _, hidden = c0.shape
-        weights = [flat[k : k + _FIELDS] for k in range(0, len(flat), _FIELDS)]
+        weights = _per_direction(flat, _FIELDS)
         project = weights[0][4] is not None
         dxp = gates.new_empty(gates.shape)
         dz = gates.new_empty(gates.shape) if norm else dxp
@@ -131,7 +130,7 @@ class _ExtendedLSTM(torch.autograd.Function):
                 piece.n0, piece.n1, gemm,
             )
 
-        common.run_pieces(work, [DirectionWeights(w[0], w[0], w_hr=w[4]) for w in weights], batch, steps)
+        common.run_pieces(work, _sizing(weights, w_hr_field=4), batch, steps)
         pairs = steps * batch
         grads: list[Tensor | None] = []
         for d, w in enumerate(weights):
@@ -153,6 +152,18 @@ class _ExtendedLSTM(torch.autograd.Function):
                 if project else None
             )
         return None, None, None, None, dxp, dh, dc, *grads
+
+
+def _per_direction(flat: tuple[Tensor | None, ...], fields: int) -> list[tuple[Tensor | None, ...]]:
+    """A Function's flat weights cut into each direction's ``fields`` tensors."""
+    return [flat[k : k + fields] for k in range(0, len(flat), fields)]
+
+
+def _sizing(weights: list[tuple[Tensor | None, ...]], w_hr_field: int | None = None) -> list[DirectionWeights]:
+    """What :func:`~rnnkit.kernels.fused_common.run_pieces` plans the threads
+    from: each direction's ``W_hh`` (the first of its tensors) and, for the
+    LSTM, ``W_hr`` (at ``w_hr_field``; ``None`` without a projection)."""
+    return [DirectionWeights(w[0], w[0], w_hr=None if w_hr_field is None else w[w_hr_field]) for w in weights]
 
 
 def _masks(rmask: Tensor | None, zmask: Tensor | None, directions: int, dtype: torch.dtype):
@@ -179,7 +190,7 @@ class _ExtendedGRU(torch.autograd.Function):
         zhat = new(xp.shape) if norm else empty
         rstd_z = new(steps, batch, directions) if norm else empty
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        weights = [flat[k : k + 3] for k in range(0, len(flat), 3)]
+        weights = _per_direction(flat, 3)
         w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
         b_hh, g_hh = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
@@ -195,7 +206,7 @@ class _ExtendedGRU(torch.autograd.Function):
                 piece.n0, piece.n1, gemm,
             )
 
-        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        common.run_pieces(work, _sizing(weights), batch, steps)
         ctx.save_for_backward(*flat)
         ctx.kept = (lengths, rmask, zmask, gates, bn, hold, hprev, zhat, rstd_z, norm)
         return out, h_n
@@ -207,7 +218,7 @@ class _ExtendedGRU(torch.autograd.Function):
         lengths, rmask, zmask, gates, bn, hold, hprev, zhat, rstd_z, norm = ctx.kept
         steps, batch, _ = gates.shape
         directions, _, hidden = grad_h_n.shape
-        weights = [flat[k : k + 3] for k in range(0, len(flat), 3)]
+        weights = _per_direction(flat, 3)
         dxp, db = gates.new_empty(gates.shape), gates.new_empty(gates.shape)
         dz = gates.new_empty(gates.shape) if norm else db
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
@@ -226,7 +237,7 @@ class _ExtendedGRU(torch.autograd.Function):
                 piece.n0, piece.n1, gemm,
             )
 
-        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        common.run_pieces(work, _sizing(weights), batch, steps)
         pairs = steps * batch
         grads: list[Tensor | None] = []
         for d, w in enumerate(weights):
@@ -254,7 +265,7 @@ class _ExtendedElman(torch.autograd.Function):
         zhat = new(xp.shape) if norm else empty
         rstd_z = new(steps, batch, directions) if norm else empty
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        weights = [flat[k : k + 2] for k in range(0, len(flat), 2)]
+        weights = _per_direction(flat, 2)
         w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
         g_hh = common.as_arrays([w[1] for w in weights], (0,), xp.dtype)
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
@@ -270,7 +281,7 @@ class _ExtendedElman(torch.autograd.Function):
                 zhat_a, rstd_z_a, h_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
-        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        common.run_pieces(work, _sizing(weights), batch, steps)
         ctx.save_for_backward(*flat)
         ctx.kept = (relu, lengths, rmask, zmask, act, hprev, zhat, rstd_z, norm)
         return out, h_n
@@ -282,7 +293,7 @@ class _ExtendedElman(torch.autograd.Function):
         relu, lengths, rmask, zmask, act, hprev, zhat, rstd_z, norm = ctx.kept
         steps, batch, _ = act.shape
         directions, _, hidden = grad_h_n.shape
-        weights = [flat[k : k + 2] for k in range(0, len(flat), 2)]
+        weights = _per_direction(flat, 2)
         dxp = act.new_empty(act.shape)
         dz = act.new_empty(act.shape) if norm else dxp
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
@@ -301,7 +312,7 @@ class _ExtendedElman(torch.autograd.Function):
                 grad_out_a, dxp_a, dz_a, dh_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
-        common.run_pieces(work, [DirectionWeights(w[0], w[0]) for w in weights], batch, steps)
+        common.run_pieces(work, _sizing(weights), batch, steps)
         pairs = steps * batch
         grads: list[Tensor | None] = []
         for d in range(directions):
