@@ -817,7 +817,8 @@ def test_oneDNN_takes_large_products_and_large_reductions_only(monkeypatch):
     assert not dense._use_onednn(rows.double(), torch.randn(64, 256, dtype=torch.float64))
 
 
-def test_a_long_reduction_goes_to_onednn_in_chunks(monkeypatch):
+@pytest.mark.parametrize("width", [24, 56])  # the copied operand is x (narrower than dz), or dz
+def test_a_long_reduction_goes_to_onednn_in_chunks(width, monkeypatch):
     """A weight's gradient over many rows, summed chunk by chunk: the same
     product, and the same bits from call to call."""
     if not dense._onednn_available():
@@ -825,8 +826,9 @@ def test_a_long_reduction_goes_to_onednn_in_chunks(monkeypatch):
     monkeypatch.setattr(dense, "ONEDNN", True)
     monkeypatch.setattr(dense, "MIN_ONEDNN_WORK", 0)
     monkeypatch.setattr(dense, "MIN_ONEDNN_REDUCTION_OUTPUT", 0)
-    monkeypatch.setattr(dense, "REDUCTION_CHUNK_BYTES", 4 * 40 * 7)  # chunks of 7 rows, and a last of 4
-    dz, x, bias = torch.randn(95, 40), torch.randn(95, 24), torch.randn(24)
+    # chunks of 7 rows and a last of 4 (x copied), or of 5 rows (dz copied)
+    monkeypatch.setattr(dense, "REDUCTION_CHUNK_BYTES", 4 * 24 * 7 if width == 24 else 4 * 40 * 5)
+    dz, x, bias = torch.randn(95, 40), torch.randn(95, width), torch.randn(width)
     result = dense.matmul(dz.t(), x, bias)
     torch.testing.assert_close(result.double(), dz.t().double() @ x.double() + bias.double(), rtol=1e-5, atol=1e-5)
     assert torch.equal(dense.matmul(dz.t(), x, bias), result)

@@ -61,14 +61,17 @@ def step_weights(tensors: list[Tensor | None], dtype: torch.dtype) -> list[np.nd
         if t is None:
             arrays.append(torch.zeros(0, 0, dtype=dtype).numpy())
             continue
-        source = t.detach().numpy()
+        source = t.detach().contiguous().numpy()  # torch transposes in cache-sized blocks; numpy does not
         k, m = source.shape
         width = numba_ops.padded_width(m, source.itemsize)
         slack = numba_ops.VECTOR_BYTES // source.itemsize
-        buffer = np.zeros(k * width + slack, dtype=source.dtype)
+        # np.empty, not np.zeros: calloc hands out fresh pages, each of which
+        # faults on first write (1.5 ms of a 4 MiB weight's 2 ms, measured)
+        buffer = np.empty(k * width + slack, dtype=source.dtype)
         start = (-buffer.ctypes.data % numba_ops.VECTOR_BYTES) // source.itemsize
         w = buffer[start : start + k * width].reshape(k, width)
         w[:, :m] = source
+        w[:, m:] = 0
         arrays.append(w)
     return arrays
 
