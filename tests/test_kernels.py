@@ -713,6 +713,40 @@ def test_the_tiles_compute_a_times_w_for_any_rows_and_width(rows, inner, width, 
     assert (res[:, width:] == 0).all()  # zero columns of w give zeros
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows", [1, 3, 8, 13])
+@pytest.mark.parametrize("inner, width", [(1, 3), (7, 16), (64, 100), (1100, 200)])
+def test_the_tiles_add_to_a_view_of_a_wider_buffer(rows, inner, width, dtype):
+    """``matmul_add_rows``: the sums start from what ``res`` holds, and only
+    its first ``width`` columns change, the last ones short of a vector too,
+    so ``res`` can be a step's gates inside the whole buffer."""
+    g = torch.Generator().manual_seed(rows * 1000 + inner + 1)
+    a = torch.randn(rows + 3, inner + 2, generator=g, dtype=dtype)
+    w = torch.randn(inner, width, generator=g, dtype=dtype)
+    (w_packed,) = fused_common.step_weights([w], dtype)
+    buffer = torch.randn(rows + 2, width + 9, generator=g, dtype=dtype)
+    before = buffer.clone()
+    numba_ops.matmul_add_rows(a.numpy(), 2, w_packed, buffer.numpy()[1 : 1 + rows, 3:], 1, 1 + rows, width)
+    expected = before[1 : 1 + rows, 3 : 3 + width].double() + a[1 : 1 + rows, 2:].double() @ w.double()
+    tolerance = dict(rtol=1e-4, atol=1e-5 * inner) if dtype == torch.float32 else TOLERANCE[dtype]
+    torch.testing.assert_close(buffer[1 : 1 + rows, 3 : 3 + width].double(), expected, **tolerance)
+    untouched = torch.ones_like(buffer, dtype=torch.bool)
+    untouched[1 : 1 + rows, 3 : 3 + width] = False
+    assert torch.equal(buffer[untouched], before[untouched])
+
+
+def test_a_row_gets_the_same_bits_in_every_tile_when_adding():
+    a = torch.randn(13, 50).numpy()
+    (w,) = fused_common.step_weights([torch.randn(50, 70)], torch.float32)
+    start = torch.randn(13, 70).numpy()
+    together = start.copy()
+    numba_ops.matmul_add_rows(a, 0, w, together, 0, 13, 70)
+    for n in range(13):
+        alone = start[n : n + 1].copy()
+        numba_ops.matmul_add_rows(a, 0, w, alone, n, n + 1, 70)
+        assert (alone[0] == together[n]).all()
+
+
 def test_a_row_gets_the_same_bits_in_every_tile():
     """The sum over K runs in the same order whatever tile a row falls in."""
     a = torch.randn(13, 50).numpy()

@@ -6,9 +6,10 @@ with hidden size ``H`` and output size ``P`` (``P = H`` without a projection):
 
 * ``gates (T, N, D*4H)``, C-contiguous; this direction owns columns
   ``gcol:gcol + 4H``, the gates ``i, f, g, o`` in that order. It holds the
-  input projection ``W_ih x_t + b_ih + b_hh`` of every step (both biases), computed before the
-  loop; the forward loop overwrites it in place with
-  the gates' activations, which is what the backward loop needs.
+  input projection ``W_ih x_t + b_ih + b_hh`` of every step (both biases),
+  computed before the loop; the forward loop adds ``W_hh h_{t-1}`` to each
+  step's in place and, where a backward pass may follow, overwrites the sums
+  with the gates' activations, which is what the backward loop needs.
 * ``out (T, N, D*P)``: columns ``ocol:ocol + P`` receive ``h_t``.
 * ``cells (T, N, D*H)``: columns ``ccol:ccol + H`` receive ``c_t`` (zeros past
   each length), which the backward pass needs (and the caller may ask for);
@@ -28,7 +29,8 @@ the same forward pass must therefore run the forward loop again first.
 Each direction of a step is a step function (:func:`lstm_forward_step`,
 :func:`lstm_backward_step`: everything but the product with ``W_hh``); the
 sequence loops (:func:`lstm_forward`, :func:`lstm_backward`) alternate it with
-that product, done by :func:`~rnnkit.kernels.numba_ops.product` (numba's own
+that product, done by :func:`~rnnkit.kernels.numba_ops.product_add` and
+:func:`~rnnkit.kernels.numba_ops.product` (numba's own
 register tiles or a BLAS GEMM called from the compiled loop; a Python loop
 over the steps calling BLAS measured no faster: the loops' threads share the
 batch for the whole sequence, without meeting at every step). The products over all
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import copy, jit, product, sigmoid, tanh
+from rnnkit.kernels.numba_ops import copy, jit, product, product_add, sigmoid, tanh
 
 
 @jit
@@ -56,15 +58,35 @@ def lstm_forward(
         c: ``(N, H)`` C-contiguous: ``c_0`` on entry, ``c_n`` on return.
         gemm: how the per-step products run (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
-    steps = gates.shape[0]
-    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=c.dtype)  # W_hh h_{t-1}
-    m, projected = forward_scratch(n1 - n0, c.shape[1], w_hr_t.shape[1], c.dtype)
+    # One loop for each way, with keep a constant in it: where keep was a
+    # value read at run time, LLVM merged the step's two unit loops into one
+    # and both ran 1.7-1.9 times slower (measured).
+    if cells.shape[0] == gates.shape[0]:
+        _forward_steps(gates, gcol, w_hh_t, w_hr_t, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm, True)
+    else:
+        _forward_steps(gates, gcol, w_hh_t, w_hr_t, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm, False)
+
+
+@jit(inline="always")
+def _forward_steps(gates, gcol, w_hh_t, w_hr_t, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm, keep):
+    steps, hidden = gates.shape[0], c.shape[1]
+    m, projected = forward_scratch(n1 - n0, hidden, w_hr_t.shape[1], c.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        product(h, 0, w_hh_t, z, n0, n1, gemm)
+        product_add(h, 0, w_hh_t, gates[t, n0:n1, gcol:], n0, n1, 4 * hidden, gemm)
         lstm_forward_step(
-            gates, gcol, z, w_hr_t, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
+            gates, gcol, w_hr_t, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm, keep
         )
+
+
+@jit(inline="always")
+def lstm_unit(ai, af, ag, ao, c):
+    """One unit's step from its four pre-activations and ``c_{t-1}``:
+    ``(i, f, g, o, c_t, o * tanh(c_t))``. Both of
+    :func:`lstm_forward_step`'s loops call it, so that they round alike."""
+    i, f, g, o = sigmoid(ai), sigmoid(af), tanh(ag), sigmoid(ao)
+    c_t = f * c + i * g
+    return i, f, g, o, c_t, o * tanh(c_t)
 
 
 @jit
@@ -77,45 +99,44 @@ def forward_scratch(rows, hidden, width, dtype):
 
 @jit(inline="always")
 def lstm_forward_step(
-    gates, gcol, z, w_hr_t, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm
+    gates, gcol, w_hr_t, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm, keep
 ):
-    """Step ``t`` of the recurrence for rows ``n0 <= n < n1``, given
-    ``z (n1 - n0, 4H) = W_hh h_{t-1}`` of those rows; ``m`` and ``projected``
-    are :func:`forward_scratch`'s."""
-    steps = gates.shape[0]
+    """Step ``t`` of the recurrence for rows ``n0 <= n < n1``, whose
+    ``gates[t]`` already hold the pre-activations, ``W_hh h_{t-1}`` added;
+    ``m`` and ``projected`` are :func:`forward_scratch`'s. With ``keep``, the
+    activations replace the pre-activations and ``c_t`` goes to ``cells[t]``."""
     hidden, width = c.shape[1], h.shape[1]
     zero = c.dtype.type(0)
-    keep, project = cells.shape[0] == steps, w_hr_t.size > 0
+    project = w_hr_t.size > 0
     for n in range(n0, n1):
+        o_row = out[t, n, ocol : ocol + width]
         if t >= lengths[n]:
+            o_row[:] = zero
             if keep:
                 cells[t, n, ccol : ccol + hidden] = zero
             continue
         # Views indexed from 0, so that the loop vectorises (see elman_loops).
         a = gates[t, n, gcol : gcol + 4 * hidden]
         ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
-        zn = z[n - n0]
-        zi, zf, zg, zo = zn[:hidden], zn[hidden : 2 * hidden], zn[2 * hidden : 3 * hidden], zn[3 * hidden :]
-        cn, mn, kept = c[n], m[n - n0], cells[t if keep else 0, n, ccol : ccol + hidden]
-        for k in range(hidden):
-            i = sigmoid(ai[k] + zi[k])
-            f = sigmoid(af[k] + zf[k])
-            g = tanh(ag[k] + zg[k])
-            o = sigmoid(ao[k] + zo[k])
-            ai[k], af[k], ag[k], ao[k] = i, f, g, o
-            cn[k] = kept[k] = f * cn[k] + i * g
-            mn[k] = o * tanh(cn[k])
+        cn = c[n]
+        mn = m[n - n0] if project else o_row  # o * tanh(c_t): h_t itself without a projection
+        if keep:  # the activations and c_t, for the backward pass
+            kept = cells[t, n, ccol : ccol + hidden]
+            for k in range(hidden):
+                i, f, g, o, cn[k], mn[k] = lstm_unit(ai[k], af[k], ag[k], ao[k], cn[k])
+                ai[k], af[k], ag[k], ao[k], kept[k] = i, f, g, o, cn[k]
+        else:
+            for k in range(hidden):
+                _, _, _, _, cn[k], mn[k] = lstm_unit(ai[k], af[k], ag[k], ao[k], cn[k])
+        if not project:
+            copy(h[n], o_row)
     if project:
         product(m, 0, w_hr_t, projected, 0, n1 - n0, gemm)
-    result = projected if project else m
-    for n in range(n0, n1):
-        o_row = out[t, n, ocol : ocol + width]
-        if t >= lengths[n]:
-            o_row[:] = zero
-        else:
-            hn, new = h[n], result[n - n0]
-            for k in range(width):
-                o_row[k] = hn[k] = new[k]
+        for n in range(n0, n1):
+            if t < lengths[n]:
+                o_row, new = out[t, n, ocol : ocol + width], projected[n - n0]
+                copy(o_row, new)
+                copy(h[n], new)
 
 
 @jit

@@ -1,5 +1,6 @@
 """Building blocks of the fused loops, compiled with numba: ``jit``, ``tanh``,
-``sigmoid``, ``copy``, ``matmul_rows``, ``project_rows``, ``product``.
+``sigmoid``, ``copy``, ``matmul_rows`` (and ``matmul_add_rows``),
+``project_rows``, ``product`` (and ``product_add``).
 
 Each cell's loops (``elman_loops.py``, ``lstm_loops.py``, ``gru_loops.py``) are
 written from these pieces, so that what makes them fast is written once:
@@ -19,7 +20,9 @@ written from these pieces, so that what makes them fast is written once:
 * :func:`project_rows` is a piece's share of a layer's input projection, by
   :func:`matmul_rows`, in the thread that runs the piece.
 * :func:`product` is the per-step product the loops call: ``matmul_rows``, or
-  a BLAS GEMM called through its address (:mod:`rnnkit.kernels.blas`).
+  a BLAS GEMM called through its address (:mod:`rnnkit.kernels.blas`);
+  :func:`product_add` adds it to what its output holds (a step's gates,
+  whose input projection is there already), through ``matmul_add_rows``.
 
 Numba's disk cache checks only each function's own source file: after
 editing this module, delete ``rnnkit/kernels/__pycache__/*.nbi`` and
@@ -286,19 +289,20 @@ def padded_width(m: int, itemsize: int) -> int:
 
 
 @intrinsic(prefer_literal=True)
-def _row_tiles(typingctx, rows, a, arow, acol, w, res, rrow, i0, i1):
+def _row_tiles(typingctx, rows, accumulate, a, arow, acol, w, res, rrow, i0, i1):
     """``res[rrow + r, i0:i1] = a[arow + r, acol : acol + K] @ w[:, i0:i1]`` for
-    ``r < rows`` (a literal: 8, 4, 2 or 1), tile by tile.
+    ``r < rows`` (a literal: 8, 4, 2 or 1), tile by tile; ``+=`` where
+    ``accumulate`` is true (the sums start from ``res``).
 
     Shapes: ``w (K, M)`` C-contiguous; ``a`` and ``res`` 2-D with unit steps
     along their rows; ``i0`` and ``i1`` whole vectors of columns."""
     if not isinstance(rows, types.IntegerLiteral):
         return None
     height = rows.literal_value
-    sig = types.void(rows, a, arow, acol, w, res, rrow, i0, i1)
+    sig = types.void(rows, accumulate, a, arow, acol, w, res, rrow, i0, i1)
 
     def codegen(context, builder, signature, args):
-        _, a_v, arow_v, acol_v, w_v, res_v, rrow_v, i0_v, i1_v = args
+        _, adding, a_v, arow_v, acol_v, w_v, res_v, rrow_v, i0_v, i1_v = args
         real = context.get_value_type(res.dtype)
         size = context.get_abi_sizeof(real)
         lanes = VECTOR_BYTES // size
@@ -314,9 +318,9 @@ def _row_tiles(typingctx, rows, a, arow, acol, w, res, rrow, i0, i1):
             stride = builder.sdiv(cgutils.unpack_tuple(builder, array.strides)[0], int64(size))
             return builder.bitcast(array.data, real.as_pointer()), stride, cgutils.unpack_tuple(builder, array.shape)
 
-        a_p, a_stride, _ = matrix(signature.args[1], a_v)
-        w_p, w_stride, (k, _) = matrix(signature.args[4], w_v)
-        r_p, r_stride, _ = matrix(signature.args[5], res_v)
+        a_p, a_stride, _ = matrix(signature.args[2], a_v)
+        w_p, w_stride, (k, _) = matrix(signature.args[5], w_v)
+        r_p, r_stride, _ = matrix(signature.args[6], res_v)
         a_rows = [
             builder.gep(a_p, [builder.add(builder.mul(builder.add(arow_v, int64(r)), a_stride), acol_v)])
             for r in range(height)
@@ -330,8 +334,18 @@ def _row_tiles(typingctx, rows, a, arow, acol, w, res, rrow, i0, i1):
 
         def tile(i0, width):
             """Rows by ``width`` vectors of outputs from column ``i0``."""
-            sums = [[cgutils.alloca_once_value(builder, ir.Constant(vector, None)) for _ in range(width)]
-                    for _ in range(height)]
+            zero = ir.Constant(vector, None)
+            sums = [
+                [
+                    cgutils.alloca_once_value(builder, builder.select(
+                        adding,
+                        builder.load(vector_at(r_rows[r], builder.add(i0, int64(v * lanes))), align=size),
+                        zero,
+                    ))
+                    for v in range(width)
+                ]
+                for r in range(height)
+            ]
             with cgutils.for_range(builder, k) as loop:
                 j = loop.index
                 w_row = builder.gep(w_p, [builder.add(builder.mul(j, w_stride), i0)])
@@ -372,23 +386,48 @@ def matmul_rows(a, acol, w, res, n0, n1):
     columns go in panels whose part of ``w`` fits in a core's L2 cache
     (:data:`PANEL_BYTES`), every row done against a panel before the next.
     """
+    _tiled_product(a, acol, w, res, n0, n1, w.shape[1], False)
+
+
+@jit(inline="always")
+def matmul_add_rows(a, acol, w, res, n0, n1, width):
+    """``res[n - n0, :width] += a[n, acol : acol + K] @ w[:, :width]`` for rows
+    ``n0 <= n < n1``: :func:`matmul_rows` with its sums starting from ``res``,
+    over the first ``width <= M`` columns only (the last of them, short of a
+    whole vector, one at a time in the same order), so that ``res`` may be a
+    view into a wider buffer. Each output is its value in ``res`` plus the
+    terms over ``j`` in order, one fused multiply-add at a time, whatever
+    tile it falls in."""
+    _tiled_product(a, acol, w, res, n0, n1, width, True)
+
+
+@jit(inline="always")
+def _tiled_product(a, acol, w, res, n0, n1, width, accumulate):
     k, m = w.shape
     lanes = VECTOR_BYTES // w.itemsize
+    whole = width // lanes * lanes
     panel = max(lanes, PANEL_BYTES // max(1, k * w.itemsize) // lanes * lanes)
-    for i0 in range(0, m, panel):
-        i1 = min(i0 + panel, m)
+    for i0 in range(0, whole, panel):
+        i1 = min(i0 + panel, whole)
         n = n0
         while n + 8 <= n1:
-            _row_tiles(8, a, n, acol, w, res, n - n0, i0, i1)
+            _row_tiles(8, accumulate, a, n, acol, w, res, n - n0, i0, i1)
             n += 8
         if n + 4 <= n1:
-            _row_tiles(4, a, n, acol, w, res, n - n0, i0, i1)
+            _row_tiles(4, accumulate, a, n, acol, w, res, n - n0, i0, i1)
             n += 4
         if n + 2 <= n1:
-            _row_tiles(2, a, n, acol, w, res, n - n0, i0, i1)
+            _row_tiles(2, accumulate, a, n, acol, w, res, n - n0, i0, i1)
             n += 2
         if n < n1:
-            _row_tiles(1, a, n, acol, w, res, n - n0, i0, i1)
+            _row_tiles(1, accumulate, a, n, acol, w, res, n - n0, i0, i1)
+    for n in range(n0, n1):  # the columns short of a whole vector (accumulate only)
+        x, out = a[n, acol:], res[n - n0]
+        for i in range(whole, width):
+            total = out[i]
+            for j in range(k):
+                total += x[j] * w[j, i]
+            out[i] = total
 
 
 PROJECTION_ROWS = 64
@@ -425,20 +464,23 @@ def project_rows(x, w, bias, out, col, n0, n1, t0, t1):
 
 
 @intrinsic
-def _gemm_at(typingctx, address, m, n, k, w, a, lda, res, ldres):
+def _gemm_at(typingctx, address, m, n, k, w, a, lda, beta, res, ldres):
     """Call the Fortran GEMM at ``address`` (``sgemm`` or ``dgemm``, matching the
-    arrays' dtype) for ``res[r] = a[r] @ w``, row-major: ``n`` rows of ``a``
-    (row stride ``lda``) and of ``res`` (``ldres``), ``w (k, m)`` C-contiguous.
-    Column-major, ``w`` is the ``m x k`` matrix ``w^T`` and ``res^T = w^T a^T``:
-    ``gemm('N', 'N', m, n, k, 1, w, m, a, lda, 0, res, ldres)``. Each array's
-    data pointer is where its matrix starts (pass a view)."""
+    arrays' dtype) for ``res[r, :m] = a[r] @ w[:, :m] + beta * res[r, :m]``,
+    row-major: ``n`` rows of ``a`` (row stride ``lda``) and of ``res``
+    (``ldres``), ``w (k, >= m)`` C-contiguous. Column-major, ``w`` is the
+    ``m x k`` matrix ``w^T`` (leading dimension ``w``'s row length) and
+    ``res^T = w^T a^T``: ``gemm('N', 'N', m, n, k, 1, w, ldw, a, lda, beta,
+    res, ldres)``. Each array's data pointer is where its matrix starts
+    (pass a view)."""
     dtype = res.dtype
-    sig = types.void(address, m, n, k, w, a, lda, res, ldres)
+    sig = types.void(address, m, n, k, w, a, lda, beta, res, ldres)
 
     def codegen(context, builder, signature, args):
-        address_v, m_v, n_v, k_v, w_v, a_v, lda_v, res_v, ldres_v = args
+        address_v, m_v, n_v, k_v, w_v, a_v, lda_v, beta_v, res_v, ldres_v = args
         real = context.get_value_type(dtype)
-        int32, char = ir.IntType(32), ir.IntType(8)
+        int32, int64, char = ir.IntType(32), ir.IntType(64), ir.IntType(8)
+        size = context.get_abi_sizeof(real)
 
         def ref(value):
             return cgutils.alloca_once_value(builder, value)
@@ -446,14 +488,19 @@ def _gemm_at(typingctx, address, m, n, k, w, a, lda, res, ldres):
         def int_ref(value):
             return ref(builder.trunc(value, int32))
 
-        def data(array_type, value):
-            return builder.bitcast(context.make_array(array_type)(context, builder, value).data, real.as_pointer())
+        def array(array_type, value):
+            return context.make_array(array_type)(context, builder, value)
 
-        w_t, a_t, res_t = signature.args[4], signature.args[5], signature.args[7]
+        def data(array_type, value):
+            return builder.bitcast(array(array_type, value).data, real.as_pointer())
+
+        w_t, a_t, res_t = signature.args[4], signature.args[5], signature.args[8]
+        ldw = builder.sdiv(cgutils.unpack_tuple(builder, array(w_t, w_v).strides)[0], int64(size))
+        beta = context.cast(builder, beta_v, signature.args[7], dtype)
         arguments = [
             ref(char(ord("N"))), ref(char(ord("N"))), int_ref(m_v), int_ref(n_v), int_ref(k_v),
-            ref(real(1.0)), data(w_t, w_v), int_ref(m_v), data(a_t, a_v), int_ref(lda_v),
-            ref(real(0.0)), data(res_t, res_v), int_ref(ldres_v),
+            ref(real(1.0)), data(w_t, w_v), int_ref(ldw), data(a_t, a_v), int_ref(lda_v),
+            ref(beta), data(res_t, res_v), int_ref(ldres_v),
         ]
         function_type = ir.FunctionType(ir.VoidType(), [value.type for value in arguments])
         builder.call(builder.inttoptr(address_v, function_type.as_pointer()), arguments)
@@ -477,12 +524,29 @@ def product(a, acol, w, res, n0, n1, gemm):
     """
     if gemm == 0:
         matmul_rows(a, acol, w, res, n0, n1)
-        return
-    k, m = w.shape
+    else:
+        _blas_rows(a, acol, w, res, n0, n1, w.shape[1], 0, gemm)
+
+
+@jit(inline="always")
+def product_add(a, acol, w, res, n0, n1, width, gemm):
+    """:func:`product` added to what ``res`` holds, over its first ``width``
+    columns only: ``res[n - n0, :width] += a[n, acol : acol + K] @ w[:, :width]``,
+    so that ``res`` may be a view into a wider buffer (a step's gates, whose
+    input projection is there already)."""
+    if gemm == 0:
+        matmul_add_rows(a, acol, w, res, n0, n1, width)
+    else:
+        _blas_rows(a, acol, w, res, n0, n1, width, 1, gemm)
+
+
+@jit(inline="always")
+def _blas_rows(a, acol, w, res, n0, n1, width, beta, gemm):
+    k = w.shape[0]
     lda, ldres = a.strides[0] // a.itemsize, res.strides[0] // res.itemsize
     for b0 in range(n0, n1, BLAS_ROWS):
         b1 = min(b0 + BLAS_ROWS, n1)
-        _gemm_at(gemm, m, b1 - b0, k, w, a[b0, acol:], lda, res[b0 - n0], ldres)
+        _gemm_at(gemm, width, b1 - b0, k, w, a[b0, acol:], lda, beta, res[b0 - n0], ldres)
 
 
 @jit
