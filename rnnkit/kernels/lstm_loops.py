@@ -166,21 +166,35 @@ def lstm_backward(
             steps is ``dL/dW_hr``; unused without one.
         gemm: as in :func:`lstm_forward`.
     """
+    # A loop nest with and one without a projection, a constant in each (see lstm_forward)
+    if w_hr.size > 0:
+        _backward_steps(
+            gates, gcol, cells, ccol, c0, w_hh, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, lengths,
+            reverse, n0, n1, gemm, True,
+        )
+    else:
+        _backward_steps(
+            gates, gcol, cells, ccol, c0, w_hh, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, lengths,
+            reverse, n0, n1, gemm, False,
+        )
+
+
+@jit(inline="always")
+def _backward_steps(
+    gates, gcol, cells, ccol, c0, w_hh, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, lengths, reverse,
+    n0, n1, gemm, project,
+):
     steps = gates.shape[0]
     rows, width = n1 - n0, dh.shape[1]
     gh, dm, m = backward_scratch(rows, dc.shape[1], max(w_hr.shape[1], dc.shape[1]), width, dc.dtype)
-    back = np.empty((rows, w_hh.shape[1]), dtype=dc.dtype)  # (dL/d gates_t) W_hh
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         lstm_backward_step(
             gates, gcol, cells, ccol, c0, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
-            lengths, t, reverse, n0, n1, gemm,
+            lengths, t, reverse, n0, n1, gemm, project,
         )
-        product(gates[t], gcol, w_hh, back, n0, n1, gemm)
-        for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
-            d, b = dh[n], back[n - n0]
-            for k in range(width):
-                d[k] += b[k]
+        # rows past their length have zero gradients: their dh stays as it is
+        product_add(gates[t], gcol, w_hh, dh[n0:n1], n0, n1, width, gemm)
 
 
 @jit
@@ -198,16 +212,17 @@ def backward_scratch(rows, hidden, padded, width, dtype):
 @jit(inline="always")
 def lstm_backward_step(
     gates, gcol, cells, ccol, c0, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
-    lengths, t, reverse, n0, n1, gemm,
+    lengths, t, reverse, n0, n1, gemm, project,
 ):
     """Step ``t`` of :func:`lstm_backward` for rows ``n0 <= n < n1``, all but
     the product with ``W_hh``: it consumes ``dh`` (rows still running are set
     to zero) and leaves the gate gradients in ``gates[t]``, so that adding
     ``W_hh^T gates[t]`` of the rows to ``dh`` completes the step. ``gh``,
-    ``dm`` and ``m`` are :func:`backward_scratch`'s."""
+    ``dm`` and ``m`` are :func:`backward_scratch`'s; ``project``: whether
+    there is a ``W_hr``."""
     hidden, width = dc.shape[1], dh.shape[1]
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
-    project, cells_wanted = w_hr.size > 0, grad_cells.shape[0] > 0
+    cells_wanted = grad_cells.shape[0] > 0
     for n in range(n0, n1):
         g = gh[n - n0]
         if t < lengths[n]:
@@ -246,6 +261,7 @@ def lstm_backward_step(
             ag[k] = dct * i * (one - g * g)
             ao[k] = dmn[k] * tc * (o * (one - o))
             dcn[k] = dct * f
-            m[k] = o * tc
+            if project:
+                m[k] = o * tc
         if project:
             copy(c_t, m)  # no step still to come reads this c_t
