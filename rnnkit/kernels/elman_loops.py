@@ -7,7 +7,8 @@ different threads), inside arrays shared by all directions:
 * ``out (T, N, D*H)``, C-contiguous; this direction owns columns
   ``col:col + H``. The input projection ``W_ih x_t + b_ih + b_hh`` of every
   step (both biases folded in) is computed before the loop; the forward loop
-  overwrites it in place with ``h_t``, so the loop needs no buffer of its own.
+  adds ``W_hh h_{t-1}`` to it and overwrites the sum with ``h_t``, in place,
+  so the loop needs no buffer of its own.
 * ``lengths (N,)`` int64, ``<= T``: steps ``t >= lengths[n]`` output zeros and
   leave row ``n``'s state as it is; a ``reverse`` pass runs from ``T - 1``
   down, so its first real step is ``lengths[n] - 1``.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import copy, jit, product, tanh
+from rnnkit.kernels.numba_ops import copy, jit, product, product_add, tanh
 
 
 @jit
@@ -36,25 +37,35 @@ def elman_forward(out, col, w_hh_t, h, lengths, reverse, relu, n0, n1, gemm):
         h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
         gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
+    # A loop nest for each activation, a constant in it: LLVM merges the two
+    # loops of a branch read at run time into one slower loop (see lstm_loops).
+    if relu:
+        _forward_steps(out, col, w_hh_t, h, lengths, reverse, n0, n1, gemm, True)
+    else:
+        _forward_steps(out, col, w_hh_t, h, lengths, reverse, n0, n1, gemm, False)
+
+
+@jit(inline="always")
+def _forward_steps(out, col, w_hh_t, h, lengths, reverse, n0, n1, gemm, relu):
     steps = out.shape[0]
     hidden = h.shape[1]
     zero = h.dtype.type(0)  # typed constants keep float32 arithmetic in float32
-    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype)  # W_hh h_{t-1}, before h is overwritten
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        product(h, 0, w_hh_t, z, n0, n1, gemm)
+        # z_t = xp_t + W_hh h_{t-1}, in place, before h is overwritten
+        product_add(h, 0, w_hh_t, out[t, n0:n1, col:], n0, n1, hidden, gemm)
         for n in range(n0, n1):
             # Views indexed from 0: with ``col + i`` numba would check for a
             # negative index on every element, and the loop would not vectorise.
-            o, zn, hn = out[t, n, col : col + hidden], z[n - n0], h[n]
+            o, hn = out[t, n, col : col + hidden], h[n]
             if t >= lengths[n]:
                 o[:] = zero
             elif relu:
                 for i in range(hidden):
-                    hn[i] = o[i] = max(o[i] + zn[i], zero)
+                    hn[i] = o[i] = max(o[i], zero)
             else:
                 for i in range(hidden):
-                    hn[i] = o[i] = tanh(o[i] + zn[i])
+                    hn[i] = o[i] = tanh(o[i])
 
 
 @jit

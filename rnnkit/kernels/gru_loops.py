@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, product, sigmoid, tanh
+from rnnkit.kernels.numba_ops import jit, product, product_add, sigmoid, tanh
 
 
 @jit
@@ -117,15 +117,11 @@ def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh, grad_out, dh, lengths, r
     steps = gates.shape[0]
     rows, hidden = n1 - n0, dh.shape[1]
     hid = np.zeros((rows, w_hh.shape[0]), dtype=dh.dtype)  # dL/d(W_hh h_{t-1} + b_hh)
-    back = np.empty((rows, w_hh.shape[1]), dtype=dh.dtype)  # it times W_hh
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         gru_backward_step(gates, gcol, hns, out, ocol, h0, grad_out, dh, hid, lengths, t, reverse, n0, n1)
-        product(hid, 0, w_hh, back, 0, rows, gemm)
-        for n in range(n0, n1):  # rows past their length have zero gradients: add nothing
-            d, b = dh[n], back[n - n0]
-            for k in range(hidden):
-                d[k] += b[k]
+        # rows past their length have zero gradients: their dh stays as it is
+        product_add(hid, 0, w_hh, dh[n0:n1], 0, rows, hidden, gemm)
 
 
 @jit(inline="always")
