@@ -747,6 +747,24 @@ def test_a_row_gets_the_same_bits_in_every_tile_when_adding():
         assert (alone[0] == together[n]).all()
 
 
+def test_packed_weights_reuse_memory_between_calls_and_never_within_one():
+    w1, w2 = torch.randn(40, 30), torch.randn(40, 30)
+
+    @fused_common.reuses_weight_memory
+    def pack(first, second):
+        a, b = fused_common.step_weights([first.t(), second.t()], torch.float32)
+        return (a.ctypes.data, b.ctypes.data), a.copy(), b.copy()
+
+    where, a, b = pack(w1, w2)
+    assert where[0] != where[1]
+    again, c, d = pack(w2, w1)
+    assert set(again) == set(where)  # the first call's memory, reused
+    for packed, w in [(a, w1), (b, w2), (c, w2), (d, w1)]:
+        assert torch.equal(torch.from_numpy(packed[:, :40]), w.t()) and not packed[:, 40:].any()
+    (outside,) = fused_common.step_weights([w1.t()], torch.float32)  # outside such a call: new memory
+    assert outside.ctypes.data not in where
+
+
 def test_a_row_gets_the_same_bits_in_every_tile():
     """The sum over K runs in the same order whatever tile a row falls in."""
     a = torch.randn(13, 50).numpy()

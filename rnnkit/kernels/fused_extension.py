@@ -49,6 +49,7 @@ class _ExtendedLSTM(torch.autograd.Function):
     the masks ``(D, N, P)`` and ``(D, T, N, P)`` or ``None``."""
 
     @staticmethod
+    @common.reuses_weight_memory
     def forward(ctx, return_cells, lengths, rmask, zmask, xp, h0, c0, *flat):  # type: ignore[override]
         steps, batch, _ = xp.shape
         directions, _, hidden = c0.shape
@@ -94,6 +95,7 @@ class _ExtendedLSTM(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @common.reuses_weight_memory
     def backward(ctx, grad_out, grad_h_n, grad_c_n, *grad_cells):  # type: ignore[override]
         c0, *flat = ctx.saved_tensors
         lengths, rmask, zmask, gates, cells, mkeep, hprev, zhat, rstd_z, chat, rstd_c, norm, width = ctx.kept
@@ -179,6 +181,7 @@ class _ExtendedGRU(torch.autograd.Function):
     ``weights`` are ``w_hh``, ``b_hh`` and ``ln_hh_weight`` per direction (``None`` where absent)."""
 
     @staticmethod
+    @common.reuses_weight_memory
     def forward(ctx, lengths, rmask, zmask, xp, h0, *flat):  # type: ignore[override]
         steps, batch, _ = xp.shape
         directions, _, hidden = h0.shape
@@ -213,6 +216,7 @@ class _ExtendedGRU(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @common.reuses_weight_memory
     def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
         flat = ctx.saved_tensors
         lengths, rmask, zmask, gates, bn, hold, hprev, zhat, rstd_z, norm = ctx.kept
@@ -255,6 +259,7 @@ class _ExtendedElman(torch.autograd.Function):
     ``weights`` are ``w_hh`` and ``ln_hh_weight`` per direction (``None`` without layer norm)."""
 
     @staticmethod
+    @common.reuses_weight_memory
     def forward(ctx, relu, lengths, rmask, zmask, xp, h0, *flat):  # type: ignore[override]
         steps, batch, _ = xp.shape
         directions, _, hidden = h0.shape
@@ -288,6 +293,7 @@ class _ExtendedElman(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @common.reuses_weight_memory
     def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
         flat = ctx.saved_tensors
         relu, lengths, rmask, zmask, act, hprev, zhat, rstd_z, norm = ctx.kept
