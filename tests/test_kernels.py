@@ -765,6 +765,31 @@ def test_packed_weights_reuse_memory_between_calls_and_never_within_one():
     assert outside.ctypes.data not in where
 
 
+@pytest.mark.parametrize("kind", ONE_PER_LOOPS)
+def test_inference_sees_weights_changed_in_place_by_any_means(kind):
+    """Inference reuses the weights packed at its last call only while their
+    bytes are unchanged: an edit through ``.data`` leaves the version counter
+    as it was, and must show all the same."""
+    gates = len(cell_of(kind).gates)
+    w_ih, w_hh, b_ih, b_hh = torch.randn(gates * 8, 5), torch.randn(gates * 8, 8), torch.randn(gates * 8), torch.randn(gates * 8)
+    proj = torch.randn(4, 8) if kind == "lstm" else None
+    weights = [reference.DirectionWeights(w_ih, w_hh if proj is None else w_hh[:, :4], b_ih, b_hh, proj)]
+    x = torch.randn(6, 3, 5)
+    width = 8 if proj is None else 4
+    state = (torch.zeros(1, 3, width),) + ((torch.zeros(1, 3, 8),) if kind == "lstm" else ())
+    with torch.no_grad():
+        for change in [None, lambda t: t.data.mul_(0.5), lambda t: t.add_(0.25), lambda t: t.data.copy_(t.flip(0))]:
+            for tensor in (w_ih, w_hh, proj):
+                if change is not None and tensor is not None:
+                    change(tensor)
+            ours = fused.run_layer(kind, x, state, weights, None)
+            expected = reference.run_layer(kind, x, state, weights, None)
+            torch.testing.assert_close(ours[0], expected[0], **TOLERANCE[torch.float32])
+        version = w_ih._version
+        w_ih.data.mul_(2.0)
+        assert w_ih._version == version  # what a check of the version alone would miss
+
+
 def test_a_row_gets_the_same_bits_in_every_tile():
     """The sum over K runs in the same order whatever tile a row falls in."""
     a = torch.randn(13, 50).numpy()

@@ -67,13 +67,15 @@ class LSTM:
         directions, _, width = h0.shape
         hidden = c0.shape[2]
         biases = None if weights[0].b_ih is None else [w.b_ih + w.b_hh for w in weights]
-        gates, project = common.project_inputs(x, weights, biases)  # (T, N, D*4H)
+        gates, project = common.project_inputs(x, weights, biases, steady=not keep)  # (T, N, D*4H)
         out = x.new_empty(steps, batch, directions * width)
         cells = x.new_empty(steps if keep or self.return_cells else 1, batch, directions * hidden)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         c_n = c0.detach().clone(memory_format=torch.contiguous_format)
-        w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype)
-        w_hr_t = common.step_weights([None if w.w_hr is None else w.w_hr.t() for w in weights], x.dtype)
+        w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype, steady=not keep)
+        w_hr_t = common.step_weights(
+            [None if w.w_hr is None else w.w_hr.t() for w in weights], x.dtype, steady=not keep
+        )
         gates_a, out_a, cells_a, h_a, c_a = (common.as_array(t) for t in (gates, out, cells, h_n, c_n))
 
         def work(piece: parallel.Piece, gemm: int) -> None:

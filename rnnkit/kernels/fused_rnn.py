@@ -57,9 +57,9 @@ class Elman:
         steps, batch, _ = x.shape
         hidden = h0.shape[2]
         biases = None if weights[0].b_ih is None else [w.b_ih + w.b_hh for w in weights]
-        out, project = common.project_inputs(x, weights, biases)  # (T, N, D*H): W_ih x_t + biases, then, in place, h_t
+        out, project = common.project_inputs(x, weights, biases, steady=not keep)  # (T, N, D*H): W_ih x_t + biases, then, in place, h_t
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype)
+        w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype, steady=not keep)
         out_a, h_a = common.as_array(out), common.as_array(h_n)
 
         def work(piece: parallel.Piece, gemm: int) -> None:
