@@ -714,7 +714,7 @@ def measure_extension(config: ExtensionConfig, dtype: torch.dtype = torch.float3
     inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2)
     train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2)
     _, plain, _ = build(config.plain, dtype)
-    _, train_plain, _ = _alternate(training(plain), training(ours), min_time / 2)
+    train_plain, _, _ = _alternate(training(plain), training(ours), min_time / 2)
     return ExtensionResult(
         config, backend, rounds, inf_theirs, inf_ours, train_theirs, train_ours, train_plain, max_abs_diff,
     )

@@ -701,6 +701,32 @@ def test_bench_step_loop_is_the_same_layer(config):
     assert data["label"].startswith(CELLS[config["cell"]].layer) and data["over_plain"] > 0
 
 
+def test_bench_times_the_plain_layer_as_its_plain_column(monkeypatch):
+    """"x plain" divides by the plain layer's own time: here a plain layer
+    made 30 ms slower must show in that column and nowhere else."""
+    import time
+
+    from rnnkit import bench
+
+    build = bench.build
+
+    def slow_plain(config, dtype, **kwargs):
+        theirs, ours, x = build(config, dtype, **kwargs)
+        forward = ours.forward
+
+        def slow(*args, **kw):
+            time.sleep(0.03)
+            return forward(*args, **kw)
+
+        ours.forward = slow
+        return theirs, ours, x
+
+    monkeypatch.setattr(bench, "build", slow_plain)
+    result = bench.measure_extension(bench.ExtensionConfig(steps=6, batch=2, hidden=4, layer_norm=True), min_time=0)
+    assert result.training_plain_ms > 30 > result.training_rnnkit_ms
+    assert result.over_plain < 1
+
+
 def test_bench_table_has_the_extension_rows(capsys, monkeypatch):
     from rnnkit import bench
     from rnnkit.cli.bench import extension_table
