@@ -43,22 +43,55 @@ EPS = 1e-5  # rnnkit.kernels.reference.LAYER_NORM_EPS
 
 
 @jit(inline="always")
+def row_sums(u, v):
+    """``(sum(u), sum(u * v))`` over a row, each in eight interleaved partial
+    sums added in a fixed order at the end: a single running sum is a chain
+    of dependent additions, which the compiler may not reorder (no fast-math
+    reassociation) and so cannot vectorise (measured: the layer-norm LSTM's
+    forward loop spent most of its time there). Pass ``v = u`` for the sum
+    of squares."""
+    size = u.shape[0]
+    zero = u.dtype.type(0)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = zero
+    whole = size - size % 8
+    for k in range(0, whole, 8):
+        a0 += u[k]
+        a1 += u[k + 1]
+        a2 += u[k + 2]
+        a3 += u[k + 3]
+        a4 += u[k + 4]
+        a5 += u[k + 5]
+        a6 += u[k + 6]
+        a7 += u[k + 7]
+        b0 += u[k] * v[k]
+        b1 += u[k + 1] * v[k + 1]
+        b2 += u[k + 2] * v[k + 2]
+        b3 += u[k + 3] * v[k + 3]
+        b4 += u[k + 4] * v[k + 4]
+        b5 += u[k + 5] * v[k + 5]
+        b6 += u[k + 6] * v[k + 6]
+        b7 += u[k + 7] * v[k + 7]
+    for k in range(whole, size):
+        a0 += u[k]
+        b0 += u[k] * v[k]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), ((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))
+
+
+@jit(inline="always")
 def normalise(v, vhat):
     """Layer norm of the row ``v`` without gain or shift: ``vhat = (v - mean) *
     r`` with one mean and one biased variance over the row; returns ``r``, the
-    reciprocal standard deviation, which the backward pass needs."""
+    reciprocal standard deviation, which the backward pass needs. ``vhat``
+    holds ``v - mean`` on the way (it may not be ``v``)."""
     size = v.shape[0]
-    zero, one = v.dtype.type(0), v.dtype.type(1)
-    mean = zero
+    one = v.dtype.type(1)
+    mean = row_sums(v, v)[0] / size
     for k in range(size):
-        mean += v[k]
-    mean /= size
-    var = zero
+        vhat[k] = v[k] - mean
+    r = one / math.sqrt(row_sums(vhat, vhat)[1] / size + EPS)
     for k in range(size):
-        var += (v[k] - mean) * (v[k] - mean)
-    r = one / math.sqrt(var / size + EPS)
-    for k in range(size):
-        vhat[k] = (v[k] - mean) * r
+        vhat[k] *= r
     return r
 
 
@@ -67,12 +100,9 @@ def normalise_backward(dy, gain, vhat, r, dv):
     """``dL/dv`` of ``y = gain * vhat + shift`` (``vhat`` from :func:`normalise`
     of ``v``, with its ``r``) from ``dL/dy``, into ``dv`` (which may be ``dy``)."""
     size = dy.shape[0]
-    zero = dy.dtype.type(0)
-    mean1, mean2 = zero, zero
     for k in range(size):
         dv[k] = dy[k] * gain[k]  # dL/d vhat
-        mean1 += dv[k]
-        mean2 += dv[k] * vhat[k]
+    mean1, mean2 = row_sums(dv, vhat)
     mean1 /= size
     mean2 /= size
     for k in range(size):
@@ -152,13 +182,15 @@ def extended_lstm_forward(
             else:
                 for k in range(rows):
                     a[k] = x_t[k] + zn[k]
+            # Views indexed from 0, and no branch inside a loop over k: so that the loops vectorise.
+            ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
             cn, kept = c[n], cells[t, n, ccol : ccol + hidden]
             for k in range(hidden):
-                i = sigmoid(a[k])
-                f = sigmoid(a[hidden + k])
-                g = tanh(a[2 * hidden + k])
-                o = sigmoid(a[3 * hidden + k])
-                a[k], a[hidden + k], a[2 * hidden + k], a[3 * hidden + k] = i, f, g, o
+                i = sigmoid(ai[k])
+                f = sigmoid(af[k])
+                g = tanh(ag[k])
+                o = sigmoid(ao[k])
+                ai[k], af[k], ag[k], ao[k] = i, f, g, o
                 cn[k] = kept[k] = f * cn[k] + i * g
             if norm:
                 ch = chat[t, n, ccol : ccol + hidden]
@@ -166,11 +198,10 @@ def extended_lstm_forward(
                 for k in range(hidden):
                     y[k] = g_c[k] * ch[k] + b_c[k]
             else:
-                for k in range(hidden):
-                    y[k] = cn[k]
+                copy(y, cn)
             mn = m[n - n0]
             for k in range(hidden):
-                mn[k] = a[3 * hidden + k] * tanh(y[k])
+                mn[k] = ao[k] * tanh(y[k])
             if project:
                 copy(mkeep[t, n, ccol : ccol + hidden], mn)
         if project:
@@ -180,12 +211,13 @@ def extended_lstm_forward(
             if t >= lengths[n]:
                 continue
             hn, o_row, new = h[n], out[t, n, ocol : ocol + width], result[n - n0]
-            for k in range(width):
-                candidate = new[k]
-                if zoned:
-                    keep = zmask[t, n, k]
-                    candidate = keep * hn[k] + (one - keep) * candidate
-                hn[k] = o_row[k] = candidate
+            if zoned:
+                kept_h = zmask[t, n]
+                for k in range(width):
+                    hn[k] = o_row[k] = kept_h[k] * hn[k] + (one - kept_h[k]) * new[k]
+            else:
+                for k in range(width):
+                    hn[k] = o_row[k] = new[k]
 
 
 @jit
@@ -220,6 +252,7 @@ def extended_lstm_backward(
     gh = np.zeros((n1 - n0, width), dtype=dc.dtype)  # dL/dh~_t
     dm = np.zeros((n1 - n0, max(w_hr.shape[1], hidden)), dtype=dc.dtype)  # dL/d(o * tanh(y)), projected
     dct = np.empty(hidden, dtype=dc.dtype)
+    y = np.empty(hidden, dtype=dc.dtype)  # what tanh read: LN_c(c_t), or c_t
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -228,14 +261,15 @@ def extended_lstm_backward(
                 g[:] = zero
             else:
                 gy, dhn = grad_out[t, n, ocol : ocol + width], dh[n]
-                for k in range(width):
-                    total = dhn[k] + gy[k]
-                    if zoned:
-                        keep = zmask[t, n, k]
-                        g[k] = (one - keep) * total
-                        dhn[k] = keep * total
-                    else:
-                        g[k] = total
+                if zoned:
+                    kept_h = zmask[t, n]
+                    for k in range(width):
+                        total = dhn[k] + gy[k]
+                        g[k] = (one - kept_h[k]) * total
+                        dhn[k] = kept_h[k] * total
+                else:
+                    for k in range(width):
+                        g[k] = dhn[k] + gy[k]
                         dhn[k] = zero
             if project:
                 copy(dhs[t, n, ocol : ocol + width], g)
@@ -252,11 +286,19 @@ def extended_lstm_backward(
                     dy[t, n, ccol : ccol + hidden] = zero
                 continue
             dmn, c_t = dm_all[n - n0], cells[t, n, ccol : ccol + hidden]
+            # Views indexed from 0, and no branch inside a loop over k: so that the loops vectorise.
+            ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
+            dai, daf, dag, dao = da[:hidden], da[hidden : 2 * hidden], da[2 * hidden : 3 * hidden], da[3 * hidden :]
+            if norm:  # what tanh read: LN_c(c_t)
+                ch = chat[t, n, ccol : ccol + hidden]
+                for k in range(hidden):
+                    y[k] = g_c[k] * ch[k] + b_c[k]
+            else:
+                copy(y, c_t)
             for k in range(hidden):
-                o = a[3 * hidden + k]
-                y = g_c[k] * chat[t, n, ccol + k] + b_c[k] if norm else c_t[k]
-                ty = tanh(y)
-                da[3 * hidden + k] = dmn[k] * ty * (o * (one - o))
+                o = ao[k]
+                ty = tanh(y[k])
+                dao[k] = dmn[k] * ty * (o * (one - o))
                 dct[k] = dmn[k] * o * (one - ty * ty)  # dL/dy for now
             if norm:
                 copy(dy[t, n, ccol : ccol + hidden], dct)
@@ -269,11 +311,11 @@ def extended_lstm_backward(
                 for k in range(hidden):
                     dcn[k] += gc[k]
             for k in range(hidden):
-                i, f, g = a[k], a[hidden + k], a[2 * hidden + k]
+                i, f, g = ai[k], af[k], ag[k]
                 total = dct[k] + dcn[k]
-                da[k] = total * g * (i * (one - i))
-                da[hidden + k] = total * c_prev[k] * (f * (one - f))
-                da[2 * hidden + k] = total * i * (one - g * g)
+                dai[k] = total * g * (i * (one - i))
+                daf[k] = total * c_prev[k] * (f * (one - f))
+                dag[k] = total * i * (one - g * g)
                 dcn[k] = total * f
             if norm:
                 zh = zhat[t, n, gcol : gcol + rows]
