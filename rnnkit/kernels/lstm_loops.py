@@ -58,18 +58,8 @@ def lstm_forward(
         c: ``(N, H)`` C-contiguous: ``c_0`` on entry, ``c_n`` on return.
         gemm: how the per-step products run (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
-    # One loop for each way, with keep a constant in it: where keep was a
-    # value read at run time, LLVM merged the step's two unit loops into one
-    # and both ran 1.7-1.9 times slower (measured).
-    if cells.shape[0] == gates.shape[0]:
-        _forward_steps(gates, gcol, w_hh_t, w_hr_t, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm, True)
-    else:
-        _forward_steps(gates, gcol, w_hh_t, w_hr_t, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm, False)
-
-
-@jit(inline="always")
-def _forward_steps(gates, gcol, w_hh_t, w_hr_t, out, ocol, cells, ccol, h, c, lengths, reverse, n0, n1, gemm, keep):
     steps, hidden = gates.shape[0], c.shape[1]
+    keep = cells.shape[0] == steps
     m, projected = forward_scratch(n1 - n0, hidden, w_hr_t.shape[1], c.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
@@ -77,6 +67,37 @@ def _forward_steps(gates, gcol, w_hh_t, w_hr_t, out, ocol, cells, ccol, h, c, le
         lstm_forward_step(
             gates, gcol, w_hr_t, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm, keep
         )
+
+
+@jit(inline="always")
+def _forward_rows(gates, gcol, w_hr_t, out, ocol, cells, ccol, h, c, m, lengths, t, n0, n1, keep):
+    """:func:`lstm_forward_step`'s element-wise part: the new ``c_t`` and
+    ``o * tanh(c_t)``, into ``m`` with a projection, else into ``h`` and ``out``."""
+    hidden, width = c.shape[1], h.shape[1]
+    zero = c.dtype.type(0)
+    project = w_hr_t.size > 0
+    for n in range(n0, n1):
+        o_row = out[t, n, ocol : ocol + width]
+        if t >= lengths[n]:
+            o_row[:] = zero
+            if keep:
+                cells[t, n, ccol : ccol + hidden] = zero
+            continue
+        # Views indexed from 0, so that the loop vectorises (see elman_loops).
+        a = gates[t, n, gcol : gcol + 4 * hidden]
+        ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
+        cn = c[n]
+        mn = m[n - n0] if project else o_row  # o * tanh(c_t): h_t itself without a projection
+        if keep:  # the activations and c_t, for the backward pass
+            kept = cells[t, n, ccol : ccol + hidden]
+            for k in range(hidden):
+                i, f, g, o, cn[k], mn[k] = lstm_unit(ai[k], af[k], ag[k], ao[k], cn[k])
+                ai[k], af[k], ag[k], ao[k], kept[k] = i, f, g, o, cn[k]
+        else:
+            for k in range(hidden):
+                _, _, _, _, cn[k], mn[k] = lstm_unit(ai[k], af[k], ag[k], ao[k], cn[k])
+        if not project:
+            copy(h[n], o_row)
 
 
 @jit(inline="always")
@@ -105,32 +126,15 @@ def lstm_forward_step(
     ``gates[t]`` already hold the pre-activations, ``W_hh h_{t-1}`` added;
     ``m`` and ``projected`` are :func:`forward_scratch`'s. With ``keep``, the
     activations replace the pre-activations and ``c_t`` goes to ``cells[t]``."""
-    hidden, width = c.shape[1], h.shape[1]
-    zero = c.dtype.type(0)
-    project = w_hr_t.size > 0
-    for n in range(n0, n1):
-        o_row = out[t, n, ocol : ocol + width]
-        if t >= lengths[n]:
-            o_row[:] = zero
-            if keep:
-                cells[t, n, ccol : ccol + hidden] = zero
-            continue
-        # Views indexed from 0, so that the loop vectorises (see elman_loops).
-        a = gates[t, n, gcol : gcol + 4 * hidden]
-        ai, af, ag, ao = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden : 3 * hidden], a[3 * hidden :]
-        cn = c[n]
-        mn = m[n - n0] if project else o_row  # o * tanh(c_t): h_t itself without a projection
-        if keep:  # the activations and c_t, for the backward pass
-            kept = cells[t, n, ccol : ccol + hidden]
-            for k in range(hidden):
-                i, f, g, o, cn[k], mn[k] = lstm_unit(ai[k], af[k], ag[k], ao[k], cn[k])
-                ai[k], af[k], ag[k], ao[k], kept[k] = i, f, g, o, cn[k]
-        else:
-            for k in range(hidden):
-                _, _, _, _, cn[k], mn[k] = lstm_unit(ai[k], af[k], ag[k], ao[k], cn[k])
-        if not project:
-            copy(h[n], o_row)
-    if project:
+    # The rows in one loop nest for each way, keep a constant in each: with
+    # keep a value read inside the loop over rows, LLVM merged its two unit
+    # loops into one, and both ran 1.7-1.9 times slower (measured).
+    if keep:
+        _forward_rows(gates, gcol, w_hr_t, out, ocol, cells, ccol, h, c, m, lengths, t, n0, n1, True)
+    else:
+        _forward_rows(gates, gcol, w_hr_t, out, ocol, cells, ccol, h, c, m, lengths, t, n0, n1, False)
+    if w_hr_t.size > 0:
+        width = h.shape[1]
         product(m, 0, w_hr_t, projected, 0, n1 - n0, gemm)
         for n in range(n0, n1):
             if t < lengths[n]:
@@ -166,24 +170,6 @@ def lstm_backward(
             steps is ``dL/dW_hr``; unused without one.
         gemm: as in :func:`lstm_forward`.
     """
-    # A loop nest with and one without a projection, a constant in each (see lstm_forward)
-    if w_hr.size > 0:
-        _backward_steps(
-            gates, gcol, cells, ccol, c0, w_hh, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, lengths,
-            reverse, n0, n1, gemm, True,
-        )
-    else:
-        _backward_steps(
-            gates, gcol, cells, ccol, c0, w_hh, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, lengths,
-            reverse, n0, n1, gemm, False,
-        )
-
-
-@jit(inline="always")
-def _backward_steps(
-    gates, gcol, cells, ccol, c0, w_hh, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, lengths, reverse,
-    n0, n1, gemm, project,
-):
     steps = gates.shape[0]
     rows, width = n1 - n0, dh.shape[1]
     gh, dm, m = backward_scratch(rows, dc.shape[1], max(w_hr.shape[1], dc.shape[1]), width, dc.dtype)
@@ -191,7 +177,7 @@ def _backward_steps(
         t = s if reverse else steps - 1 - s
         lstm_backward_step(
             gates, gcol, cells, ccol, c0, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
-            lengths, t, reverse, n0, n1, gemm, project,
+            lengths, t, reverse, n0, n1, gemm,
         )
         # rows past their length have zero gradients: their dh stays as it is
         product_add(gates[t], gcol, w_hh, dh[n0:n1], n0, n1, width, gemm)
@@ -212,17 +198,16 @@ def backward_scratch(rows, hidden, padded, width, dtype):
 @jit(inline="always")
 def lstm_backward_step(
     gates, gcol, cells, ccol, c0, w_hr, grad_out, grad_cells, ocol, dh, dc, dhs, gh, dm, m,
-    lengths, t, reverse, n0, n1, gemm, project,
+    lengths, t, reverse, n0, n1, gemm,
 ):
     """Step ``t`` of :func:`lstm_backward` for rows ``n0 <= n < n1``, all but
     the product with ``W_hh``: it consumes ``dh`` (rows still running are set
     to zero) and leaves the gate gradients in ``gates[t]``, so that adding
     ``W_hh^T gates[t]`` of the rows to ``dh`` completes the step. ``gh``,
-    ``dm`` and ``m`` are :func:`backward_scratch`'s; ``project``: whether
-    there is a ``W_hr``."""
+    ``dm`` and ``m`` are :func:`backward_scratch`'s."""
     hidden, width = dc.shape[1], dh.shape[1]
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
-    cells_wanted = grad_cells.shape[0] > 0
+    project, cells_wanted = w_hr.size > 0, grad_cells.shape[0] > 0
     for n in range(n0, n1):
         g = gh[n - n0]
         if t < lengths[n]:
