@@ -37,35 +37,37 @@ def elman_forward(out, col, w_hh_t, h, lengths, reverse, relu, n0, n1, gemm):
         h: ``(N, H)`` C-contiguous: ``h_0`` on entry, ``h_n`` on return.
         gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
-    # A loop nest for each activation, a constant in it: LLVM merges the two
-    # loops of a branch read at run time into one slower loop (see lstm_loops).
-    if relu:
-        _forward_steps(out, col, w_hh_t, h, lengths, reverse, n0, n1, gemm, True)
-    else:
-        _forward_steps(out, col, w_hh_t, h, lengths, reverse, n0, n1, gemm, False)
-
-
-@jit(inline="always")
-def _forward_steps(out, col, w_hh_t, h, lengths, reverse, n0, n1, gemm, relu):
     steps = out.shape[0]
-    hidden = h.shape[1]
-    zero = h.dtype.type(0)  # typed constants keep float32 arithmetic in float32
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         # z_t = xp_t + W_hh h_{t-1}, in place, before h is overwritten
-        product_add(h, 0, w_hh_t, out[t, n0:n1, col:], n0, n1, hidden, gemm)
-        for n in range(n0, n1):
-            # Views indexed from 0: with ``col + i`` numba would check for a
-            # negative index on every element, and the loop would not vectorise.
-            o, hn = out[t, n, col : col + hidden], h[n]
-            if t >= lengths[n]:
-                o[:] = zero
-            elif relu:
-                for i in range(hidden):
-                    hn[i] = o[i] = max(o[i], zero)
-            else:
-                for i in range(hidden):
-                    hn[i] = o[i] = tanh(o[i])
+        product_add(h, 0, w_hh_t, out[t, n0:n1, col:], n0, n1, h.shape[1], gemm)
+        # the rows in a loop nest for each activation, a constant in it:
+        # LLVM merges the two loops of a branch read at run time into one
+        # slower loop (see lstm_loops.lstm_forward_step)
+        if relu:
+            _activate_rows(out, col, h, lengths, t, n0, n1, True)
+        else:
+            _activate_rows(out, col, h, lengths, t, n0, n1, False)
+
+
+@jit(inline="always")
+def _activate_rows(out, col, h, lengths, t, n0, n1, relu):
+    """``h_t = act(z_t)`` of step ``t`` for rows ``n0 <= n < n1``, ``z_t`` in ``out``."""
+    hidden = h.shape[1]
+    zero = h.dtype.type(0)  # typed constants keep float32 arithmetic in float32
+    for n in range(n0, n1):
+        # Views indexed from 0: with ``col + i`` numba would check for a
+        # negative index on every element, and the loop would not vectorise.
+        o, hn = out[t, n, col : col + hidden], h[n]
+        if t >= lengths[n]:
+            o[:] = zero
+        elif relu:
+            for i in range(hidden):
+                hn[i] = o[i] = max(o[i], zero)
+        else:
+            for i in range(hidden):
+                hn[i] = o[i] = tanh(o[i])
 
 
 @jit
