@@ -895,7 +895,8 @@ def test_oneDNN_takes_large_products_and_large_reductions_only(monkeypatch):
 
 
 @pytest.mark.parametrize("width", [24, 56])  # the copied operand is x (narrower than dz), or dz
-def test_a_long_reduction_goes_to_onednn_in_chunks(width, monkeypatch):
+@pytest.mark.parametrize("sliced", [False, True])  # dz whole, or one direction's columns of it
+def test_a_long_reduction_goes_to_onednn_in_chunks(width, sliced, monkeypatch):
     """A weight's gradient over many rows, summed chunk by chunk: the same
     product, and the same bits from call to call."""
     if not dense._onednn_available():
@@ -905,7 +906,7 @@ def test_a_long_reduction_goes_to_onednn_in_chunks(width, monkeypatch):
     monkeypatch.setattr(dense, "MIN_ONEDNN_REDUCTION_OUTPUT", 0)
     # chunks of 7 rows and a last of 4 (x copied), or of 5 rows (dz copied)
     monkeypatch.setattr(dense, "REDUCTION_CHUNK_BYTES", 4 * 24 * 7 if width == 24 else 4 * 40 * 5)
-    dz, x, bias = torch.randn(95, 40), torch.randn(95, width), torch.randn(width)
+    dz, x, bias = torch.randn(95, 80)[:, 40:] if sliced else torch.randn(95, 40), torch.randn(95, width), torch.randn(width)
     result = dense.matmul(dz.t(), x, bias)
     torch.testing.assert_close(result.double(), dz.t().double() @ x.double() + bias.double(), rtol=1e-5, atol=1e-5)
     assert torch.equal(dense.matmul(dz.t(), x, bias), result)

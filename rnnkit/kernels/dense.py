@@ -69,14 +69,15 @@ def matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     # A product over the long inner dimension of a transpose (a weight's
     # gradient, ``dz^T x``). torch's oneDNN entry takes its first operand
     # contiguous only, and copies a transposed one, at about 10 GB/s. So
-    # where ``b`` is the narrower and ``a^T`` lies contiguous, the product
-    # is done as ``(b^T a^T)^T``: ``b`` is copied, and oneDNN reads ``a^T``
-    # as it lies (measured, 2 threads: ``(256, 6400) @ (6400, 64)`` 0.75 ms
-    # against 1.41). Either way it goes in chunks of the inner dimension,
-    # so that the copy of each stays small (whole, it raised a training
-    # step's peak memory by the size of the gradients it reads).
-    swap = b.shape[1] < a.shape[0] and a.t().is_contiguous()
-    copied = b.shape[1] if swap else a.shape[0]
+    # where ``b`` is the narrower and ``a^T``'s rows are contiguous (one
+    # direction's columns of the gradients, say), the product is done as
+    # ``(b^T a^T)^T``: ``b`` is copied, and oneDNN reads ``a^T`` as it lies,
+    # or as a plain copy of its rows (measured, 2 threads: ``(256, 6400) @
+    # (6400, 64)`` 0.75 ms against 1.41). Either way it goes in chunks of
+    # the inner dimension, so that the copy of each stays small (whole, it
+    # raised a training step's peak memory by the size of the gradients it reads).
+    swap = b.shape[1] < a.shape[0] and a.stride(0) == 1
+    copied = a.shape[0] if not swap else b.shape[1] + (0 if a.t().is_contiguous() else a.shape[0])
     step = max(1, REDUCTION_CHUNK_BYTES // (a.element_size() * copied))
     out = None
     for k0 in range(0, a.shape[1], step):
