@@ -102,9 +102,9 @@ class _SteadyWeights:
     leaves the version counter as it was) is seen. Comparing costs a tenth of
     packing again (measured, ``(2048, 512)``: 0.09 ms against 1.1)."""
 
-    LIMIT_BYTES = 256 << 20
-    """The most kept, copies and packed arrays together; the least recently
-    used go first."""
+    LIMIT_BYTES = 128 << 20
+    """The most kept, copies and packed arrays together (twice the weights'
+    own size); the least recently used go first."""
 
     def __init__(self) -> None:
         self._entries: collections.OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
