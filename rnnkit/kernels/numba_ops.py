@@ -431,14 +431,16 @@ def _tiled_product(a, acol, w, res, n0, n1, width, accumulate):
 
 
 PROJECTION_ROWS = 64
-"""Rows of the input projection :func:`project_rows` does at a time."""
+"""Rows of the input projection :func:`project_rows` starts from the bias and
+finishes at a time."""
 
 
 @jit
 def project_rows(x, w, bias, out, col, n0, n1, t0, t1):
-    """``out[t, n, col : col + M] = x[t, n] @ w + bias`` for the rows
+    """``out[t, n, col : col + M] = bias + x[t, n] @ w`` for the rows
     ``n0 <= n < n1`` of the steps ``t0 <= t < t1``: a share of a layer's input
-    projection, done by :func:`matmul_rows` in the thread that runs it.
+    projection, done by :func:`matmul_add_rows` (the sums start from the
+    bias) in the thread that runs it.
 
     Shapes: ``x (T, N, F)`` and ``out (T, N, >= col + M)`` C-contiguous;
     ``w (F, >= M)`` as :func:`product` takes it; ``bias (M,)``, zeros for none.
@@ -447,17 +449,14 @@ def project_rows(x, w, bias, out, col, n0, n1, t0, t1):
     width = bias.shape[0]
     x_rows = x.reshape((steps * batch, features))
     out_rows = out.reshape((steps * batch, out.shape[2]))
-    scratch = np.empty((PROJECTION_ROWS, w.shape[1]), dtype=x.dtype)
     whole = n0 == 0 and n1 == batch  # then the rows of all the steps follow each other
     for t in range(t0, t0 + 1 if whole else t1):
         r0, r1 = (t0 * batch, t1 * batch) if whole else (t * batch + n0, t * batch + n1)
-        for c0 in range(r0, r1, PROJECTION_ROWS):
+        for c0 in range(r0, r1, PROJECTION_ROWS):  # rows still in cache when the product reads them
             c1 = min(c0 + PROJECTION_ROWS, r1)
-            matmul_rows(x_rows, 0, w, scratch, c0, c1)
             for r in range(c0, c1):
-                o, p = out_rows[r, col : col + width], scratch[r - c0]
-                for k in range(width):
-                    o[k] = p[k] + bias[k]
+                copy(out_rows[r, col : col + width], bias)
+            matmul_add_rows(x_rows, 0, w, out_rows[c0:c1, col:], c0, c1, width)
 
 
 # -- the per-step product through BLAS --------------------------------------------------
