@@ -790,6 +790,39 @@ def test_inference_sees_weights_changed_in_place_by_any_means(kind):
         assert w_ih._version == version  # what a check of the version alone would miss
 
 
+def test_steady_weights_never_keep_a_packing_their_copy_does_not_describe(monkeypatch):
+    """A weight changed while it is being packed (another thread, here the
+    packing itself) is packed again at the next call, not served stale."""
+    steady = fused_common._SteadyWeights()
+    w = torch.randn(24, 8)
+    pack = fused_common._pack
+
+    def pack_then_change(t, memory):
+        packed = pack(t, memory)
+        w.mul_(2)
+        return packed
+
+    monkeypatch.setattr(fused_common, "_pack", pack_then_change)
+    steady.packed(w.t())
+    monkeypatch.setattr(fused_common, "_pack", pack)
+    again = steady.packed(w.t())
+    assert torch.equal(torch.from_numpy(again[:, :24]), w.t())
+
+
+def test_steady_weights_past_their_limit_are_packed_at_every_call(monkeypatch):
+    monkeypatch.setattr(fused_common._SteadyWeights, "LIMIT_BYTES", 4 * 2 * 24 * 16)  # one (8, 24) weight
+    steady = fused_common._SteadyWeights()
+    a, b = torch.randn(24, 8), torch.randn(24, 8)
+    first = steady.packed(a.t())
+    assert steady.packed(a.t()) is first  # kept
+    other = steady.packed(b.t())  # does not fit beside it: packed, not kept
+    assert steady.packed(b.t()) is not other and steady.packed(a.t()) is first
+    del a, first  # a's entry is dead now: b takes its place
+    kept = steady.packed(b.t())
+    assert steady.packed(b.t()) is kept
+    assert torch.equal(torch.from_numpy(kept[:, :24]), b.t())
+
+
 def test_a_row_gets_the_same_bits_in_every_tile():
     """The sum over K runs in the same order whatever tile a row falls in."""
     a = torch.randn(13, 50).numpy()

@@ -77,7 +77,10 @@ def matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     # the inner dimension, so that the copy of each stays small (whole, it
     # raised a training step's peak memory by the size of the gradients it reads).
     swap = b.shape[1] < a.shape[0] and a.stride(0) == 1
-    copied = a.shape[0] if not swap else b.shape[1] + (0 if a.t().is_contiguous() else a.shape[0])
+    if swap:  # b's rows, and a^T's where they must be made contiguous
+        copied = b.shape[1] + (0 if a.t().is_contiguous() else a.shape[0])
+    else:  # a's chunk, and b's where it is not plain
+        copied = max(a.shape[0], b.shape[1])
     step = max(1, REDUCTION_CHUNK_BYTES // (a.element_size() * copied))
     out = None
     for k0 in range(0, a.shape[1], step):

@@ -83,7 +83,7 @@ def normalise(v, vhat):
     """Layer norm of the row ``v`` without gain or shift: ``vhat = (v - mean) *
     r`` with one mean and one biased variance over the row; returns ``r``, the
     reciprocal standard deviation, which the backward pass needs. ``vhat``
-    holds ``v - mean`` on the way (it may not be ``v``)."""
+    holds ``v - mean`` on the way; the callers keep ``v`` (another row)."""
     size = v.shape[0]
     one = v.dtype.type(1)
     mean = row_sums(v, v)[0] / size

@@ -26,10 +26,10 @@ autograd records the call (:func:`backward_may_follow`).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import threading
+import weakref
 from typing import Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
@@ -63,7 +63,8 @@ def step_weights(tensors: list[Tensor | None], dtype: torch.dtype, steady: bool 
     Inside a call that :func:`reuses_weight_memory`, the arrays live in
     memory kept for the next call, and must not outlive the call.
     ``steady``: the weights are likely the same as at the last call, as in
-    inference; then the arrays may be :data:`_STEADY`'s, read-only."""
+    inference; then the arrays may be :data:`_STEADY`'s, shared by every
+    call (the loops only read them)."""
     arrays = []
     for t in tensors:
         if t is None:
@@ -100,14 +101,19 @@ class _SteadyWeights:
     only while the weight's bytes are the same: whatever changed it in place
     (an optimiser step, ``load_state_dict``, an edit through ``.data``, which
     leaves the version counter as it was) is seen. Comparing costs a tenth of
-    packing again (measured, ``(2048, 512)``: 0.09 ms against 1.1)."""
+    packing again (measured, ``(2048, 512)``: 0.09 ms against 1.1). The
+    packing reads the copy, not the weight, so that a change made by another
+    thread meanwhile cannot leave a packed array that the copy does not
+    describe."""
 
     LIMIT_BYTES = 128 << 20
     """The most kept, copies and packed arrays together (twice the weights'
-    own size); the least recently used go first."""
+    own size). Past it, the entries of weights no longer alive go first;
+    what still does not fit is packed at every call, as in training (a
+    cache that cycled through more than it holds would miss every time)."""
 
     def __init__(self) -> None:
-        self._entries: collections.OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
+        self._entries: dict[tuple, tuple[np.ndarray, np.ndarray, weakref.ref]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -117,21 +123,35 @@ class _SteadyWeights:
         key = (lying.data_ptr(), tuple(t.shape), t.is_contiguous(), t.dtype)
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
         bits = np.uint32 if now.itemsize == 4 else np.uint64  # compare bits: NaN equals itself
         if entry is not None and np.array_equal(entry[0].view(bits), now.view(bits)):
             return entry[1]
-        packed = _pack(t, lambda size, dtype: np.empty(size, dtype=now.dtype))
-        entry = (now.copy(), packed)
+        k, m = t.shape
+        size = now.nbytes + k * numba_ops.padded_width(m, now.itemsize) * now.itemsize  # the copy, the packed array
         with self._lock:
-            old = self._entries.pop(key, None)
-            self._bytes += entry[0].nbytes + entry[1].nbytes - (0 if old is None else old[0].nbytes + old[1].nbytes)
-            self._entries[key] = entry
-            while self._bytes > _SteadyWeights.LIMIT_BYTES and len(self._entries) > 1:
-                _, (copy, array) = self._entries.popitem(last=False)
-                self._bytes -= copy.nbytes + array.nbytes
+            self._drop(key)
+            if self._bytes + size > _SteadyWeights.LIMIT_BYTES:
+                for dead in [other for other, (_, _, alive) in self._entries.items() if alive() is None]:
+                    self._drop(dead)
+            fits = self._bytes + size <= _SteadyWeights.LIMIT_BYTES
+            if fits:
+                self._bytes += size  # taken now, so that another thread's weights count it
+        if not fits:
+            return _pack(t, _memory)
+        copy = now.copy()
+        source = torch.from_numpy(copy)
+        packed = _pack(source if t.is_contiguous() else source.t(), lambda count, dtype: np.empty(count, now.dtype))
+        base = t._base if t._base is not None else t  # the weight itself, for a transposed view
+        with self._lock:
+            self._drop(key)  # another thread's, packed meanwhile
+            self._entries[key] = (copy, packed, weakref.ref(base))
         return packed
+
+    def _drop(self, key: tuple) -> None:
+        """Forget ``key``'s entry, if any (under the lock)."""
+        gone = self._entries.pop(key, None)
+        if gone is not None:
+            self._bytes -= gone[0].nbytes + gone[1].nbytes
 
 
 _STEADY = _SteadyWeights()
@@ -148,7 +168,7 @@ class _WeightMemory(threading.local):
     """The most kept on one thread between calls."""
 
     def __init__(self) -> None:
-        self.free: dict[tuple[int, torch.dtype], list[np.ndarray]] = {}
+        self.free: dict[tuple[int, np.dtype], list[np.ndarray]] = {}  # by (size, dtype)
         self.kept_bytes = 0
         self.taken: list[np.ndarray] | None = None  # in use by the current call; None outside one
 

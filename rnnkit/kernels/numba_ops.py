@@ -18,7 +18,7 @@ written from these pieces, so that what makes them fast is written once:
   kernel written in LLVM IR with explicit vector types; ``w`` is packed for it
   once per call (``fused_common.step_weights``).
 * :func:`project_rows` is a piece's share of a layer's input projection, by
-  :func:`matmul_rows`, in the thread that runs the piece.
+  :func:`matmul_add_rows` from the bias, in the thread that runs the piece.
 * :func:`product` is the per-step product the loops call: ``matmul_rows``, or
   a BLAS GEMM called through its address (:mod:`rnnkit.kernels.blas`);
   :func:`product_add` adds it to what its output holds (a step's gates,
@@ -421,10 +421,11 @@ def _tiled_product(a, acol, w, res, n0, n1, width, accumulate):
             n += 2
         if n < n1:
             _row_tiles(1, accumulate, a, n, acol, w, res, n - n0, i0, i1)
-    for n in range(n0, n1):  # the columns short of a whole vector (accumulate only)
+    zero = res.dtype.type(0)
+    for n in range(n0, n1):  # the columns short of a whole vector (none where width is whole vectors)
         x, out = a[n, acol:], res[n - n0]
         for i in range(whole, width):
-            total = out[i]
+            total = out[i] if accumulate else zero
             for j in range(k):
                 total += x[j] * w[j, i]
             out[i] = total
