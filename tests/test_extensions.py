@@ -727,6 +727,19 @@ def test_bench_times_the_plain_layer_as_its_plain_column(monkeypatch):
     assert result.over_plain < 1
 
 
+def test_bench_times_the_option_beside_the_plain_layer(monkeypatch):
+    """"x plain" compares the option's layer and the plain one timed in one
+    alternation, not the option's time beside the step loop."""
+    from rnnkit import bench
+
+    times = iter([(1.0, 2.0, 5), (3.0, 40.0, 5), (6.0, 7.0, 5)])  # inference, training, the pair
+    monkeypatch.setattr(bench, "_alternate", lambda *args, **kwargs: next(times))
+    result = bench.measure_extension(bench.ExtensionConfig(steps=6, batch=2, hidden=4, layer_norm=True), min_time=0)
+    assert (result.training_rnnkit_ms, result.training_torch_ms) == (3.0, 40.0)
+    assert (result.training_plain_ms, result.training_option_ms) == (6.0, 7.0)
+    assert result.over_plain == 7.0 / 6.0
+
+
 def test_bench_table_has_the_extension_rows(capsys, monkeypatch):
     from rnnkit import bench
     from rnnkit.cli.bench import extension_table
