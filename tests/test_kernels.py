@@ -10,6 +10,7 @@ import threading
 import zlib
 from dataclasses import dataclass
 
+import numba
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -745,6 +746,27 @@ def test_a_row_gets_the_same_bits_in_every_tile_when_adding():
         alone = start[n : n + 1].copy()
         numba_ops.matmul_add_rows(a, 0, w, alone, n, n + 1, 70)
         assert (alone[0] == together[n]).all()
+
+
+@numba.njit
+def _row_sums(u, v):  # the intrinsic is callable from compiled code only
+    return numba_ops.row_sums(u, v)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 16, 31, 64, 100, 256, 1000])
+def test_row_sums_are_the_sum_and_the_dot_product_of_a_row(size, dtype):
+    """Every split of a row: whole blocks of vectors, single vectors, the
+    last elements one at a time; rows taken from inside a larger array at a
+    column offset, as the loops pass them."""
+    g = torch.Generator().manual_seed(size)
+    u = torch.randn(3, size + 5, generator=g, dtype=dtype)
+    v = torch.randn(3, size + 5, generator=g, dtype=dtype)
+    total, dot = _row_sums(u.numpy()[1, 3 : 3 + size], v.numpy()[2, 5 : 5 + size])
+    exact_total, exact_dot = u[1, 3 : 3 + size].double().sum(), (u[1, 3 : 3 + size].double() * v[2, 5:].double()).sum()
+    tolerance = dict(rtol=1e-5, atol=1e-5 * max(size, 1) ** 0.5) if dtype == torch.float32 else TOLERANCE[dtype]
+    torch.testing.assert_close(torch.tensor([total, dot], dtype=torch.float64), torch.stack([exact_total, exact_dot]),
+                               **tolerance)
 
 
 def test_packed_weights_reuse_memory_between_calls_and_never_within_one():

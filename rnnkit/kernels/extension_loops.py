@@ -37,45 +37,9 @@ import math
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import copy, jit, product, sigmoid, tanh
+from rnnkit.kernels.numba_ops import copy, jit, product, row_sums, sigmoid, tanh
 
 EPS = 1e-5  # rnnkit.kernels.reference.LAYER_NORM_EPS
-
-
-@jit(inline="always")
-def row_sums(u, v):
-    """``(sum(u), sum(u * v))`` over a row, each in eight interleaved partial
-    sums added in a fixed order at the end: a single running sum is a chain
-    of dependent additions, which the compiler may not reorder (no fast-math
-    reassociation) and so cannot vectorise (measured: the layer-norm LSTM's
-    forward loop spent most of its time there). Pass ``v = u`` for the sum
-    of squares."""
-    size = u.shape[0]
-    zero = u.dtype.type(0)
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
-    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = zero
-    whole = size - size % 8
-    for k in range(0, whole, 8):
-        a0 += u[k]
-        a1 += u[k + 1]
-        a2 += u[k + 2]
-        a3 += u[k + 3]
-        a4 += u[k + 4]
-        a5 += u[k + 5]
-        a6 += u[k + 6]
-        a7 += u[k + 7]
-        b0 += u[k] * v[k]
-        b1 += u[k + 1] * v[k + 1]
-        b2 += u[k + 2] * v[k + 2]
-        b3 += u[k + 3] * v[k + 3]
-        b4 += u[k + 4] * v[k + 4]
-        b5 += u[k + 5] * v[k + 5]
-        b6 += u[k + 6] * v[k + 6]
-        b7 += u[k + 7] * v[k + 7]
-    for k in range(whole, size):
-        a0 += u[k]
-        b0 += u[k] * v[k]
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), ((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))
 
 
 @jit(inline="always")
