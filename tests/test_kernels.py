@@ -749,8 +749,13 @@ def test_a_row_gets_the_same_bits_in_every_tile_when_adding():
 
 
 @numba.njit
-def _row_sums(u, v):  # the intrinsic is callable from compiled code only
+def _row_sums(u, v):  # the building blocks are callable from compiled code only
     return numba_ops.row_sums(u, v)
+
+
+@numba.njit
+def _centred_squares(v, centre):
+    return numba_ops.centred_squares(v, centre)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -767,6 +772,11 @@ def test_row_sums_are_the_sum_and_the_dot_product_of_a_row(size, dtype):
     tolerance = dict(rtol=1e-5, atol=1e-5 * max(size, 1) ** 0.5) if dtype == torch.float32 else TOLERANCE[dtype]
     torch.testing.assert_close(torch.tensor([total, dot], dtype=torch.float64), torch.stack([exact_total, exact_dot]),
                                **tolerance)
+    row = u.numpy()[1, 3 : 3 + size]
+    centre = row.dtype.type(0.75)
+    squares = _centred_squares(row, centre)
+    torch.testing.assert_close(torch.tensor(squares, dtype=torch.float64),
+                               ((u[1, 3 : 3 + size].double() - 0.75) ** 2).sum(), **tolerance)
 
 
 def test_packed_weights_reuse_memory_between_calls_and_never_within_one():

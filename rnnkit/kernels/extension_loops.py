@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import copy, jit, product, row_sums, sigmoid, tanh
+from rnnkit.kernels.numba_ops import centred_squares, copy, jit, product, row_sums, sigmoid, tanh
 
 EPS = 1e-5  # rnnkit.kernels.reference.LAYER_NORM_EPS
 
@@ -46,16 +46,16 @@ EPS = 1e-5  # rnnkit.kernels.reference.LAYER_NORM_EPS
 def normalise(v, vhat):
     """Layer norm of the row ``v`` without gain or shift: ``vhat = (v - mean) *
     r`` with one mean and one biased variance over the row; returns ``r``, the
-    reciprocal standard deviation, which the backward pass needs. ``vhat``
-    holds ``v - mean`` on the way; the callers keep ``v`` (another row)."""
+    reciprocal standard deviation, which the backward pass needs; the callers
+    keep ``v`` (another row)."""
     size = v.shape[0]
-    one = v.dtype.type(1)
-    mean = row_sums(v, v)[0] / size
+    # typed constants keep float32 rows in float32 (an int or a Python float
+    # would turn the means, and every element they touch, into float64)
+    one, count, eps = v.dtype.type(1), v.dtype.type(size), v.dtype.type(EPS)
+    mean = row_sums(v, v)[0] / count
+    r = one / math.sqrt(centred_squares(v, mean) / count + eps)
     for k in range(size):
-        vhat[k] = v[k] - mean
-    r = one / math.sqrt(row_sums(vhat, vhat)[1] / size + EPS)
-    for k in range(size):
-        vhat[k] *= r
+        vhat[k] = (v[k] - mean) * r
     return r
 
 
@@ -64,11 +64,12 @@ def normalise_backward(dy, gain, vhat, r, dv):
     """``dL/dv`` of ``y = gain * vhat + shift`` (``vhat`` from :func:`normalise`
     of ``v``, with its ``r``) from ``dL/dy``, into ``dv`` (which may be ``dy``)."""
     size = dy.shape[0]
+    count = dy.dtype.type(size)  # as in normalise
     for k in range(size):
         dv[k] = dy[k] * gain[k]  # dL/d vhat
     mean1, mean2 = row_sums(dv, vhat)
-    mean1 /= size
-    mean2 /= size
+    mean1 /= count
+    mean2 /= count
     for k in range(size):
         dv[k] = r * (dv[k] - mean1 - vhat[k] * mean2)
 

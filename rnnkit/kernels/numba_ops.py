@@ -1,5 +1,5 @@
 """Building blocks of the fused loops, compiled with numba: ``jit``, ``tanh``,
-``sigmoid``, ``copy``, ``row_sums``, ``matmul_rows`` (and ``matmul_add_rows``),
+``sigmoid``, ``copy``, ``row_sums`` (and ``centred_squares``), ``matmul_rows`` (and ``matmul_add_rows``),
 ``project_rows``, ``product`` (and ``product_add``).
 
 Each cell's loops (``elman_loops.py``, ``lstm_loops.py``, ``gru_loops.py``) are
@@ -15,7 +15,8 @@ written from these pieces, so that what makes them fast is written once:
   vectorises, for the same reason (``math.exp`` is a libm call too).
 * :func:`copy` copies a row by a loop (numba's slice assignment costs more).
 * :func:`row_sums` is ``(sum(u), sum(u * v))`` over a row in several vector
-  sums at once, for layer norm's statistics.
+  sums at once, and :func:`centred_squares` ``sum((v - c)^2)``: layer norm's
+  statistics.
 * :func:`matmul_rows` is ``a @ w`` for a block of batch rows, a register-tiled
   kernel written in LLVM IR with explicit vector types; ``w`` is packed for it
   once per call (``fused_common.step_weights``).
@@ -239,15 +240,15 @@ dependent vector additions, against 10 with four)."""
 
 
 @intrinsic
-def row_sums(typingctx, u, v):
-    """``(sum(u), sum(u * v))`` over two rows of the same length with unit
-    steps (pass ``v = u`` for the sum of squares), in a fixed order whatever
-    the row: whole vectors go to :data:`SUM_CHAINS` vector sums in turn
-    (each multiply-add fused), the lanes of those are added pairwise, then
-    the last elements short of a vector one at a time."""
+def _centred_sums(typingctx, u, v, centre):
+    """``(sum(u - c), sum((u - c) * (v - c)))``, ``c = centre``, over two rows
+    of the same length with unit steps, in a fixed order whatever the row:
+    whole vectors go to :data:`SUM_CHAINS` vector sums in turn (each
+    multiply-add fused), the lanes of those are added pairwise, then the
+    last elements short of a vector one at a time."""
     if not (isinstance(u, types.Array) and u.ndim == 1 and u.dtype in (types.float32, types.float64)):
         return None
-    sig = types.UniTuple(u.dtype, 2)(u, v)
+    sig = types.UniTuple(u.dtype, 2)(u, v, u.dtype)
 
     def codegen(context, builder, signature, args):
         real = context.get_value_type(u.dtype)
@@ -268,13 +269,18 @@ def row_sums(typingctx, u, v):
 
         u_p, n = row(signature.args[0], args[0])
         v_p, _ = row(signature.args[1], args[1])
+        c = args[2]
+        cs = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(vector, ir.Undefined), c, ir.IntType(32)(0)),
+            ir.Constant(vector, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes),
+        )
         zero = ir.Constant(vector, None)
         sums = [cgutils.alloca_once_value(builder, zero) for _ in range(SUM_CHAINS)]
         products = [cgutils.alloca_once_value(builder, zero) for _ in range(SUM_CHAINS)]
 
         def add_vector(chain, start):
-            uv = builder.load(builder.bitcast(builder.gep(u_p, [start]), vector.as_pointer()), align=size)
-            vv = builder.load(builder.bitcast(builder.gep(v_p, [start]), vector.as_pointer()), align=size)
+            uv = builder.fsub(builder.load(builder.bitcast(builder.gep(u_p, [start]), vector.as_pointer()), align=size), cs)
+            vv = builder.fsub(builder.load(builder.bitcast(builder.gep(v_p, [start]), vector.as_pointer()), align=size), cs)
             builder.store(builder.fadd(builder.load(sums[chain]), uv), sums[chain])
             builder.store(builder.call(fma_v, [uv, vv, builder.load(products[chain])]), products[chain])
 
@@ -301,12 +307,28 @@ def row_sums(typingctx, u, v):
         sum_u, sum_uv = total(sums), total(products)
         with cgutils.for_range(builder, builder.sub(n, tail)) as loop:
             k = builder.add(tail, loop.index)
-            x, y = builder.load(builder.gep(u_p, [k])), builder.load(builder.gep(v_p, [k]))
+            x = builder.fsub(builder.load(builder.gep(u_p, [k])), c)
+            y = builder.fsub(builder.load(builder.gep(v_p, [k])), c)
             builder.store(builder.fadd(builder.load(sum_u), x), sum_u)
             builder.store(builder.call(fma_s, [x, y, builder.load(sum_uv)]), sum_uv)
         return context.make_tuple(builder, signature.return_type, [builder.load(sum_u), builder.load(sum_uv)])
 
     return sig, codegen
+
+
+@jit(inline="always")
+def row_sums(u, v):
+    """``(sum(u), sum(u * v))`` over two rows of the same length with unit
+    steps, in a fixed order (see :func:`_centred_sums`)."""
+    return _centred_sums(u, v, u.dtype.type(0))
+
+
+@jit(inline="always")
+def centred_squares(v, centre):
+    """``sum((v - centre) ** 2)`` over a row with unit steps, in a fixed order
+    (see :func:`_centred_sums`): a variance's sum without a row of ``v - centre``
+    written first and read back."""
+    return _centred_sums(v, v, centre)[1]
 
 
 # -- the per-step product --------------------------------------------------------------
