@@ -782,7 +782,7 @@ def test_row_sums_are_the_sum_and_the_dot_product_of_a_row(size, dtype):
 def test_packed_weights_reuse_memory_between_calls_and_never_within_one():
     w1, w2 = torch.randn(40, 30), torch.randn(40, 30)
 
-    @fused_common.reuses_weight_memory
+    @fused_common.reuses_call_memory
     def pack(first, second):
         a, b = fused_common.step_weights([first.t(), second.t()], torch.float32)
         return (a.ctypes.data, b.ctypes.data), a.copy(), b.copy()

@@ -60,7 +60,7 @@ def step_weights(tensors: list[Tensor | None], dtype: torch.dtype, steady: bool 
     vectors; an empty ``(0, 0)`` array where the tensor is ``None`` (no
     projection), of ``dtype``. Pass ``W^T`` for a forward product ``h @ W^T``.
 
-    Inside a call that :func:`reuses_weight_memory`, the arrays live in
+    Inside a call that :func:`reuses_call_memory`, the arrays live in
     memory kept for the next call, and must not outlive the call.
     ``steady``: the weights are likely the same as at the last call, as in
     inference; then the arrays may be :data:`_STEADY`'s, shared by every
@@ -157,8 +157,9 @@ class _SteadyWeights:
 _STEADY = _SteadyWeights()
 
 
-class _WeightMemory(threading.local):
-    """Memory for packed weights, kept from call to call on each thread.
+class _CallMemory(threading.local):
+    """Memory for packed weights and scratch arrays, kept from call to call
+    on each thread.
 
     A layer packs its weights at every call, and fresh memory faults on its
     first write, page by page: measured, that was 1-2 ms of the 2 ms it took
@@ -173,23 +174,24 @@ class _WeightMemory(threading.local):
         self.taken: list[np.ndarray] | None = None  # in use by the current call; None outside one
 
 
-_WEIGHT_MEMORY = _WeightMemory()
+_CALL_MEMORY = _CallMemory()
 
 
-def reuses_weight_memory(function: Callable) -> Callable:
+def reuses_call_memory(function: Callable) -> Callable:
     """Decorate a fused Function's ``forward`` or ``backward``: the packed
-    weights of :func:`step_weights` during the call take memory that earlier
-    calls on the same thread left, and leave theirs for later ones."""
+    weights of :func:`step_weights` and the arrays of :func:`scratch` during
+    the call take memory that earlier calls on the same thread left, and
+    leave theirs for later ones."""
 
     @functools.wraps(function)
     def call(*args, **kwargs):
-        memory = _WEIGHT_MEMORY
+        memory = _CALL_MEMORY
         outer, memory.taken = memory.taken, []
         try:
             return function(*args, **kwargs)
         finally:
             for buffer in memory.taken:
-                if memory.kept_bytes + buffer.nbytes <= _WeightMemory.LIMIT_BYTES:
+                if memory.kept_bytes + buffer.nbytes <= _CallMemory.LIMIT_BYTES:
                     memory.free.setdefault((buffer.size, buffer.dtype), []).append(buffer)
                     memory.kept_bytes += buffer.nbytes
             memory.taken = outer
@@ -199,8 +201,8 @@ def reuses_weight_memory(function: Callable) -> Callable:
 
 def _memory(size: int, dtype: torch.dtype) -> np.ndarray:
     """A 1-D array of ``size`` elements: kept memory inside a call that
-    :func:`reuses_weight_memory`, else new."""
-    memory = _WEIGHT_MEMORY
+    :func:`reuses_call_memory`, else new."""
+    memory = _CALL_MEMORY
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     if memory.taken is None:
         return np.empty(size, dtype=np_dtype)
@@ -212,6 +214,13 @@ def _memory(size: int, dtype: torch.dtype) -> np.ndarray:
         buffer = np.empty(size, dtype=np_dtype)
     memory.taken.append(buffer)
     return buffer
+
+
+def scratch(shape: tuple[int, ...], dtype: torch.dtype) -> np.ndarray:
+    """A C-contiguous array of ``shape`` for the loops to work in, which lives
+    only as long as the current call that :func:`reuses_call_memory` (not
+    initialised: the loops write it before they read it)."""
+    return _memory(int(np.prod(shape)), dtype).reshape(shape)
 
 
 def clean_lengths(lengths: Tensor | None, steps: int) -> Tensor | None:
@@ -416,7 +425,7 @@ class FusedLayer(torch.autograd.Function):
     """Arguments before ``x`` (``cell, keep, lengths``), which get no gradient."""
 
     @staticmethod
-    @reuses_weight_memory
+    @reuses_call_memory
     def forward(ctx, cell: Cell, keep: bool, lengths: Tensor | None, x: Tensor, *tensors: Tensor | None):
         state, flat = tensors[: cell.state_size], tensors[cell.state_size :]
         lengths_a = lengths_array(lengths, x.shape[1], x.shape[0])
@@ -428,7 +437,7 @@ class FusedLayer(torch.autograd.Function):
         return outputs
 
     @staticmethod
-    @reuses_weight_memory
+    @reuses_call_memory
     def backward(ctx, *grads: Tensor):
         cell = ctx.cell
         x, *saved = ctx.saved_tensors

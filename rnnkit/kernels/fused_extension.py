@@ -10,18 +10,23 @@ Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
    adds ``b_hh`` in the loop instead, where ``r`` scales its ``n`` block);
 2. the kind's forward loop in :mod:`rnnkit.kernels.extension_loops` runs the
    recurrence per direction and batch chunk, on the threads
-   :func:`~rnnkit.kernels.fused_common.run_pieces` plans, keeping what the
+   :func:`~rnnkit.kernels.fused_common.run_pieces` plans, writing what the
    backward loop needs (activations, ``c_t``, each step's masked ``h_(t-1)``
-   and, with layer norm, the normalised products and their statistics).
+   and, with layer norm, the normalised products and their statistics):
+   into tensors kept for it where a backward pass may follow, else into
+   scratch memory reused from call to call.
 
-Backward: the kind's backward loop walks the steps back; the sums over all steps (``dL/dW_hh`` and the gains'
-gradients) are matrix products and reductions done here. A backward pass
+Backward: the kind's backward loop walks the steps back; the sums over all
+steps (``dL/dW_hh`` and the gains' gradients) are matrix products and
+reductions done here. Only ``dL/d xp`` is new memory; the loop's other
+gradients are scratch. A backward pass
 that must itself be differentiable (``create_graph=True``) is refused by
 autograd (the loops are not differentiable twice).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -42,71 +47,74 @@ _FIELDS = 5  # per direction: w_hh, ln_hh_weight, ln_c_weight, ln_c_bias, w_hr
 
 
 class _ExtendedLSTM(torch.autograd.Function):
-    """``(return_cells, lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *weights)
+    """``(keep, return_cells, lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *weights)
     -> (output, h_n, c_n)``, and ``cells (T, N, D*H)`` after them with
     ``return_cells``; ``weights`` are :data:`_FIELDS` tensors per direction
     (the gains ``None`` without layer norm, ``w_hr`` without a projection),
-    the masks ``(D, N, P)`` and ``(D, T, N, P)`` or ``None``."""
+    the masks ``(D, N, P)`` and ``(D, T, N, P)`` or ``None``. ``keep``:
+    whether a backward pass may follow
+    (:func:`~rnnkit.kernels.fused_common.backward_may_follow`), so that the
+    loop's activations are kept (else they go to scratch memory)."""
 
     @staticmethod
-    @common.reuses_weight_memory
-    def forward(ctx, return_cells, lengths, rmask, zmask, xp, h0, c0, *flat):  # type: ignore[override]
+    @common.reuses_call_memory
+    def forward(ctx, keep, return_cells, lengths, rmask, zmask, xp, h0, c0, *flat):  # type: ignore[override]
         steps, batch, _ = xp.shape
         directions, _, hidden = c0.shape
         width = h0.shape[2]
         weights = _per_direction(flat, _FIELDS)
         norm, project = flat[1] is not None, flat[4] is not None
-        new = xp.new_empty
-        empty = new(0, 0, 0)
-        gates, cells = new(xp.shape), new(steps, batch, directions * hidden)
-        out, hprev = new(steps, batch, directions * width), new(steps, batch, directions * width)
-        mkeep = new(cells.shape) if project else empty
-        zhat = new(xp.shape) if norm else empty
-        chat = new(cells.shape) if norm else empty
-        rstd_z = new(steps, batch, directions) if norm else empty
-        rstd_c = new(steps, batch, directions) if norm else empty
+        per_cell, per_out = (steps, batch, directions * hidden), (steps, batch, directions * width)
+        nothing = (0, 0, 0)
+        kept, arrays = _loop_buffers(keep, xp.dtype, dict(
+            gates=xp.shape, cells=per_cell, mkeep=per_cell if project else nothing, hprev=per_out,
+            zhat=xp.shape if norm else nothing, chat=per_cell if norm else nothing,
+            rstd_z=(steps, batch, directions) if norm else nothing, rstd_c=(steps, batch, directions) if norm else nothing,
+        ))
+        out = xp.new_empty(per_out)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         c_n = c0.detach().clone(memory_format=torch.contiguous_format)
         w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
         w_hr_t = common.step_weights([None if w[4] is None else w[4].t() for w in weights], xp.dtype)
         g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
-        arrays = [
-            common.as_array(t)
-            for t in (xp, gates, cells, mkeep, out, hprev, zhat, rstd_z, chat, rstd_c, h_n, c_n)
-        ]
-        xp_a, gates_a, cells_a, mkeep_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, h_a, c_a = arrays
+        xp_a, out_a, h_a, c_a = (common.as_array(t) for t in (xp, out, h_n, c_n))
+        a = arrays
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_lstm_forward(
                 xp_a, d * 4 * hidden, d * hidden, d * width, d, w_hh_t[d], w_hr_t[d], g_hh[d], g_c[d], b_c[d],
-                rm[d], zm[d], norm, gates_a, cells_a, mkeep_a, out_a, hprev_a, zhat_a, rstd_z_a, chat_a,
-                rstd_c_a, h_a[d], c_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+                rm[d], zm[d], norm, a["gates"], a["cells"], a["mkeep"], out_a, a["hprev"], a["zhat"], a["rstd_z"],
+                a["chat"], a["rstd_c"], h_a[d], c_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights, w_hr_field=4), batch, steps)
-        ctx.save_for_backward(c0, *flat)
-        ctx.kept = (lengths, rmask, zmask, gates, cells, mkeep, hprev, zhat, rstd_z, chat, rstd_c, norm, width)
+        if keep:
+            ctx.save_for_backward(c0, *flat)
+            ctx.kept = (lengths, rmask, zmask, kept, norm, width)
         if return_cells:  # a copy: the backward pass reads its own, whatever the caller does with this one
-            return out, h_n, c_n, cells.clone()
+            return out, h_n, c_n, torch.from_numpy(a["cells"]).clone()
         return out, h_n, c_n
 
     @staticmethod
     @once_differentiable
-    @common.reuses_weight_memory
+    @common.reuses_call_memory
     def backward(ctx, grad_out, grad_h_n, grad_c_n, *grad_cells):  # type: ignore[override]
         c0, *flat = ctx.saved_tensors
-        lengths, rmask, zmask, gates, cells, mkeep, hprev, zhat, rstd_z, chat, rstd_c, norm, width = ctx.kept
+        lengths, rmask, zmask, kept, norm, width = ctx.kept
+        gates, cells, mkeep, hprev, zhat, rstd_z, chat, rstd_c = (
+            kept[name] for name in ("gates", "cells", "mkeep", "hprev", "zhat", "rstd_z", "chat", "rstd_c")
+        )
         steps, batch, _ = gates.shape
         directions, _, hidden = c0.shape
         weights = _per_direction(flat, _FIELDS)
         project = weights[0][4] is not None
-        dxp = gates.new_empty(gates.shape)
-        dz = gates.new_empty(gates.shape) if norm else dxp
-        dy = cells.new_empty(cells.shape) if norm else cells.new_empty(0, 0, 0)
-        dhs = cells.new_empty(steps, batch, directions * width) if project else cells.new_empty(0, 0, 0)
+        dxp = gates.new_empty(gates.shape)  # returned: the rest is scratch of this call
+        dz = _scratch(gates.shape, gates.dtype) if norm else dxp
+        dy = _scratch(cells.shape if norm else (0, 0, 0), cells.dtype)
+        dhs = _scratch((steps, batch, directions * width) if project else (0, 0, 0), cells.dtype)
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         dc = grad_c_n.clone(memory_format=torch.contiguous_format)
         w_hh = common.step_weights([w[0] for w in weights], gates.dtype)
@@ -153,7 +161,26 @@ class _ExtendedLSTM(torch.autograd.Function):
                 dense.matmul(dhs[:, :, outs_d].reshape(pairs, width).t(), mkeep[:, :, cells_d].reshape(pairs, hidden))
                 if project else None
             )
-        return None, None, None, None, dxp, dh, dc, *grads
+        return None, None, None, None, None, dxp, dh, dc, *grads
+
+
+def _loop_buffers(
+    keep: bool, dtype: torch.dtype, shapes: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, Tensor], dict[str, np.ndarray]]:
+    """What a forward loop writes for the backward one, by name: tensors to
+    keep on ``ctx`` and their arrays where a backward pass may follow
+    (``keep``); else no tensors, and arrays of this call's scratch memory
+    (:func:`~rnnkit.kernels.fused_common.scratch`: fresh memory faults page by page
+    at every call)."""
+    if keep:
+        tensors = {name: torch.empty(shape, dtype=dtype) for name, shape in shapes.items()}
+        return tensors, {name: common.as_array(t) for name, t in tensors.items()}
+    return {}, {name: common.scratch(shape, dtype) for name, shape in shapes.items()}
+
+
+def _scratch(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """A tensor over this call's scratch memory (see :func:`_loop_buffers`)."""
+    return torch.from_numpy(common.scratch(shape, dtype))
 
 
 def _per_direction(flat: tuple[Tensor | None, ...], fields: int) -> list[tuple[Tensor | None, ...]]:
@@ -177,54 +204,57 @@ def _masks(rmask: Tensor | None, zmask: Tensor | None, directions: int, dtype: t
 
 
 class _ExtendedGRU(torch.autograd.Function):
-    """``(lengths, recurrent_mask, zoneout_mask, xp, h0, *weights) -> (output, h_n)``;
-    ``weights`` are ``w_hh``, ``b_hh`` and ``ln_hh_weight`` per direction (``None`` where absent)."""
+    """``(keep, lengths, recurrent_mask, zoneout_mask, xp, h0, *weights) -> (output, h_n)``;
+    ``weights`` are ``w_hh``, ``b_hh`` and ``ln_hh_weight`` per direction (``None`` where absent),
+    the rest as in :class:`_ExtendedLSTM`."""
 
     @staticmethod
-    @common.reuses_weight_memory
-    def forward(ctx, lengths, rmask, zmask, xp, h0, *flat):  # type: ignore[override]
+    @common.reuses_call_memory
+    def forward(ctx, keep, lengths, rmask, zmask, xp, h0, *flat):  # type: ignore[override]
         steps, batch, _ = xp.shape
         directions, _, hidden = h0.shape
         norm = flat[2] is not None
-        new = xp.new_empty
-        gates, bn = new(xp.shape), new(steps, batch, directions * hidden)
-        out, hold, hprev = new(bn.shape), new(bn.shape), new(bn.shape)
-        empty = new(0, 0, 0)
-        zhat = new(xp.shape) if norm else empty
-        rstd_z = new(steps, batch, directions) if norm else empty
+        per_unit, nothing = (steps, batch, directions * hidden), (0, 0, 0)
+        kept, a = _loop_buffers(keep, xp.dtype, dict(
+            gates=xp.shape, bn=per_unit, hold=per_unit, hprev=per_unit, zhat=xp.shape if norm else nothing,
+            rstd_z=(steps, batch, directions) if norm else nothing,
+        ))
+        out = xp.new_empty(per_unit)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         weights = _per_direction(flat, 3)
         w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
         b_hh, g_hh = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
-        arrays = [common.as_array(t) for t in (xp, gates, bn, out, hold, hprev, zhat, rstd_z, h_n)]
-        xp_a, gates_a, bn_a, out_a, hold_a, hprev_a, zhat_a, rstd_z_a, h_a = arrays
+        xp_a, out_a, h_a = (common.as_array(t) for t in (xp, out, h_n))
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_gru_forward(
                 xp_a, d * 3 * hidden, d * hidden, d, w_hh_t[d], b_hh[d], g_hh[d], rm[d], zm[d], norm,
-                gates_a, bn_a, out_a, hold_a, hprev_a, zhat_a, rstd_z_a, h_a[d], lengths_a, d == 1,
-                piece.n0, piece.n1, gemm,
+                a["gates"], a["bn"], out_a, a["hold"], a["hprev"], a["zhat"], a["rstd_z"], h_a[d], lengths_a,
+                d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights), batch, steps)
-        ctx.save_for_backward(*flat)
-        ctx.kept = (lengths, rmask, zmask, gates, bn, hold, hprev, zhat, rstd_z, norm)
+        if keep:
+            ctx.save_for_backward(*flat)
+            ctx.kept = (lengths, rmask, zmask, kept, norm)
         return out, h_n
 
     @staticmethod
     @once_differentiable
-    @common.reuses_weight_memory
+    @common.reuses_call_memory
     def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
         flat = ctx.saved_tensors
-        lengths, rmask, zmask, gates, bn, hold, hprev, zhat, rstd_z, norm = ctx.kept
+        lengths, rmask, zmask, kept, norm = ctx.kept
+        gates, bn, hold, hprev, zhat, rstd_z = (kept[name] for name in ("gates", "bn", "hold", "hprev", "zhat", "rstd_z"))
         steps, batch, _ = gates.shape
         directions, _, hidden = grad_h_n.shape
         weights = _per_direction(flat, 3)
-        dxp, db = gates.new_empty(gates.shape), gates.new_empty(gates.shape)
-        dz = gates.new_empty(gates.shape) if norm else db
+        dxp = gates.new_empty(gates.shape)  # returned: the rest is scratch of this call
+        db = _scratch(gates.shape, gates.dtype)
+        dz = _scratch(gates.shape, gates.dtype) if norm else db
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         w_hh = common.step_weights([w[0] for w in weights], gates.dtype)
         g_hh = common.as_arrays([w[2] for w in weights], (0,), gates.dtype)
@@ -251,57 +281,59 @@ class _ExtendedGRU(torch.autograd.Function):
             ))
             grads.append(None if w[1] is None else db[:, :, gates_d].sum((0, 1)))
             grads.append((db[:, :, gates_d] * zhat[:, :, gates_d]).sum((0, 1)) if norm else None)
-        return None, None, None, dxp, dh, *grads
+        return None, None, None, None, dxp, dh, *grads
 
 
 class _ExtendedElman(torch.autograd.Function):
-    """``(relu, lengths, recurrent_mask, zoneout_mask, xp, h0, *weights) -> (output, h_n)``;
-    ``weights`` are ``w_hh`` and ``ln_hh_weight`` per direction (``None`` without layer norm)."""
+    """``(keep, relu, lengths, recurrent_mask, zoneout_mask, xp, h0, *weights) -> (output, h_n)``;
+    ``weights`` are ``w_hh`` and ``ln_hh_weight`` per direction (``None`` without layer norm),
+    the rest as in :class:`_ExtendedLSTM`."""
 
     @staticmethod
-    @common.reuses_weight_memory
-    def forward(ctx, relu, lengths, rmask, zmask, xp, h0, *flat):  # type: ignore[override]
+    @common.reuses_call_memory
+    def forward(ctx, keep, relu, lengths, rmask, zmask, xp, h0, *flat):  # type: ignore[override]
         steps, batch, _ = xp.shape
         directions, _, hidden = h0.shape
         norm = flat[1] is not None
-        new = xp.new_empty
-        act, out, hprev = new(xp.shape), new(xp.shape), new(xp.shape)
-        empty = new(0, 0, 0)
-        zhat = new(xp.shape) if norm else empty
-        rstd_z = new(steps, batch, directions) if norm else empty
+        nothing = (0, 0, 0)
+        kept, a = _loop_buffers(keep, xp.dtype, dict(
+            act=xp.shape, hprev=xp.shape, zhat=xp.shape if norm else nothing,
+            rstd_z=(steps, batch, directions) if norm else nothing,
+        ))
+        out = xp.new_empty(xp.shape)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         weights = _per_direction(flat, 2)
         w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
         g_hh = common.as_arrays([w[1] for w in weights], (0,), xp.dtype)
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
-        xp_a, act_a, out_a, hprev_a, zhat_a, rstd_z_a, h_a = (
-            common.as_array(t) for t in (xp, act, out, hprev, zhat, rstd_z, h_n)
-        )
+        xp_a, out_a, h_a = (common.as_array(t) for t in (xp, out, h_n))
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_elman_forward(
-                xp_a, d * hidden, d, w_hh_t[d], g_hh[d], rm[d], zm[d], norm, relu, act_a, out_a, hprev_a,
-                zhat_a, rstd_z_a, h_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+                xp_a, d * hidden, d, w_hh_t[d], g_hh[d], rm[d], zm[d], norm, relu, a["act"], out_a, a["hprev"],
+                a["zhat"], a["rstd_z"], h_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights), batch, steps)
-        ctx.save_for_backward(*flat)
-        ctx.kept = (relu, lengths, rmask, zmask, act, hprev, zhat, rstd_z, norm)
+        if keep:
+            ctx.save_for_backward(*flat)
+            ctx.kept = (relu, lengths, rmask, zmask, kept, norm)
         return out, h_n
 
     @staticmethod
     @once_differentiable
-    @common.reuses_weight_memory
+    @common.reuses_call_memory
     def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
         flat = ctx.saved_tensors
-        relu, lengths, rmask, zmask, act, hprev, zhat, rstd_z, norm = ctx.kept
+        relu, lengths, rmask, zmask, kept, norm = ctx.kept
+        act, hprev, zhat, rstd_z = (kept[name] for name in ("act", "hprev", "zhat", "rstd_z"))
         steps, batch, _ = act.shape
         directions, _, hidden = grad_h_n.shape
         weights = _per_direction(flat, 2)
-        dxp = act.new_empty(act.shape)
-        dz = act.new_empty(act.shape) if norm else dxp
+        dxp = act.new_empty(act.shape)  # returned: the rest is scratch of this call
+        dz = _scratch(act.shape, act.dtype) if norm else dxp
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         w_hh = common.step_weights([w[0] for w in weights], act.dtype)
         g_hh = common.as_arrays([w[1] for w in weights], (0,), act.dtype)
@@ -325,7 +357,7 @@ class _ExtendedElman(torch.autograd.Function):
             cols = slice(d * hidden, (d + 1) * hidden)
             grads.append(dense.matmul(dz[:, :, cols].reshape(pairs, hidden).t(), hprev[:, :, cols].reshape(pairs, hidden)))
             grads.append((dxp[:, :, cols] * zhat[:, :, cols]).sum((0, 1)) if norm else None)
-        return None, None, None, None, dxp, dh, *grads
+        return None, None, None, None, None, dxp, dh, *grads
 
 
 def _input_side(x: Tensor, weights: list[DirectionWeights], fold_b_hh: bool) -> Tensor:
@@ -357,19 +389,22 @@ def run_layer(
     if kind in ("rnn_tanh", "rnn_relu"):
         flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight)]
         xp = _input_side(x, weights, fold_b_hh=True)
+        keep = common.backward_may_follow(xp, *state, *flat)
         output, h_n = _ExtendedElman.apply(
-            kind == "rnn_relu", lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat
+            keep, kind == "rnn_relu", lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat
         )
         return output, (h_n,)
     if kind == "gru":
         flat = [t for w in weights for t in (w.w_hh, w.b_hh, w.ln_hh_weight)]
         xp = _input_side(x, weights, fold_b_hh=False)
-        output, h_n = _ExtendedGRU.apply(lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat)
+        keep = common.backward_may_follow(xp, *state, *flat)
+        output, h_n = _ExtendedGRU.apply(keep, lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat)
         return output, (h_n,)
     h0, c0 = state
     flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight, w.ln_c_weight, w.ln_c_bias, w.w_hr)]
     xp = _input_side(x, weights, fold_b_hh=True)
+    keep = common.backward_may_follow(xp, h0, c0, *flat)
     output, h_n, c_n, *cells = _ExtendedLSTM.apply(
-        return_cells, lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *flat
+        keep, return_cells, lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *flat
     )
     return (output, (h_n, c_n), *cells)
