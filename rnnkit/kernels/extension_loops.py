@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import centred_squares, copy, jit, product, row_sums, sigmoid, tanh
+from rnnkit.kernels.numba_ops import centred_squares, copy, jit, product, product_add, row_sums, sigmoid, tanh
 
 EPS = 1e-5  # rnnkit.kernels.reference.LAYER_NORM_EPS
 
@@ -89,14 +89,17 @@ def masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm):
 @jit(inline="always")
 def add_masked_product(dz_t, col, w_hh, back, rmask, dh, n0, n1, gemm):
     """``dh += m ⊙ (dz_t W_hh)`` for the rows ``n0 <= n < n1``, ``back`` its
-    scratch; the backward of :func:`masked_product` (rows past their length
-    have ``dz = 0`` and add nothing)."""
-    masked = rmask.shape[0] > 0
+    scratch with a mask (without, the product adds straight into ``dh``);
+    the backward of :func:`masked_product` (rows past their length have
+    ``dz = 0`` and add nothing)."""
+    if rmask.shape[0] == 0:
+        product_add(dz_t, col, w_hh, dh[n0:n1], n0, n1, dh.shape[1], gemm)
+        return
     product(dz_t, col, w_hh, back, n0, n1, gemm)
     for n in range(n0, n1):
-        dhn, bk = dh[n], back[n - n0]
+        dhn, bk, mn = dh[n], back[n - n0], rmask[n]
         for k in range(dh.shape[1]):
-            dhn[k] += bk[k] * rmask[n, k] if masked else bk[k]
+            dhn[k] += bk[k] * mn[k]
 
 
 @jit
@@ -188,7 +191,8 @@ def extended_lstm_forward(
 @jit
 def extended_lstm_backward(
     gates, gcol, ccol, ocol, d, cells, mkeep, c0, w_hh, w_hr, g_hh, g_c, b_c, rmask, zmask, norm, zhat,
-    rstd_z, chat, rstd_c, grad_out, grad_cells, dxp, dz, dy, dhs, dh, dc, lengths, reverse, n0, n1, gemm,
+    rstd_z, chat, rstd_c, grad_out, grad_cells, dxp, dz, dhs, dh, dc, dg_hh, dg_c, db_c, lengths, reverse,
+    n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_lstm_forward`, last step first.
 
@@ -202,12 +206,14 @@ def extended_lstm_backward(
         dxp: ``(T, N, D*4H)`` receives ``dL/d xp`` (the gate pre-activations).
         dz: ``(T, N, D*4H)`` receives ``dL/d W_hh (m ⊙ h_(t-1))`` (with layer
             norm; without, it is ``dxp`` and the caller passes ``dxp`` again).
-        dy: ``(T, N, D*H)`` receives ``dL/d LN_c(c_t)`` (with layer norm).
         dhs: ``(T, N, D*P)`` receives ``dL/dh~_t`` with a projection (zeros
             past each length), whose products with ``mkeep`` over all steps
             give ``dL/dW_hr``.
         dh: ``(N, P)``, dc: ``(N, H)``: ``dL/dh_n``, ``dL/dc_n`` on entry,
             ``dL/dh_0``, ``dL/dc_0`` on return.
+        dg_hh: ``(N, 4H)``, dg_c, db_c: ``(N, H)``, zeros on entry (with layer
+            norm; else no rows): each row's share of the gains' and the
+            shift's gradients, summed over its steps (the caller sums the rows).
     """
     steps, hidden, width = gates.shape[0], dc.shape[1], dh.shape[1]
     rows = 4 * hidden
@@ -247,8 +253,6 @@ def extended_lstm_backward(
             if t >= lengths[n]:
                 da[:] = zero
                 dzn[:] = zero
-                if norm:
-                    dy[t, n, ccol : ccol + hidden] = zero
                 continue
             dmn, c_t = dm_all[n - n0], cells[t, n, ccol : ccol + hidden]
             # Views indexed from 0, and no branch inside a loop over k: so that the loops vectorise.
@@ -266,8 +270,11 @@ def extended_lstm_backward(
                 dao[k] = dmn[k] * ty * (o * (one - o))
                 dct[k] = dmn[k] * o * (one - ty * ty)  # dL/dy for now
             if norm:
-                copy(dy[t, n, ccol : ccol + hidden], dct)
-                normalise_backward(dct, g_c, chat[t, n, ccol : ccol + hidden], rstd_c[t, n, d], dct)
+                ch, dgc, dbc = chat[t, n, ccol : ccol + hidden], dg_c[n], db_c[n]
+                for k in range(hidden):
+                    dgc[k] += dct[k] * ch[k]
+                    dbc[k] += dct[k]
+                normalise_backward(dct, g_c, ch, rstd_c[t, n, d], dct)
             first = t == lengths[n] - 1 if reverse else t == 0
             c_prev = c0[n] if first else cells[t + 1 if reverse else t - 1, n, ccol : ccol + hidden]
             dcn = dc[n]
@@ -283,7 +290,9 @@ def extended_lstm_backward(
                 dag[k] = total * i * (one - g * g)
                 dcn[k] = total * f
             if norm:
-                zh = zhat[t, n, gcol : gcol + rows]
+                zh, dg = zhat[t, n, gcol : gcol + rows], dg_hh[n]
+                for k in range(rows):
+                    dg[k] += da[k] * zh[k]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
         add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
 
@@ -348,48 +357,61 @@ def extended_gru_forward(
 @jit
 def extended_gru_backward(
     gates, gcol, col, d, bn, hold, w_hh, g_hh, rmask, zmask, norm, zhat, rstd_z,
-    grad_out, dxp, db, dz, dh, lengths, reverse, n0, n1, gemm,
+    grad_out, dxp, dz, dh, db_hh, dg_hh, lengths, reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_gru_forward`, last step first:
-    ``dxp`` receives ``dL/d xp``, ``db (T, N, D*3H)`` ``dL/d(LN_hh(...) + b_hh)``,
-    ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))`` (without layer norm the caller passes
-    ``db`` again); ``dh (N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return."""
+    ``dxp`` receives ``dL/d xp``, ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))``; ``dh
+    (N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return. ``db_hh (N, 3H)``
+    and, with layer norm, ``dg_hh (N, 3H)`` (else no rows), zeros on entry,
+    receive each row's share of ``dL/db_hh`` and of the gain's gradient,
+    summed over its steps (the caller sums the rows)."""
     steps, hidden = gates.shape[0], dh.shape[1]
     rows = 3 * hidden
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
     back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
+    dht = np.empty(hidden, dtype=dh.dtype)  # dL/dh~_t
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
             a, da = gates[t, n, gcol : gcol + rows], dxp[t, n, gcol : gcol + rows]
-            dbn, dzn = db[t, n, gcol : gcol + rows], dz[t, n, gcol : gcol + rows]
+            dzn, dbn = dz[t, n, gcol : gcol + rows], db_hh[n]
             if t >= lengths[n]:
                 da[:] = zero
-                dbn[:] = zero
                 dzn[:] = zero
                 continue
             gy, dhn = grad_out[t, n, col : col + hidden], dh[n]
             hp, bnn = hold[t, n, col : col + hidden], bn[t, n, col : col + hidden]
+            # Views indexed from 0, and no branch inside a loop over k: so that the loops vectorise.
+            if zoned:
+                kept_h = zmask[t, n]
+                for k in range(hidden):
+                    total = dhn[k] + gy[k]
+                    dht[k] = (one - kept_h[k]) * total
+                    dhn[k] = kept_h[k] * total
+            else:
+                for k in range(hidden):
+                    dht[k] = dhn[k] + gy[k]
+                    dhn[k] = zero
+            ar, au, an = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden :]
+            dar, dau, dan = da[:hidden], da[hidden : 2 * hidden], da[2 * hidden :]
+            # dL/d(LN_hh(...) + b_hh): r's and z's blocks as in da, n's scaled by r
+            dbr, dbu, dbnew = dzn[:hidden], dzn[hidden : 2 * hidden], dzn[2 * hidden :]
             for k in range(hidden):
-                total = dhn[k] + gy[k]
-                if zoned:
-                    m = zmask[t, n, k]
-                    dht = (one - m) * total
-                    carry = m * total
-                else:
-                    dht = total
-                    carry = zero
-                reset, update, new = a[k], a[hidden + k], a[2 * hidden + k]
-                dn_pre = dht * (one - update) * (one - new * new)
+                reset, update, new = ar[k], au[k], an[k]
+                dn_pre = dht[k] * (one - update) * (one - new * new)
                 dr_pre = dn_pre * bnn[k] * (reset * (one - reset))
-                du_pre = dht * (hp[k] - new) * (update * (one - update))
-                da[k], da[hidden + k], da[2 * hidden + k] = dr_pre, du_pre, dn_pre
-                dbn[k], dbn[hidden + k], dbn[2 * hidden + k] = dr_pre, du_pre, dn_pre * reset
-                dhn[k] = carry + dht * update
+                du_pre = dht[k] * (hp[k] - new) * (update * (one - update))
+                dar[k], dau[k], dan[k] = dr_pre, du_pre, dn_pre
+                dbr[k], dbu[k], dbnew[k] = dr_pre, du_pre, dn_pre * reset
+                dhn[k] += dht[k] * update
+            for k in range(rows):
+                dbn[k] += dzn[k]
             if norm:
-                zh = zhat[t, n, gcol : gcol + rows]
-                normalise_backward(dbn, g_hh, zh, rstd_z[t, n, d], dzn)
+                zh, dg = zhat[t, n, gcol : gcol + rows], dg_hh[n]
+                for k in range(rows):
+                    dg[k] += dzn[k] * zh[k]
+                normalise_backward(dzn, g_hh, zh, rstd_z[t, n, d], dzn)
         add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
 
 
@@ -439,13 +461,15 @@ def extended_elman_forward(
 
 @jit
 def extended_elman_backward(
-    act, col, d, w_hh, g_hh, rmask, zmask, norm, relu, zhat, rstd_z, grad_out, dxp, dz, dh, lengths,
+    act, col, d, w_hh, g_hh, rmask, zmask, norm, relu, zhat, rstd_z, grad_out, dxp, dz, dh, dg_hh, lengths,
     reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_elman_forward`, last step first:
     ``dxp (T, N, D*H)`` receives ``dL/d xp``, ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))``
     (the caller passes ``dxp`` again without layer norm); ``dh (N, H)``:
-    ``dL/dh_n`` on entry, ``dL/dh_0`` on return."""
+    ``dL/dh_n`` on entry, ``dL/dh_0`` on return; ``dg_hh (N, H)``, zeros on
+    entry (with layer norm; else no rows), receives each row's share of the
+    gain's gradient, summed over its steps (the caller sums the rows)."""
     steps, hidden = act.shape[0], dh.shape[1]
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
@@ -460,18 +484,26 @@ def extended_elman_backward(
                 dzn[:] = zero
                 continue
             gy, dhn = grad_out[t, n, col : col + hidden], dh[n]
-            for k in range(hidden):
-                total = dhn[k] + gy[k]
-                if zoned:
-                    m = zmask[t, n, k]
-                    dht = (one - m) * total
-                    dhn[k] = m * total
-                else:
-                    dht = total
+            # no branch inside a loop over k: so that the loops vectorise
+            if zoned:
+                kept_h = zmask[t, n]
+                for k in range(hidden):
+                    total = dhn[k] + gy[k]
+                    da[k] = (one - kept_h[k]) * total
+                    dhn[k] = kept_h[k] * total
+            else:
+                for k in range(hidden):
+                    da[k] = dhn[k] + gy[k]
                     dhn[k] = zero
-                slope = (one if a[k] > zero else zero) if relu else one - a[k] * a[k]
-                da[k] = dht * slope
+            if relu:
+                for k in range(hidden):
+                    da[k] = da[k] if a[k] > zero else zero
+            else:
+                for k in range(hidden):
+                    da[k] *= one - a[k] * a[k]
             if norm:
-                zh = zhat[t, n, col : col + hidden]
+                zh, dg = zhat[t, n, col : col + hidden], dg_hh[n]
+                for k in range(hidden):
+                    dg[k] += da[k] * zh[k]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
         add_masked_product(dz[t], col, w_hh, back, rmask, dh, n0, n1, gemm)

@@ -223,6 +223,11 @@ def scratch(shape: tuple[int, ...], dtype: torch.dtype) -> np.ndarray:
     return _memory(int(np.prod(shape)), dtype).reshape(shape)
 
 
+def scratch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """A tensor over :func:`scratch` memory: it must not outlive the call."""
+    return torch.from_numpy(scratch(shape, dtype))
+
+
 def clean_lengths(lengths: Tensor | None, steps: int) -> Tensor | None:
     """The loops index with the lengths: int64, contiguous, within ``[0, T]``."""
     if lengths is None:
@@ -278,7 +283,8 @@ second thread costs)."""
 
 
 def project_inputs(
-    x: Tensor, weights: list[DirectionWeights], folded: Sequence[Tensor] | None = None, steady: bool = False
+    x: Tensor, weights: list[DirectionWeights], folded: Sequence[Tensor] | None = None, steady: bool = False,
+    temporary: bool = False,
 ) -> tuple[Tensor, Callable[[parallel.Piece], None] | None]:
     """``W_ih x_t + b_ih`` of every step and direction: ``(T, N, H_in) ->
     (T, N, D*G*H)``, contiguous, since the loops write into it. Call it with
@@ -287,7 +293,12 @@ def project_inputs(
     ``folded``: each direction's bias ``(G*H,)`` to add in place of ``b_ih``
     (``b_ih + b_hh`` where the cell allows it, so that the loops need not add
     ``b_hh`` at every step); ``None`` means ``b_ih``. ``steady``: an
-    inference call, as :func:`step_weights` takes it.
+    inference call, as :func:`step_weights` takes it. ``temporary``: the
+    buffer is needed only during the current call (an inference call's
+    gates, which nobody keeps), so it is :func:`scratch_tensor` memory, whose
+    pages are already mapped, not new memory that may fault in page by page
+    (measured, ``T=50 N=64 H=512``: 0-1800 faults per LSTM call before,
+    none after).
 
     The products are rnnkit's own (:func:`~rnnkit.kernels.numba_ops.project_rows`),
     run in rnnkit's threads, not torch's: a torch product just before the
@@ -301,7 +312,8 @@ def project_inputs(
     """
     steps, batch, features = x.shape
     gated = weights[0].w_ih.shape[0]  # G*H
-    out = x.new_empty(steps, batch, len(weights) * gated)
+    shape = (steps, batch, len(weights) * gated)
+    out = scratch_tensor(shape, x.dtype) if temporary else x.new_empty(shape)
     x_a, out_a = as_array(x), as_array(out)
     w_ih_t = step_weights([w.w_ih.t() for w in weights], x.dtype, steady)
     biases = as_arrays(list(folded) if folded is not None else [w.b_ih for w in weights], (gated,), x.dtype)

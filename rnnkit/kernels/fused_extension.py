@@ -112,11 +112,12 @@ class _ExtendedLSTM(torch.autograd.Function):
         weights = _per_direction(flat, _FIELDS)
         project = weights[0][4] is not None
         dxp = gates.new_empty(gates.shape)  # returned: the rest is scratch of this call
-        dz = _scratch(gates.shape, gates.dtype) if norm else dxp
-        dy = _scratch(cells.shape if norm else (0, 0, 0), cells.dtype)
-        dhs = _scratch((steps, batch, directions * width) if project else (0, 0, 0), cells.dtype)
+        dz = common.scratch_tensor(gates.shape, gates.dtype) if norm else dxp
+        dhs = common.scratch_tensor((steps, batch, directions * width) if project else (0, 0, 0), cells.dtype)
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         dc = grad_c_n.clone(memory_format=torch.contiguous_format)
+        rows = batch if norm else 0  # each batch row's share of the gains' and the shift's gradients
+        dg_hh, dg_c, db_c = (gates.new_zeros(directions, rows, size) for size in (4 * hidden, hidden, hidden))
         w_hh = common.step_weights([w[0] for w in weights], gates.dtype)
         w_hr = common.step_weights([w[4] for w in weights], gates.dtype)
         g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), gates.dtype) for j in (1, 2, 3))
@@ -124,11 +125,11 @@ class _ExtendedLSTM(torch.autograd.Function):
         cells_grad = grad_cells[0] if grad_cells else cells.new_empty(0, batch, directions * hidden)
         arrays = [
             common.as_array(t)
-            for t in (gates, cells, mkeep, c0, zhat, rstd_z, chat, rstd_c, grad_out, cells_grad, dxp, dz, dy, dhs,
-                      dh, dc)
+            for t in (gates, cells, mkeep, c0, zhat, rstd_z, chat, rstd_c, grad_out, cells_grad, dxp, dz, dhs,
+                      dh, dc, dg_hh, dg_c, db_c)
         ]
         (gates_a, cells_a, mkeep_a, c0_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, cells_grad_a, dxp_a,
-         dz_a, dy_a, dhs_a, dh_a, dc_a) = arrays
+         dz_a, dhs_a, dh_a, dc_a, dg_hh_a, dg_c_a, db_c_a) = arrays
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
@@ -136,8 +137,8 @@ class _ExtendedLSTM(torch.autograd.Function):
             extended_lstm_backward(
                 gates_a, d * 4 * hidden, d * hidden, d * width, d, cells_a, mkeep_a, c0_a[d], w_hh[d], w_hr[d],
                 g_hh[d], g_c[d], b_c[d], rm[d], zm[d], norm, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a,
-                cells_grad_a, dxp_a, dz_a, dy_a, dhs_a, dh_a[d], dc_a[d], lengths_a, d == 1,
-                piece.n0, piece.n1, gemm,
+                cells_grad_a, dxp_a, dz_a, dhs_a, dh_a[d], dc_a[d], dg_hh_a[d], dg_c_a[d], db_c_a[d], lengths_a,
+                d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights, w_hr_field=4), batch, steps)
@@ -149,12 +150,7 @@ class _ExtendedLSTM(torch.autograd.Function):
             dz_d = dz[:, :, gates_d].reshape(pairs, 4 * hidden)
             grads.append(dense.matmul(dz_d.t(), hprev[:, :, outs_d].reshape(pairs, width)))
             if norm:
-                dy_d = dy[:, :, cells_d]
-                grads += [
-                    (dxp[:, :, gates_d] * zhat[:, :, gates_d]).sum((0, 1)),
-                    (dy_d * chat[:, :, cells_d]).sum((0, 1)),
-                    dy_d.sum((0, 1)),
-                ]
+                grads += [dg_hh[d].sum(0), dg_c[d].sum(0), db_c[d].sum(0)]
             else:
                 grads += [None, None, None]
             grads.append(
@@ -176,11 +172,6 @@ def _loop_buffers(
         tensors = {name: torch.empty(shape, dtype=dtype) for name, shape in shapes.items()}
         return tensors, {name: common.as_array(t) for name, t in tensors.items()}
     return {}, {name: common.scratch(shape, dtype) for name, shape in shapes.items()}
-
-
-def _scratch(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """A tensor over this call's scratch memory (see :func:`_loop_buffers`)."""
-    return torch.from_numpy(common.scratch(shape, dtype))
 
 
 def _per_direction(flat: tuple[Tensor | None, ...], fields: int) -> list[tuple[Tensor | None, ...]]:
@@ -253,22 +244,24 @@ class _ExtendedGRU(torch.autograd.Function):
         directions, _, hidden = grad_h_n.shape
         weights = _per_direction(flat, 3)
         dxp = gates.new_empty(gates.shape)  # returned: the rest is scratch of this call
-        db = _scratch(gates.shape, gates.dtype)
-        dz = _scratch(gates.shape, gates.dtype) if norm else db
+        dz = common.scratch_tensor(gates.shape, gates.dtype)
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
+        # each batch row's share of dL/db_hh and of the gain's gradient
+        db_hh = gates.new_zeros(directions, batch, 3 * hidden)
+        dg_hh = gates.new_zeros(directions, batch if norm else 0, 3 * hidden)
         w_hh = common.step_weights([w[0] for w in weights], gates.dtype)
         g_hh = common.as_arrays([w[2] for w in weights], (0,), gates.dtype)
         rm, zm = _masks(rmask, zmask, directions, gates.dtype)
-        arrays = [common.as_array(t) for t in (gates, bn, hold, zhat, rstd_z, grad_out, dxp, db, dz, dh)]
-        gates_a, bn_a, hold_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, db_a, dz_a, dh_a = arrays
+        arrays = [common.as_array(t) for t in (gates, bn, hold, zhat, rstd_z, grad_out, dxp, dz, dh, db_hh, dg_hh)]
+        gates_a, bn_a, hold_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a, db_hh_a, dg_hh_a = arrays
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_gru_backward(
                 gates_a, d * 3 * hidden, d * hidden, d, bn_a, hold_a, w_hh[d], g_hh[d], rm[d], zm[d],
-                norm, zhat_a, rstd_z_a, grad_out_a, dxp_a, db_a, dz_a, dh_a[d], lengths_a, d == 1,
-                piece.n0, piece.n1, gemm,
+                norm, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a[d], db_hh_a[d], dg_hh_a[d], lengths_a,
+                d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights), batch, steps)
@@ -279,8 +272,8 @@ class _ExtendedGRU(torch.autograd.Function):
             grads.append(dense.matmul(
                 dz[:, :, gates_d].reshape(pairs, 3 * hidden).t(), hprev[:, :, cols].reshape(pairs, hidden)
             ))
-            grads.append(None if w[1] is None else db[:, :, gates_d].sum((0, 1)))
-            grads.append((db[:, :, gates_d] * zhat[:, :, gates_d]).sum((0, 1)) if norm else None)
+            grads.append(None if w[1] is None else db_hh[d].sum(0))
+            grads.append(dg_hh[d].sum(0) if norm else None)
         return None, None, None, None, dxp, dh, *grads
 
 
@@ -333,13 +326,14 @@ class _ExtendedElman(torch.autograd.Function):
         directions, _, hidden = grad_h_n.shape
         weights = _per_direction(flat, 2)
         dxp = act.new_empty(act.shape)  # returned: the rest is scratch of this call
-        dz = _scratch(act.shape, act.dtype) if norm else dxp
+        dz = common.scratch_tensor(act.shape, act.dtype) if norm else dxp
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
+        dg_hh = act.new_zeros(directions, batch if norm else 0, hidden)  # each batch row's share of the gain's gradient
         w_hh = common.step_weights([w[0] for w in weights], act.dtype)
         g_hh = common.as_arrays([w[1] for w in weights], (0,), act.dtype)
         rm, zm = _masks(rmask, zmask, directions, act.dtype)
-        act_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a = (
-            common.as_array(t) for t in (act, zhat, rstd_z, grad_out, dxp, dz, dh)
+        act_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a, dg_hh_a = (
+            common.as_array(t) for t in (act, zhat, rstd_z, grad_out, dxp, dz, dh, dg_hh)
         )
         lengths_a = lengths.numpy()
 
@@ -347,7 +341,7 @@ class _ExtendedElman(torch.autograd.Function):
             d = piece.d
             extended_elman_backward(
                 act_a, d * hidden, d, w_hh[d], g_hh[d], rm[d], zm[d], norm, relu, zhat_a, rstd_z_a,
-                grad_out_a, dxp_a, dz_a, dh_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+                grad_out_a, dxp_a, dz_a, dh_a[d], dg_hh_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights), batch, steps)
@@ -356,7 +350,7 @@ class _ExtendedElman(torch.autograd.Function):
         for d in range(directions):
             cols = slice(d * hidden, (d + 1) * hidden)
             grads.append(dense.matmul(dz[:, :, cols].reshape(pairs, hidden).t(), hprev[:, :, cols].reshape(pairs, hidden)))
-            grads.append((dxp[:, :, cols] * zhat[:, :, cols]).sum((0, 1)) if norm else None)
+            grads.append(dg_hh[d].sum(0) if norm else None)
         return None, None, None, None, None, dxp, dh, *grads
 
 

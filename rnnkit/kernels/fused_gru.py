@@ -65,7 +65,9 @@ class GRU:
         if weights[0].b_ih is not None:
             biases = [w.b_ih + torch.cat([w.b_hh[: 2 * hidden], w.b_hh.new_zeros(hidden)]) for w in weights]
             b_hn = [common.as_array(w.b_hh[2 * hidden :]) for w in weights]
-        gates, project = common.project_inputs(x, weights, biases, steady=not keep)  # (T, N, D*3H)
+        gates, project = common.project_inputs(
+            x, weights, biases, steady=not keep, temporary=not keep
+        )  # (T, N, D*3H)
         out = x.new_empty(steps, batch, directions * hidden)
         hns = x.new_empty(steps if keep else 1, batch, directions * hidden)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)

@@ -67,7 +67,9 @@ class LSTM:
         directions, _, width = h0.shape
         hidden = c0.shape[2]
         biases = None if weights[0].b_ih is None else [w.b_ih + w.b_hh for w in weights]
-        gates, project = common.project_inputs(x, weights, biases, steady=not keep)  # (T, N, D*4H)
+        gates, project = common.project_inputs(
+            x, weights, biases, steady=not keep, temporary=not keep
+        )  # (T, N, D*4H)
         out = x.new_empty(steps, batch, directions * width)
         cells = x.new_empty(steps if keep or self.return_cells else 1, batch, directions * hidden)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
