@@ -370,7 +370,6 @@ def extended_gru_backward(
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
     back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
-    dht = np.empty(hidden, dtype=dh.dtype)  # dL/dh~_t
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -382,29 +381,25 @@ def extended_gru_backward(
                 continue
             gy, dhn = grad_out[t, n, col : col + hidden], dh[n]
             hp, bnn = hold[t, n, col : col + hidden], bn[t, n, col : col + hidden]
-            # Views indexed from 0, and no branch inside a loop over k: so that the loops vectorise.
-            if zoned:
-                kept_h = zmask[t, n]
-                for k in range(hidden):
-                    total = dhn[k] + gy[k]
-                    dht[k] = (one - kept_h[k]) * total
-                    dhn[k] = kept_h[k] * total
-            else:
-                for k in range(hidden):
-                    dht[k] = dhn[k] + gy[k]
-                    dhn[k] = zero
-            ar, au, an = a[:hidden], a[hidden : 2 * hidden], a[2 * hidden :]
-            dar, dau, dan = da[:hidden], da[hidden : 2 * hidden], da[2 * hidden :]
-            # dL/d(LN_hh(...) + b_hh): r's and z's blocks as in da, n's scaled by r
-            dbr, dbu, dbnew = dzn[:hidden], dzn[hidden : 2 * hidden], dzn[2 * hidden :]
+            # dL/d(LN_hh(...) + b_hh) into dz: r's and z's blocks as in da, n's scaled by r
+            # (one loop with the zoneout test inside measured faster here than
+            # a loop per case over views of each block)
             for k in range(hidden):
-                reset, update, new = ar[k], au[k], an[k]
-                dn_pre = dht[k] * (one - update) * (one - new * new)
+                total = dhn[k] + gy[k]
+                if zoned:
+                    m = zmask[t, n, k]
+                    dht = (one - m) * total
+                    carry = m * total
+                else:
+                    dht = total
+                    carry = zero
+                reset, update, new = a[k], a[hidden + k], a[2 * hidden + k]
+                dn_pre = dht * (one - update) * (one - new * new)
                 dr_pre = dn_pre * bnn[k] * (reset * (one - reset))
-                du_pre = dht[k] * (hp[k] - new) * (update * (one - update))
-                dar[k], dau[k], dan[k] = dr_pre, du_pre, dn_pre
-                dbr[k], dbu[k], dbnew[k] = dr_pre, du_pre, dn_pre * reset
-                dhn[k] += dht[k] * update
+                du_pre = dht * (hp[k] - new) * (update * (one - update))
+                da[k], da[hidden + k], da[2 * hidden + k] = dr_pre, du_pre, dn_pre
+                dzn[k], dzn[hidden + k], dzn[2 * hidden + k] = dr_pre, du_pre, dn_pre * reset
+                dhn[k] = carry + dht * update
             for k in range(rows):
                 dbn[k] += dzn[k]
             if norm:
@@ -484,23 +479,17 @@ def extended_elman_backward(
                 dzn[:] = zero
                 continue
             gy, dhn = grad_out[t, n, col : col + hidden], dh[n]
-            # no branch inside a loop over k: so that the loops vectorise
-            if zoned:
-                kept_h = zmask[t, n]
-                for k in range(hidden):
-                    total = dhn[k] + gy[k]
-                    da[k] = (one - kept_h[k]) * total
-                    dhn[k] = kept_h[k] * total
-            else:
-                for k in range(hidden):
-                    da[k] = dhn[k] + gy[k]
+            for k in range(hidden):  # (one loop with the tests inside measured faster than a loop per case)
+                total = dhn[k] + gy[k]
+                if zoned:
+                    m = zmask[t, n, k]
+                    dht = (one - m) * total
+                    dhn[k] = m * total
+                else:
+                    dht = total
                     dhn[k] = zero
-            if relu:
-                for k in range(hidden):
-                    da[k] = da[k] if a[k] > zero else zero
-            else:
-                for k in range(hidden):
-                    da[k] *= one - a[k] * a[k]
+                slope = (one if a[k] > zero else zero) if relu else one - a[k] * a[k]
+                da[k] = dht * slope
             if norm:
                 zh, dg = zhat[t, n, col : col + hidden], dg_hh[n]
                 for k in range(hidden):
