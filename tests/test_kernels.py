@@ -779,6 +779,38 @@ def test_row_sums_are_the_sum_and_the_dot_product_of_a_row(size, dtype):
                                ((u[1, 3 : 3 + size].double() - 0.75) ** 2).sum(), **tolerance)
 
 
+def test_pooled_tensors_come_back_only_when_nothing_over_them_is_left(monkeypatch):
+    pool = fused_common._BufferPool()
+    monkeypatch.setattr(fused_common, "_POOL", pool)
+    shape = (256, 1024)  # 1 MiB of float32
+    first = fused_common.pooled_tensor(shape, torch.float32)
+    assert first.shape == shape and first.is_contiguous() and first.data_ptr() % numba_ops.VECTOR_BYTES == 0
+    where = first.data_ptr()
+    view, array = first[3], first.numpy()
+    del first
+    assert fused_common.pooled_tensor(shape, torch.float32).data_ptr() != where  # a view still uses it
+    del view
+    assert fused_common.pooled_tensor(shape, torch.float32).data_ptr() != where  # so does an array
+    del array
+    again = fused_common.pooled_tensor(shape, torch.float32)
+    assert again.data_ptr() == where
+    assert fused_common.pooled_tensor(shape, torch.float32).data_ptr() != where  # never twice at once
+    del again
+    assert fused_common.pooled_tensor((256, 512), torch.float64).data_ptr() == where  # the same bytes
+
+
+def test_small_pooled_tensors_are_torch_s_and_the_pool_keeps_at_most_its_limit(monkeypatch):
+    pool = fused_common._BufferPool()
+    monkeypatch.setattr(fused_common, "_POOL", pool)
+    monkeypatch.setattr(fused_common._BufferPool, "LIMIT_BYTES", 3 << 20)
+    small = fused_common.pooled_tensor((10, 10), torch.float32)
+    del small
+    assert pool.idle_bytes == 0
+    buffers = [fused_common.pooled_tensor((256, 1024), torch.float32) for _ in range(5)]
+    del buffers
+    assert 2 << 20 <= pool.idle_bytes <= 3 << 20
+
+
 def test_packed_weights_reuse_memory_between_calls_and_never_within_one():
     w1, w2 = torch.randn(40, 30), torch.randn(40, 30)
 

@@ -111,7 +111,9 @@ class _ExtendedLSTM(torch.autograd.Function):
         directions, _, hidden = c0.shape
         weights = _per_direction(flat, _FIELDS)
         project = weights[0][4] is not None
-        dxp = gates.new_empty(gates.shape)  # returned: the rest is scratch of this call
+        # dL/d xp goes back into torch's graph of the input side (its layer norm), from
+        # memory used before; the rest is scratch of this call
+        dxp = common.pooled_tensor(gates.shape, gates.dtype)
         dz = common.scratch_tensor(gates.shape, gates.dtype) if norm else dxp
         dhs = common.scratch_tensor((steps, batch, directions * width) if project else (0, 0, 0), cells.dtype)
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
@@ -164,12 +166,13 @@ def _loop_buffers(
     keep: bool, dtype: torch.dtype, shapes: dict[str, tuple[int, ...]]
 ) -> tuple[dict[str, Tensor], dict[str, np.ndarray]]:
     """What a forward loop writes for the backward one, by name: tensors to
-    keep on ``ctx`` and their arrays where a backward pass may follow
-    (``keep``); else no tensors, and arrays of this call's scratch memory
-    (:func:`~rnnkit.kernels.fused_common.scratch`: fresh memory faults page by page
-    at every call)."""
+    keep on ``ctx`` (:func:`~rnnkit.kernels.fused_common.pooled_tensor`) and
+    their arrays where a backward pass may follow (``keep``); else no
+    tensors, and arrays of this call's scratch memory
+    (:func:`~rnnkit.kernels.fused_common.scratch`). Either way memory used
+    before, not fresh memory that faults in page by page at every call."""
     if keep:
-        tensors = {name: torch.empty(shape, dtype=dtype) for name, shape in shapes.items()}
+        tensors = {name: common.pooled_tensor(shape, dtype) for name, shape in shapes.items()}
         return tensors, {name: common.as_array(t) for name, t in tensors.items()}
     return {}, {name: common.scratch(shape, dtype) for name, shape in shapes.items()}
 
@@ -243,7 +246,9 @@ class _ExtendedGRU(torch.autograd.Function):
         steps, batch, _ = gates.shape
         directions, _, hidden = grad_h_n.shape
         weights = _per_direction(flat, 3)
-        dxp = gates.new_empty(gates.shape)  # returned: the rest is scratch of this call
+        # dL/d xp goes back into torch's graph of the input side (its layer norm), from
+        # memory used before; the rest is scratch of this call
+        dxp = common.pooled_tensor(gates.shape, gates.dtype)
         dz = common.scratch_tensor(gates.shape, gates.dtype)
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         # each batch row's share of dL/db_hh and of the gain's gradient
@@ -325,7 +330,7 @@ class _ExtendedElman(torch.autograd.Function):
         steps, batch, _ = act.shape
         directions, _, hidden = grad_h_n.shape
         weights = _per_direction(flat, 2)
-        dxp = act.new_empty(act.shape)  # returned: the rest is scratch of this call
+        dxp = common.pooled_tensor(act.shape, act.dtype)  # as in _ExtendedLSTM.backward
         dz = common.scratch_tensor(act.shape, act.dtype) if norm else dxp
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         dg_hh = act.new_zeros(directions, batch if norm else 0, hidden)  # each batch row's share of the gain's gradient

@@ -66,10 +66,13 @@ class GRU:
             biases = [w.b_ih + torch.cat([w.b_hh[: 2 * hidden], w.b_hh.new_zeros(hidden)]) for w in weights]
             b_hn = [common.as_array(w.b_hh[2 * hidden :]) for w in weights]
         gates, project = common.project_inputs(
-            x, weights, biases, steady=not keep, temporary=not keep
+            x, weights, biases, steady=not keep, allocate=common.pooled_tensor if keep else common.scratch_tensor
         )  # (T, N, D*3H)
         out = x.new_empty(steps, batch, directions * hidden)
-        hns = x.new_empty(steps if keep else 1, batch, directions * hidden)
+        if keep:
+            hns = common.pooled_tensor((steps, batch, directions * hidden), x.dtype)
+        else:  # one step's scratch
+            hns = x.new_empty(1, batch, directions * hidden)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype, steady=not keep)
         gates_a, out_a, hns_a, h_a = (common.as_array(t) for t in (gates, out, hns, h_n))

@@ -68,10 +68,13 @@ class LSTM:
         hidden = c0.shape[2]
         biases = None if weights[0].b_ih is None else [w.b_ih + w.b_hh for w in weights]
         gates, project = common.project_inputs(
-            x, weights, biases, steady=not keep, temporary=not keep
+            x, weights, biases, steady=not keep, allocate=common.pooled_tensor if keep else common.scratch_tensor
         )  # (T, N, D*4H)
         out = x.new_empty(steps, batch, directions * width)
-        cells = x.new_empty(steps if keep or self.return_cells else 1, batch, directions * hidden)
+        if keep and not self.return_cells:  # kept for the backward pass only
+            cells = common.pooled_tensor((steps, batch, directions * hidden), x.dtype)
+        else:  # an output too, or one step's scratch
+            cells = x.new_empty(steps if self.return_cells else 1, batch, directions * hidden)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
         c_n = c0.detach().clone(memory_format=torch.contiguous_format)
         w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype, steady=not keep)

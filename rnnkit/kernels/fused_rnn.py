@@ -76,7 +76,7 @@ class Elman:
         (h0,), (grad_out, grad_h_n) = state, grads
         steps, batch, _ = x.shape
         hidden = h0.shape[2]
-        dz = torch.empty_like(out)  # (T, N, D*H): dL/dz_t of every step and direction
+        dz = common.scratch_tensor(out.shape, out.dtype)  # (T, N, D*H): dL/dz_t of every step and direction
         grad_h0 = grad_h_n.clone(memory_format=torch.contiguous_format)
         w_hh = common.step_weights([w.w_hh for w in weights], x.dtype)
         out_a, dz_a, dh_a = common.as_array(out), common.as_array(dz), common.as_array(grad_h0)
