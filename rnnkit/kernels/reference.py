@@ -141,12 +141,15 @@ STEPS: dict[str, StepFunction] = {key: globals()[kind.step] for key, kind in KIN
 """The step function of each kind (its :attr:`~rnnkit.kinds.Kind.step`), by kernel key."""
 
 
-def input_projection(x: Tensor, w: DirectionWeights) -> Tensor:
+def input_projection(
+    x: Tensor, w: DirectionWeights, linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear
+) -> Tensor:
     """``W_ih x_t + b_ih`` (``LN_ih(W_ih x_t) + b_ih`` with layer norm) for every
-    step at once: ``(T, N, H_in) -> (T, N, G*H)``."""
+    step at once: ``(T, N, H_in) -> (T, N, G*H)``; ``linear(x, W, b)`` is
+    ``x W^T + b`` (``F.linear``'s contract), the fused layers passing their own."""
     if w.ln_ih_weight is None:
-        return F.linear(x, w.w_ih, w.b_ih)
-    return _normalised(F.linear(x, w.w_ih), w.ln_ih_weight, w.b_ih)  # b_ih as the norm's shift
+        return linear(x, w.w_ih, w.b_ih)
+    return _normalised(linear(x, w.w_ih, None), w.ln_ih_weight, w.b_ih)  # b_ih as the norm's shift
 
 
 def run_direction(
