@@ -27,8 +27,10 @@ GRU's and Elman's):
   as it is and output zeros (and zeros in every saved array and gradient).
 
 The products with ``W_hh`` (and ``W_hr``) go through :func:`~rnnkit.kernels.numba_ops.product`
-as in :mod:`rnnkit.kernels.lstm_loops`; the sums over all steps (weight and
-gain gradients) are left to the caller.
+as in :mod:`rnnkit.kernels.lstm_loops`. The weights' gradients, products
+over all steps, are left to the caller; the gains' (and the shift's) are
+summed inside the backward loops, each batch row on its own (so that no
+row's sum depends on how the batch was split), and the caller adds the rows.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ def extended_lstm_forward(
                 cells[t, n, ccol : ccol + hidden] = zero
                 if project:
                     mkeep[t, n, ccol : ccol + hidden] = zero
-                if norm:  # the caller's sums over all steps read them
+                if norm:  # zeros past each length, as in every saved array
                     zhat[t, n, gcol : gcol + rows] = zero
                     chat[t, n, ccol : ccol + hidden] = zero
                 continue

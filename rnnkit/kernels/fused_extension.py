@@ -19,8 +19,9 @@ Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
 
 Backward: the kind's backward loop walks the steps back; the sums over all
 steps (``dL/dW_hh`` and the gains' gradients) are matrix products and
-reductions done here. Only ``dL/d xp`` is new memory; the loop's other
-gradients are scratch. A backward pass
+reductions done here. ``dL/d xp``, which goes on into torch's graph of the
+input side, comes from :func:`~rnnkit.kernels.fused_common.pooled_tensor`;
+the loop's other gradients are scratch of the call. A backward pass
 that must itself be differentiable (``create_graph=True``) is refused by
 autograd (the loops are not differentiable twice).
 """
@@ -67,10 +68,11 @@ class _ExtendedLSTM(torch.autograd.Function):
         norm, project = flat[1] is not None, flat[4] is not None
         per_cell, per_out = (steps, batch, directions * hidden), (steps, batch, directions * width)
         nothing = (0, 0, 0)
-        kept, arrays = _loop_buffers(keep, xp.dtype, dict(
+        kept, a = _loop_buffers(keep, xp.dtype, dict(
             gates=xp.shape, cells=per_cell, mkeep=per_cell if project else nothing, hprev=per_out,
             zhat=xp.shape if norm else nothing, chat=per_cell if norm else nothing,
-            rstd_z=(steps, batch, directions) if norm else nothing, rstd_c=(steps, batch, directions) if norm else nothing,
+            rstd_z=(steps, batch, directions) if norm else nothing,
+            rstd_c=(steps, batch, directions) if norm else nothing,
         ))
         out = xp.new_empty(per_out)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
@@ -80,7 +82,6 @@ class _ExtendedLSTM(torch.autograd.Function):
         g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         xp_a, out_a, h_a, c_a = (common.as_array(t) for t in (xp, out, h_n, c_n))
-        a = arrays
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
@@ -243,7 +244,9 @@ class _ExtendedGRU(torch.autograd.Function):
     def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
         flat = ctx.saved_tensors
         lengths, rmask, zmask, kept, norm = ctx.kept
-        gates, bn, hold, hprev, zhat, rstd_z = (kept[name] for name in ("gates", "bn", "hold", "hprev", "zhat", "rstd_z"))
+        gates, bn, hold, hprev, zhat, rstd_z = (
+            kept[name] for name in ("gates", "bn", "hold", "hprev", "zhat", "rstd_z")
+        )
         steps, batch, _ = gates.shape
         directions, _, hidden = grad_h_n.shape
         weights = _per_direction(flat, 3)
