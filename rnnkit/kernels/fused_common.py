@@ -199,11 +199,17 @@ def reuses_call_memory(function: Callable) -> Callable:
     return call
 
 
+@functools.cache
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """numpy's twin of a torch dtype (asked once per dtype: it makes a tensor)."""
+    return torch.empty(0, dtype=dtype).numpy().dtype
+
+
 def _memory(size: int, dtype: torch.dtype) -> np.ndarray:
     """A 1-D array of ``size`` elements: kept memory inside a call that
     :func:`reuses_call_memory`, else new."""
     memory = _CALL_MEMORY
-    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    np_dtype = _numpy_dtype(dtype)
     if memory.taken is None:
         return np.empty(size, dtype=np_dtype)
     free = memory.free.get((size, np_dtype))
@@ -255,7 +261,7 @@ class _BufferPool:
         self.idle_bytes = 0
 
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        np_dtype = _numpy_dtype(dtype)
         nbytes = int(np.prod(shape)) * np_dtype.itemsize
         if nbytes < self.MIN_BYTES:
             return torch.empty(shape, dtype=dtype)
