@@ -5,7 +5,8 @@ A backend implements :func:`rnnkit.kernels.reference.run_layer`'s interface.
 the kinds it knows); ``reference`` is the plain-torch implementation
 every other backend is tested against, and serves every call. The choice
 is ``auto`` by default (the first backend that supports the call, except
-that a one-step call goes to the reference: :data:`REFERENCE_MAX_STEPS`);
+that a one-step call goes to the reference, or without autograd to the
+fused backend's one-step loops: :data:`REFERENCE_MAX_STEPS`; cells too);
 ``RNNKIT_BACKEND=reference`` (or ``fused``) in the environment, or
 ``with rnnkit.kernels.use_backend("reference"):``, forces one.
 """
@@ -19,7 +20,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from torch import Tensor
 
-from rnnkit.kernels import fused, ops, reference
+from rnnkit.kernels import fused, fused_step, ops, reference
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
@@ -65,7 +66,11 @@ H = 16, 128, with and without autograd: one step ran 1.0-1.8x faster through
 the reference (the GRU at H = 128, N = 8 without autograd about even); at two
 steps the fused loops won for most LSTM and GRU sizes (the Elman layer's
 still lost, by up to 1.3x), and at four for nearly every size and cell type.
-One threshold for all keeps the rule simple; it errs towards the fused loops."""
+One threshold for all keeps the rule simple; it errs towards the fused loops.
+
+A small one-step call that autograd does not record goes to the fused
+backend's one-step loops instead (:mod:`rnnkit.kernels.fused_step`, which
+also serves the cells): one compiled loop, none of the Function's set-up."""
 
 
 def select_backend(
@@ -146,12 +151,31 @@ def run_selected(
     recurrent_mask: Tensor | None = None,
     zoneout_mask: Tensor | None = None,
 ) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
-    """Run one layer with the selected backend, as it is, never through an operator."""
+    """Run one layer with the selected backend, as it is, never through an operator.
+    Under ``auto``, a one-step call without autograd goes to the fused
+    backend's one-step loops where they take it (:mod:`rnnkit.kernels.fused_step`)."""
+    masks = (recurrent_mask, zoneout_mask)
+    if x.shape[0] == 1 and fused_step.refusal(
+        kind, x, state, weights, lengths, return_cells, *masks
+    ) is None and _requested() == "auto":
+        return fused_step.run_layer(kind, x, state, weights)
     backend = select_backend(kind, x, weights, return_cells, recurrent_mask, zoneout_mask)
     return backend.run_layer(
         kind, x, state, weights, lengths,
         return_cells=return_cells, recurrent_mask=recurrent_mask, zoneout_mask=zoneout_mask,
     )
+
+
+def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights) -> State:
+    """One step of a cell (``rnnkit.RNNCell``, ...): ``x (N, H_in)``, ``state``
+    a tuple of ``(N, ·)`` tensors, as :data:`reference.STEPS` take them. The
+    reference's step, except that under ``auto`` a call without autograd
+    goes to the fused backend's one-step loops where they take it."""
+    if fused_step.refusal(kind, x, state, [w]) is None and _requested() == "auto" and not tracing():
+        new_state = fused_step.run_cell(kind, x, state, w)
+        if new_state is not None:
+            return new_state
+    return reference.STEPS[kind](reference.input_projection(x, w), state, w)
 
 
 def tracing() -> bool:

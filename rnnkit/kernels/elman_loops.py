@@ -17,13 +17,16 @@ different threads), inside arrays shared by all directions:
 
 The products with all steps at once (the weight gradients, the input's
 gradient) are left to the caller, who does them with BLAS after the loop.
+
+:func:`elman_step` is one step on its own, without autograd, for a call too
+small to pay for the layer's set-up (streaming, decoding).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import copy, jit, product, product_add, tanh
+from rnnkit.kernels.numba_ops import copy, dot, jit, product, product_add, rows_at, tanh
 
 
 @jit
@@ -104,3 +107,29 @@ def elman_backward(out, grad_out, dz, col, w_hh, dh, lengths, reverse, relu, n0,
         for n in range(n0, n1):
             if t < lengths[n]:
                 copy(dh[n], g[n - n0])
+
+
+@jit
+def elman_step(at, rows, inputs, hidden, width, col, relu, zero):
+    """One step, ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, over tensors by
+    address (:func:`~rnnkit.kernels.numba_ops.rows_at`), the weights as torch
+    holds them: a row per unit, each product a dot of rows.
+
+    Args:
+        at: the addresses of ``x (N, H_in)``, ``h (N, H)``, ``w_ih (H, H_in)``,
+            ``w_hh (H, H)``, ``b_ih (H,)``, ``b_hh (H,)`` (0 for ``bias=False``),
+            ``out (N, width)`` (``h'`` in columns ``col:col+H``) and ``h_n (N,
+            H)`` (``h'`` again; the address of ``out`` is allowed), each
+            C-contiguous and of ``zero``'s dtype.
+        rows, inputs, hidden: ``N``, ``H_in``, ``H``.
+    """
+    x, h = rows_at(at[0], rows, inputs, zero), rows_at(at[1], rows, hidden, zero)
+    w_ih, w_hh = rows_at(at[2], hidden, inputs, zero), rows_at(at[3], hidden, hidden, zero)
+    b_ih, b_hh = rows_at(at[4], 1, hidden, zero)[0], rows_at(at[5], 1, hidden, zero)[0]
+    out, h_n = rows_at(at[6], rows, width, zero), rows_at(at[7], rows, hidden, zero)
+    for n in range(rows):
+        for j in range(hidden):
+            z = dot(w_ih[j], x[n]) + b_ih[j] + dot(w_hh[j], h[n]) + b_hh[j]
+            value = max(z, zero) if relu else tanh(z)
+            out[n, col + j] = value
+            h_n[n, j] = value

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels import fused_common as common
-from rnnkit.kernels import fused_extension
+from rnnkit.kernels import fused_extension, fused_step
 from rnnkit.kernels.reference import DirectionWeights, State
 from rnnkit.kinds import KINDS, cell_of
 
@@ -59,9 +59,9 @@ def refusal(
     dtype = x.dtype
     if not x.is_cpu or dtype not in DTYPES:
         return f"it runs float32 and float64 on the CPU, got {dtype} on {x.device}"
-    if _autocast_enabled("cpu"):
+    if common.autocast_enabled("cpu"):
         return "autocast is on"
-    if _transforms_active():
+    if common.transforms_active():
         return "a torch.func transform (grad, vmap, ...) is running"
     for w in weights:
         for t in w:
@@ -79,20 +79,6 @@ def extension_options(
         name for name, mask in (("recurrent_dropout", recurrent_mask), ("zoneout", zoneout_mask))
         if mask is not None
     ]
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4: no device argument
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-
-
-def _transforms_active() -> bool:
-    """Whether a torch.func transform (grad, vmap, ...) is running: its
-    tensors, the state's included, are wrappers, not plain memory."""
-    check = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(check and check())
 
 
 def run_layer(
@@ -123,7 +109,8 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
     """Compile (or load from numba's cache) the loops for ``dtypes`` now rather
     than on first use: a forward and backward pass through a tiny layer of
     each fused module (kinds that share one, such as tanh and ReLU, share
-    its loops, and so does an LSTM's projection), and through an Elman layer,
+    its loops, and so does an LSTM's projection) and its one-step loop
+    (:mod:`rnnkit.kernels.fused_step`), and through an Elman layer,
     an LSTM and a GRU with layer norm and masks (:mod:`rnnkit.kernels.fused_extension`)."""
     first_of_module: dict[str, str] = {}
     for key, kind in KINDS.items():
@@ -137,6 +124,8 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
             state = tuple(torch.zeros(1, 1, 1, dtype=dtype) for _ in cell.state)
             output, _ = run_layer(key, x, state, [DirectionWeights(w, w, None, None)], None)
             output.sum().backward()
+            with torch.no_grad():  # the one-step loops
+                fused_step.run_layer(key, x[:1], state, [DirectionWeights(w, w, None, None)])
         # the LSTM's loops for the options beyond torch.nn (layer norm, masks)
         x = torch.zeros(2, 1, 1, dtype=dtype, requires_grad=True)
         w, gain = torch.zeros(4, 1, dtype=dtype, requires_grad=True), torch.ones(4, dtype=dtype)

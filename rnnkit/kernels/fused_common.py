@@ -295,6 +295,26 @@ def pooled_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     return _POOL.empty(shape, dtype)
 
 
+def machinery_active() -> bool:
+    """Whether autocast or a torch.func transform is on: the torch machinery
+    that loops reading raw memory would escape (see :func:`rnnkit.kernels.fused.refusal`)."""
+    return autocast_enabled("cpu") or transforms_active()
+
+
+def autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def transforms_active() -> bool:
+    """Whether a torch.func transform (grad, vmap, ...) is running: its
+    tensors, the state's included, are wrappers, not plain memory."""
+    check = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(check and check())
+
+
 def clean_lengths(lengths: Tensor | None, steps: int) -> Tensor | None:
     """The loops index with the lengths: int64, contiguous, within ``[0, T]``."""
     if lengths is None:

@@ -40,7 +40,7 @@ from torch import Tensor
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
 from rnnkit.kernels.fused_common import Wanted
-from rnnkit.kernels.gru_loops import gru_backward, gru_forward
+from rnnkit.kernels.gru_loops import gru_backward, gru_forward, gru_step
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
@@ -126,3 +126,9 @@ def run_layer(
     """One GRU layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
     output, h_n = common.run_cell(GRU(), x, state, weights, lengths)
     return output, (h_n,)
+
+
+def step(kind: str, x: int, state: tuple[int, ...], w, out: int, width: int, col: int, new: tuple[int, ...],
+         rows: int) -> None:
+    """One step on its own by address (:data:`rnnkit.kernels.fused_step.STEPS`)."""
+    gru_step((x, state[0], *w.at[:4], out, new[0]), rows, w.inputs, w.hidden, width, col, w.zero)

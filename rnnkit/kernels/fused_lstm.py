@@ -40,7 +40,7 @@ from torch import Tensor
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import dense, parallel
 from rnnkit.kernels.fused_common import Wanted
-from rnnkit.kernels.lstm_loops import lstm_backward, lstm_forward
+from rnnkit.kernels.lstm_loops import lstm_backward, lstm_forward, lstm_step
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
@@ -152,3 +152,9 @@ def run_layer(
     ``return_cells``."""
     output, h_n, c_n, *cells = common.run_cell(LSTM(return_cells), x, state, weights, lengths)
     return (output, (h_n, c_n), *cells)
+
+
+def step(kind: str, x: int, state: tuple[int, ...], w, out: int, width: int, col: int, new: tuple[int, ...],
+         rows: int) -> None:
+    """One step on its own by address (:data:`rnnkit.kernels.fused_step.STEPS`)."""
+    lstm_step((x, *state, *w.at, out, *new), rows, w.inputs, w.hidden, w.projected, width, col, w.zero)

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
-from rnnkit.kernels.elman_loops import elman_backward, elman_forward
+from rnnkit.kernels.elman_loops import elman_backward, elman_forward, elman_step
 from rnnkit.kernels.fused_common import Wanted
 from rnnkit.kernels.reference import DirectionWeights, State
 
@@ -104,3 +104,9 @@ def run_layer(
     """One Elman layer; the interface of :func:`rnnkit.kernels.reference.run_layer`."""
     output, h_n = common.run_cell(Elman(kind), x, state, weights, lengths)
     return output, (h_n,)
+
+
+def step(kind: str, x: int, state: tuple[int, ...], w, out: int, width: int, col: int, new: tuple[int, ...],
+         rows: int) -> None:
+    """One step on its own by address (:data:`rnnkit.kernels.fused_step.STEPS`)."""
+    elman_step((x, state[0], *w.at[:4], out, new[0]), rows, w.inputs, w.hidden, width, col, kind == "rnn_relu", w.zero)

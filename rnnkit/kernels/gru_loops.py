@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import jit, product, product_add, sigmoid, tanh
+from rnnkit.kernels.numba_ops import dot, jit, product, product_add, rows_at, sigmoid, tanh
 
 
 @jit
@@ -154,3 +154,34 @@ def gru_backward_step(gates, gcol, hns, out, ocol, h0, grad_out, dh, hid, length
             an[k] = dnew
             hh[k] = hn[k] = dnew * r
             d[k] = g * u  # the direct path to h_{t-1}; W_hh^T hid is added to it
+
+
+@jit
+def gru_step(at, rows, inputs, hidden, width, col, zero):
+    """One step on its own over tensors by address
+    (:func:`~rnnkit.kernels.numba_ops.rows_at`), the weights as torch holds
+    them: a row per gate unit, each product a dot of rows; ``r``, ``z``,
+    ``n`` and ``h' = n + z (h - n)`` as :func:`gru_forward_step` computes them.
+
+    Args:
+        at: the addresses of ``x (N, H_in)``, ``h (N, H)``, ``w_ih (3H, H_in)``,
+            ``w_hh (3H, H)``, ``b_ih (3H,)``, ``b_hh (3H,)`` (0 for
+            ``bias=False``), ``out (N, width)`` (``h'`` in columns
+            ``col:col+H``) and ``h_n (N, H)`` (``h'`` again; the address of
+            ``out`` is allowed), each C-contiguous and of ``zero``'s dtype.
+        rows, inputs, hidden: ``N``, ``H_in``, ``H``.
+    """
+    x, h = rows_at(at[0], rows, inputs, zero), rows_at(at[1], rows, hidden, zero)
+    w_ih, w_hh = rows_at(at[2], 3 * hidden, inputs, zero), rows_at(at[3], 3 * hidden, hidden, zero)
+    b_ih, b_hh = rows_at(at[4], 1, 3 * hidden, zero)[0], rows_at(at[5], 1, 3 * hidden, zero)[0]
+    out, h_n = rows_at(at[6], rows, width, zero), rows_at(at[7], rows, hidden, zero)
+    for n in range(rows):
+        for j in range(hidden):
+            r = sigmoid(dot(w_ih[j], x[n]) + b_ih[j] + dot(w_hh[j], h[n]) + b_hh[j])
+            k = hidden + j
+            z = sigmoid(dot(w_ih[k], x[n]) + b_ih[k] + dot(w_hh[k], h[n]) + b_hh[k])
+            k += hidden
+            new = tanh(dot(w_ih[k], x[n]) + b_ih[k] + r * (dot(w_hh[k], h[n]) + b_hh[k]))
+            value = new + z * (h[n, j] - new)
+            out[n, col + j] = value
+            h_n[n, j] = value

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import copy, jit, product, product_add, sigmoid, tanh
+from rnnkit.kernels.numba_ops import copy, dot, jit, product, product_add, rows_at, sigmoid, tanh
 
 
 @jit
@@ -250,3 +250,40 @@ def lstm_backward_step(
                 m[k] = o * tc
         if project:
             copy(c_t, m)  # no step still to come reads this c_t
+
+
+@jit
+def lstm_step(at, rows, inputs, hidden, projected, width, col, zero):
+    """One step on its own (see :func:`lstm_unit`) over tensors by address
+    (:func:`~rnnkit.kernels.numba_ops.rows_at`), the weights as torch holds
+    them: a row per gate unit, each product a dot of rows.
+
+    Args:
+        at: the addresses of ``x (N, H_in)``, ``h (N, P)``, ``c (N, H)``,
+            ``w_ih (4H, H_in)``, ``w_hh (4H, P)``, ``b_ih (4H,)``, ``b_hh (4H,)``
+            (0 for ``bias=False``), ``w_hr (P, H)`` (0 without a projection),
+            ``out (N, width)`` (``h'`` in columns ``col:col+P``), ``h_n (N, P)``
+            (``h'`` again; the address of ``out`` is allowed) and ``c_n (N, H)``,
+            each C-contiguous and of ``zero``'s dtype.
+        rows, inputs, hidden: ``N``, ``H_in``, ``H``; projected: ``P``, or 0
+            without a projection (then ``P = H``).
+    """
+    size = projected if projected else hidden
+    x, h, c = rows_at(at[0], rows, inputs, zero), rows_at(at[1], rows, size, zero), rows_at(at[2], rows, hidden, zero)
+    w_ih, w_hh = rows_at(at[3], 4 * hidden, inputs, zero), rows_at(at[4], 4 * hidden, size, zero)
+    b_ih, b_hh = rows_at(at[5], 1, 4 * hidden, zero)[0], rows_at(at[6], 1, 4 * hidden, zero)[0]
+    w_hr = rows_at(at[7], projected, hidden, zero)
+    out, h_n, c_n = rows_at(at[8], rows, width, zero), rows_at(at[9], rows, size, zero), rows_at(at[10], rows, hidden, zero)
+    gates = np.empty(4 * hidden, dtype=x.dtype)
+    m = gates[:hidden]  # o * tanh(c'), written over the input gates as they are read
+    for n in range(rows):
+        for j in range(4 * hidden):
+            gates[j] = dot(w_ih[j], x[n]) + b_ih[j] + dot(w_hh[j], h[n]) + b_hh[j]
+        for j in range(hidden):
+            _, _, _, _, c_n[n, j], m[j] = lstm_unit(
+                gates[j], gates[hidden + j], gates[2 * hidden + j], gates[3 * hidden + j], c[n, j]
+            )
+        for p in range(size):
+            value = dot(w_hr[p], m) if projected else m[p]
+            out[n, col + p] = value
+            h_n[n, p] = value

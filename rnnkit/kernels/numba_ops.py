@@ -1,6 +1,6 @@
 """Building blocks of the fused loops, compiled with numba: ``jit``, ``tanh``,
-``sigmoid``, ``copy``, ``row_sums`` (and ``centred_squares``), ``matmul_rows`` (and ``matmul_add_rows``),
-``project_rows``, ``product`` (and ``product_add``).
+``sigmoid``, ``copy``, ``row_sums`` (and ``centred_squares``, ``dot``), ``matmul_rows`` (and ``matmul_add_rows``),
+``project_rows``, ``product`` (and ``product_add``), ``rows_at``.
 
 Each cell's loops (``elman_loops.py``, ``lstm_loops.py``, ``gru_loops.py``) are
 written from these pieces, so that what makes them fast is written once:
@@ -14,9 +14,10 @@ written from these pieces, so that what makes them fast is written once:
 * :func:`sigmoid` is ``1 / (1 + e^-x)`` with an exponential of our own that
   vectorises, for the same reason (``math.exp`` is a libm call too).
 * :func:`copy` copies a row by a loop (numba's slice assignment costs more).
+* :func:`rows_at` is the array at a tensor's address, for the one-step loops.
 * :func:`row_sums` is ``(sum(u), sum(u * v))`` over a row in several vector
   sums at once, and :func:`centred_squares` ``sum((v - c)^2)``: layer norm's
-  statistics.
+  statistics; :func:`dot` is ``sum(u * v)``, for the one-step loops.
 * :func:`matmul_rows` is ``a @ w`` for a block of batch rows, a register-tiled
   kernel written in LLVM IR with explicit vector types; ``w`` is packed for it
   once per call (``fused_common.step_weights``).
@@ -327,6 +328,14 @@ def row_sums(u, v):
 
 
 @jit(inline="always")
+def dot(u, v):
+    """``sum(u * v)`` over two rows of the same length with unit steps, in a
+    fixed order (see :func:`_centred_sums`): a product's row for calls too
+    small to pack the weights for :func:`product`."""
+    return _centred_sums(u, v, u.dtype.type(0))[1]
+
+
+@jit(inline="always")
 def centred_squares(v, centre):
     """``sum((v - centre) ** 2)`` over a row with unit steps, in a fixed order
     (see :func:`_centred_sums`): a variance's sum without a row of ``v - centre``
@@ -564,6 +573,32 @@ def project_rows(x, w, bias, out, col, n0, n1, t0, t1):
             for r in range(c0, c1):
                 copy(out_rows[r, col : col + width], bias)
             matmul_add_rows(x_rows, 0, w, out_rows[c0:c1, col:], c0, c1, width)
+
+
+# -- tensors by address ----------------------------------------------------------------
+
+
+@intrinsic
+def _pointer(typingctx, address, zero):
+    """The integer ``address`` as a pointer to values of ``zero``'s type."""
+    if not isinstance(address, types.Integer) or zero not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return types.CPointer(zero)(address, zero), codegen
+
+
+@jit(inline="always")
+def rows_at(address, rows, columns, zero):
+    """The C-contiguous ``(rows, columns)`` array of ``zero``'s dtype at
+    ``address``, a tensor's ``data_ptr()``: for calls so short that numpy
+    views of their tensors (about 0.6 us each) would be much of their time.
+    Address 0 (a tensor the call does not have) gives zeros; ``zero`` is 0."""
+    if address == 0:
+        return np.full((rows, columns), zero)
+    return numba.carray(_pointer(address, zero), (rows, columns))
 
 
 # -- the per-step product through BLAS --------------------------------------------------

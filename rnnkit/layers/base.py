@@ -27,7 +27,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit import kernels
 from rnnkit.kernels.ops import first_bad_length
-from rnnkit.kernels.reference import STEPS, DirectionWeights, State, input_projection
+from rnnkit.kernels.reference import DirectionWeights, State
 from rnnkit.kinds import KINDS, cell_of
 from rnnkit.layers.checks import check_dropout, check_flag, check_probability, check_proj_size, check_size
 from rnnkit.layers.driver import run_stack
@@ -600,7 +600,7 @@ class RecurrentCell(_TorchTwin):
                 f"expected {self.input_size}"
             )
         state = self._initial_state(hx, x, batched)
-        new_state = STEPS[self.kind](input_projection(x, weights), state, weights)
+        new_state = kernels.run_cell(self.kind, x, state, weights)
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
         return new_state[0] if len(new_state) == 1 else new_state
