@@ -27,9 +27,8 @@ def one_step_calls(monkeypatch):
 
     def counted(run):
         def call(*args, **kwargs):
-            result = run(*args, **kwargs)
-            served.append(result is not None)
-            return result
+            served.append(True)
+            return run(*args, **kwargs)
         return call
 
     monkeypatch.setattr(fused_step, "run_cell", counted(fused_step.run_cell))
@@ -163,14 +162,18 @@ def test_weights_changed_in_place_or_replaced_are_seen():
         _close(cell(x), theirs(x), torch.float64)
 
 
-def test_refusal_says_why():
+def test_plan_says_why_not():
     cell = rnnkit.RNNCell(4, 5)
     w = cell._cached_weights(cell._one_direction)
-    x = torch.randn(2, 4)
-    assert fused_step.refusal("rnn_tanh", x, (torch.zeros(2, 5),), [w]) == "autograd records the call"
+    x, state = torch.randn(2, 4), (torch.zeros(2, 5),)
+    assert fused_step.plan("rnn_tanh", x, state, [w]) == "autograd records the call"
     with torch.no_grad():
-        assert fused_step.refusal("rnn_tanh", x, (torch.zeros(2, 5),), [w]) is None
-        assert "one step, got 2" in fused_step.refusal("rnn_tanh", torch.randn(2, 2, 4), (torch.zeros(1, 2, 5),), [w])
-        assert "bfloat16" in fused_step.refusal("rnn_tanh", x.bfloat16(), (torch.zeros(2, 5),), [w])
+        assert len(fused_step.plan("rnn_tanh", x, state, [w])) == 1
+        assert "one step, got 2" in fused_step.plan("rnn_tanh", torch.randn(2, 2, 4), (torch.zeros(1, 2, 5),), [w])
+        assert "bfloat16" in fused_step.plan("rnn_tanh", x.bfloat16(), state, [w])
+        assert "more than" in fused_step.plan("rnn_tanh", torch.randn(fused_step.MAX_ROWS + 1, 4), state, [w])
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert "autocast" in fused_step.refusal("rnn_tanh", x, (torch.zeros(2, 5),), [w])
+            assert "autocast" in fused_step.plan("rnn_tanh", x, state, [w])
+        cell.double()
+        w = cell._cached_weights(cell._one_direction)
+        assert "not a contiguous torch.float32" in fused_step.plan("rnn_tanh", x, state, [w])

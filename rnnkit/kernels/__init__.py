@@ -155,10 +155,10 @@ def run_selected(
     Under ``auto``, a one-step call without autograd goes to the fused
     backend's one-step loops where they take it (:mod:`rnnkit.kernels.fused_step`)."""
     masks = (recurrent_mask, zoneout_mask)
-    if x.shape[0] == 1 and fused_step.refusal(
-        kind, x, state, weights, lengths, return_cells, *masks
-    ) is None and _requested() == "auto":
-        return fused_step.run_layer(kind, x, state, weights)
+    if x.shape[0] == 1:
+        planned = fused_step.plan(kind, x, state, weights, lengths, return_cells, *masks)
+        if not isinstance(planned, str) and _requested() == "auto":
+            return fused_step.run_layer(kind, x, state, planned)
     backend = select_backend(kind, x, weights, return_cells, recurrent_mask, zoneout_mask)
     return backend.run_layer(
         kind, x, state, weights, lengths,
@@ -171,10 +171,9 @@ def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights) -> State:
     a tuple of ``(N, ·)`` tensors, as :data:`reference.STEPS` take them. The
     reference's step, except that under ``auto`` a call without autograd
     goes to the fused backend's one-step loops where they take it."""
-    if fused_step.refusal(kind, x, state, [w]) is None and _requested() == "auto" and not tracing():
-        new_state = fused_step.run_cell(kind, x, state, w)
-        if new_state is not None:
-            return new_state
+    planned = fused_step.plan(kind, x, state, [w])
+    if not isinstance(planned, str) and _requested() == "auto" and not tracing():
+        return fused_step.run_cell(kind, x, state, planned[0])
     return reference.STEPS[kind](reference.input_projection(x, w), state, w)
 
 

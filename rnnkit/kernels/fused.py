@@ -125,7 +125,8 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
             output, _ = run_layer(key, x, state, [DirectionWeights(w, w, None, None)], None)
             output.sum().backward()
             with torch.no_grad():  # the one-step loops
-                fused_step.run_layer(key, x[:1], state, [DirectionWeights(w, w, None, None)])
+                one = [DirectionWeights(w, w, None, None)]
+                fused_step.run_layer(key, x[:1], state, fused_step.plan(key, x[:1], state, one))
         # the LSTM's loops for the options beyond torch.nn (layer norm, masks)
         x = torch.zeros(2, 1, 1, dtype=dtype, requires_grad=True)
         w, gain = torch.zeros(4, 1, dtype=dtype, requires_grad=True), torch.ones(4, dtype=dtype)

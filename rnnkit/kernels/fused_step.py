@@ -10,22 +10,22 @@ is one compiled loop per direction (``elman_step``, ``lstm_step``,
 them, row by row, and every tensor is passed by address: a numpy view
 costs about 0.6 us a tensor, a ``data_ptr()`` 0.07.
 
-:func:`refusal` says when a call is not for these loops: autograd records it,
-it is too large (:data:`MAX_ROWS`, :data:`MAX_WORK`), it uses the options beyond torch.nn,
-``lengths`` or every step's cell state, or the fused backend refuses it
-(device, dtype, autocast, torch.func).
+:func:`plan` says when a call is not for these loops: autograd records it,
+it is too large (:data:`MAX_ROWS`, :data:`MAX_WORK`), it uses the options
+beyond torch.nn, ``lengths`` or every step's cell state, or the fused backend
+would refuse it (device, dtype, autocast, torch.func).
 """
 
 from __future__ import annotations
 
 import importlib
+import weakref
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.kernels import reference
 from rnnkit.kernels.fused_common import machinery_active
 from rnnkit.kernels.reference import DirectionWeights, State
 from rnnkit.kinds import KINDS
@@ -46,13 +46,14 @@ class _Weights(NamedTuple):
     ``w_ih``, ``w_hh``, ``b_ih``, ``b_hh`` and ``w_hr`` (0 for one it does not
     have), the sizes, and the dtype's zero."""
 
-    weights: DirectionWeights  # the tensors, kept for the identity check
+    anchor: weakref.ref  # w_hh, for the identity check (an id can be reused)
     key: tuple
     dtype: torch.dtype
     at: tuple[int, ...]
     inputs: int
     hidden: int
     projected: int  # P, or 0 without a projection
+    row_work: int  # multiply-adds per row: G*H (H_in + H_out)
     zero: np.floating
 
 
@@ -83,7 +84,7 @@ def _weights(w: DirectionWeights) -> _Weights | None:
     contiguous CPU tensor of one float dtype."""
     entry = _KEPT.get(id(w))
     key = _key(w)
-    if entry is not None and entry.weights is w and entry.key == key:
+    if entry is not None and entry.anchor() is w.w_hh and entry.key == key:
         return entry
     dtype = w.w_ih.dtype
     present = [t for t in w[:5] if t is not None]
@@ -91,8 +92,9 @@ def _weights(w: DirectionWeights) -> _Weights | None:
         return None
     hidden = w.w_hh.shape[1] if w.w_hr is None else w.w_hr.shape[1]
     entry = _Weights(
-        w, key, dtype, tuple(0 if t is None else t.data_ptr() for t in w[:5]),
-        w.w_ih.shape[1], hidden, 0 if w.w_hr is None else w.w_hr.shape[0], _ZEROS[dtype],
+        weakref.ref(w.w_hh), key, dtype, tuple(0 if t is None else t.data_ptr() for t in w[:5]),
+        w.w_ih.shape[1], hidden, 0 if w.w_hr is None else w.w_hr.shape[0],
+        w.w_hh.shape[0] * (w.w_ih.shape[1] + w.w_hh.shape[1]), _ZEROS[dtype],
     )
     if len(_KEPT) >= _KEPT_MAX:
         del _KEPT[next(iter(_KEPT))]
@@ -100,7 +102,7 @@ def _weights(w: DirectionWeights) -> _Weights | None:
     return entry
 
 
-def refusal(
+def plan(
     kind: str,
     x: Tensor,
     state: State,
@@ -109,9 +111,11 @@ def refusal(
     return_cells: bool = False,
     recurrent_mask: Tensor | None = None,
     zoneout_mask: Tensor | None = None,
-) -> str | None:
-    """Why these loops cannot run a one-step call, or ``None`` when they can;
-    ``x`` is ``(T, N, H_in)`` (a layer's) or ``(N, H_in)`` (a cell's)."""
+) -> list[_Weights] | str:
+    """The weights as these loops take them, one entry per direction, when
+    they can run this call; else why not. ``x`` is ``(T, N, H_in)`` (a
+    layer's) or ``(N, H_in)`` (a cell's), ``state`` the state as the layer
+    or the cell gives it to its backend."""
     if torch.is_grad_enabled() and (  # a weight first: the common case, and the cheapest to see
         weights[0].w_hh.requires_grad or x.requires_grad or any(s.requires_grad for s in state)
         or any(t is not None and t.requires_grad for w in weights for t in w)
@@ -123,50 +127,35 @@ def refusal(
         return "lengths and every step's cell state go through the layer's loops"
     if weights[0].ln_hh_weight is not None or recurrent_mask is not None or zoneout_mask is not None:
         return "the options beyond torch.nn go through the layer's loops"
-    w, rows = weights[0], x.shape[-2]
-    work = rows * w.w_hh.shape[0] * (w.w_ih.shape[1] + w.w_hh.shape[1])
-    if rows > MAX_ROWS or work > MAX_WORK:
-        return f"{rows} rows and {work} multiply-adds: more than {MAX_ROWS} or {MAX_WORK}"
     if not x.is_cpu or x.dtype not in _ZEROS:
         return f"it runs float32 and float64 on the CPU, got {x.dtype} on {x.device}"
     if machinery_active():
         return "autocast or a torch.func transform is on"
-    return None  # the weights' devices and dtypes: _weights
+    kept = [_weights(w) for w in weights]
+    if any(k is None or k.dtype != x.dtype for k in kept):
+        return f"a weight is not a contiguous {x.dtype} CPU tensor"
+    rows = x.shape[-2]
+    if rows > MAX_ROWS or rows * kept[0].row_work > MAX_WORK:
+        return f"{rows} rows and {rows * kept[0].row_work} multiply-adds: more than {MAX_ROWS} or {MAX_WORK}"
+    return kept
 
 
-def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights) -> State | None:
+def run_cell(kind: str, x: Tensor, state: State, w: _Weights) -> State:
     """One step of a cell, ``x (N, H_in)`` and ``state`` as
-    :data:`~rnnkit.kernels.reference.STEPS` take them, for a call
-    :func:`refusal` accepts; ``None`` when the weights are not as the loops take them."""
-    weights = _weights(w)
-    if weights is None or weights.dtype != x.dtype:
-        return None
+    :data:`~rnnkit.kernels.reference.STEPS` take them, ``w`` from :func:`plan`."""
     state = tuple(s.contiguous() for s in state)
     new = tuple(map(torch.empty_like, state))
     at = tuple(n.data_ptr() for n in new)
     STEPS[kind](
-        kind, x.contiguous().data_ptr(), tuple(s.data_ptr() for s in state), weights,
+        kind, x.contiguous().data_ptr(), tuple(s.data_ptr() for s in state), w,
         at[0], new[0].shape[1], 0, at, x.shape[0],
     )
     return new
 
 
-def run_layer(
-    kind: str,
-    x: Tensor,
-    state: State,
-    weights: list[DirectionWeights],
-    lengths: Tensor | None = None,
-    return_cells: bool = False,
-    recurrent_mask: Tensor | None = None,
-    zoneout_mask: Tensor | None = None,
-) -> tuple[Tensor, State]:
-    """One layer on one step; :func:`rnnkit.kernels.reference.run_layer`'s
-    interface, for a call :func:`refusal` accepts (the arguments after
-    ``lengths`` are there for it)."""
-    kept = [_weights(w) for w in weights]
-    if any(k is None or k.dtype != x.dtype for k in kept):
-        return reference.run_layer(kind, x, state, weights, lengths)
+def run_layer(kind: str, x: Tensor, state: State, weights: list[_Weights]) -> tuple[Tensor, State]:
+    """One layer on one step, ``x (1, N, H_in)``, ``state`` and the result as
+    :func:`rnnkit.kernels.reference.run_layer` has them; ``weights`` from :func:`plan`."""
     batch, width = x.shape[1], state[0].shape[2]
     state = tuple(s.contiguous() for s in state)
     output = torch.empty((1, batch, len(weights) * width), dtype=x.dtype)
@@ -174,7 +163,7 @@ def run_layer(
     x_at, out_at = x.contiguous().data_ptr(), output.data_ptr()
     strides = [s.stride(0) * s.element_size() for s in state]  # one direction's part, in bytes
     state_at, new_at = [s.data_ptr() for s in state], [n.data_ptr() for n in new]
-    for d, w in enumerate(kept):
+    for d, w in enumerate(weights):
         STEPS[kind](
             kind, x_at, tuple(a + d * b for a, b in zip(state_at, strides)), w, out_at, output.shape[2], d * width,
             tuple(a + d * b for a, b in zip(new_at, strides)), batch,
