@@ -102,13 +102,15 @@ def test_the_outputs_are_tensors_of_their_own():
 
 
 def test_calls_that_autograd_records_or_that_are_too_large_go_elsewhere(one_step_calls):
-    cell = rnnkit.GRUCell(4, 5)
+    cell = rnnkit.RNNCell(4, 5)  # the Elman cell has no backward loop
     x, h = torch.randn(2, 4), torch.randn(2, 5)
-    theirs = nn.GRUCell(4, 5)
+    theirs = nn.RNNCell(4, 5)
     theirs.load_state_dict(cell.state_dict())
     _close(cell(x, h), theirs(x, h), torch.float32)  # autograd records it
     cell(x, h).sum().backward()
     assert cell.weight_hh.grad is not None
+    rnnkit.RNN(4, 5)(torch.randn(1, 2, 4))  # the Elman layer under autograd
+    rnnkit.LSTM(4, 5, proj_size=3)(torch.randn(1, 2, 4))  # no backward loop for the projection
     with torch.no_grad():
         cell(x, h.requires_grad_())  # a state that wants a gradient: no graph under no_grad
     large = rnnkit.GRUCell(4, 5)
@@ -118,6 +120,120 @@ def test_calls_that_autograd_records_or_that_are_too_large_go_elsewhere(one_step
     frozen = rnnkit.RNN(4, 5).requires_grad_(False)  # nothing to record, with grad mode on
     frozen(torch.randn(1, 2, 4))
     assert one_step_calls == [True, True]
+
+
+GRADIENT_CELLS = [cell for cell in CELLS.values() if cell.kinds[0].key in fused_step.BACKWARDS]
+"""The cells whose steps the one-step loops run under autograd too (their kinds' BACKWARDS)."""
+
+
+def test_the_kinds_with_a_backward_loop_are_the_lstm_and_gru():
+    assert sorted(fused_step.BACKWARDS) == ["gru", "lstm"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [dict(), dict(bias=False), dict(num_layers=2, bidirectional=True)])
+@pytest.mark.parametrize("class_name", [cell.layer for cell in GRADIENT_CELLS])
+def test_one_step_layers_under_autograd_match_torch(monkeypatch, class_name, shape, dtype):
+    applied = []
+    apply = fused_step._Step.apply
+    monkeypatch.setattr(fused_step._Step, "apply", lambda *args: applied.append(1) or apply(*args))
+    theirs = getattr(nn, class_name)(4, 5, dtype=dtype, **shape)
+    ours = getattr(rnnkit, class_name).from_torch(theirs)
+    layers, directions = theirs.num_layers, 2 if theirs.bidirectional else 1
+    x = torch.randn(1, 3, 4, dtype=dtype, requires_grad=True)
+    h = torch.randn(layers * directions, 3, 5, dtype=dtype, requires_grad=True)
+    hx = (h, torch.randn_like(h)) if class_name == "LSTM" else h  # an LSTM's c wants no gradient
+    for used in (None, [0], [1]):  # every output; the output alone; the final state alone
+        expected_out, expected_grads = _gradients(theirs, x, hx, used)
+        out, grads = _gradients(ours, x, hx, used)
+        _close(out, expected_out, dtype)
+        for got, want in zip(grads, expected_grads):
+            assert (got is None) == (want is None)
+            if want is not None:
+                _close(got, want, dtype)
+    assert applied == [1] * layers * 3
+
+
+def test_a_one_step_layer_has_a_differentiable_backward():
+    layer = rnnkit.GRU(4, 5, num_layers=2, bidirectional=True, dtype=torch.float64)
+    x = torch.randn(1, 2, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: layer(x)[0], (x,))
+
+
+def _gradients(module, x, hx, outputs_used=None):
+    """The outputs and the gradients of a weighted loss with respect to the
+    input, every state part and every parameter (``None`` where there is none)."""
+    out = module(x, hx)
+    out = out if isinstance(out, tuple) else (out,)
+    g = torch.Generator().manual_seed(5)
+    used = _tensors(out if outputs_used is None else [out[i] for i in outputs_used])
+    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in used)
+    inputs = [x, *(hx if isinstance(hx, tuple) else (hx,)), *module.parameters()]
+    wanted = [t for t in inputs if t.requires_grad]
+    found = iter(torch.autograd.grad(loss, wanted, allow_unused=True))
+    grads = [next(found) if t.requires_grad else None for t in inputs]
+    return tuple(o.detach() for o in _tensors(out)), grads
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    """Every tensor in an output: a tensor, or (nested) tuples of them."""
+    return [value] if isinstance(value, torch.Tensor) else [t for part in value for t in _tensors(part)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch", [1, 3, None])
+@pytest.mark.parametrize("class_name", [cell.cell_class for cell in GRADIENT_CELLS])
+def test_cells_under_autograd_match_torch(monkeypatch, class_name, batch, bias, dtype):
+    applied = []
+    apply = fused_step._Step.apply
+    monkeypatch.setattr(fused_step._Step, "apply", lambda *args: applied.append(1) or apply(*args))
+    theirs = getattr(nn, class_name)(4, 5, bias=bias, dtype=dtype)
+    ours = getattr(rnnkit, class_name).from_torch(theirs)
+    x, hx = _cell_args(class_name, batch or 1, dtype, batched=batch is not None)
+    x.requires_grad_()
+    parts = hx if isinstance(hx, tuple) else (hx,)
+    parts[0].requires_grad_()  # an LSTM's c wants none: its gradient is None on both sides
+    expected_out, expected_grads = _gradients(theirs, x, hx)
+    out, grads = _gradients(ours, x, hx)
+    _close(out, expected_out, dtype)
+    for got, want in zip(grads, expected_grads):
+        assert (got is None) == (want is None)
+        if want is not None:
+            _close(got, want, dtype)
+    assert applied == [1]
+
+
+@pytest.mark.parametrize("class_name", [cell.cell_class for cell in GRADIENT_CELLS])
+def test_a_decoder_loop_with_one_output_used_matches_torch(class_name):
+    """Several steps chained, a state the caller feeds back, only ``h`` in the loss."""
+    theirs = getattr(nn, class_name)(4, 5, dtype=torch.float64)
+    ours = getattr(rnnkit, class_name).from_torch(theirs)
+    xs = torch.randn(6, 2, 4, dtype=torch.float64)
+
+    def run(cell):
+        state, loss = None, 0
+        for x in xs:
+            state = cell(x, state)
+            loss = loss + (state[0] if isinstance(state, tuple) else state).square().sum()
+        loss.backward()
+        return [p.grad for p in cell.parameters()]
+
+    for got, want in zip(run(ours), run(theirs)):
+        _close(got, want, torch.float64)
+
+
+@pytest.mark.parametrize("class_name", [cell.cell_class for cell in GRADIENT_CELLS])
+def test_gradcheck_and_a_differentiable_backward(class_name):
+    cell = getattr(rnnkit, class_name)(4, 5, dtype=torch.float64)
+    x, hx = _cell_args(class_name, 2, torch.float64)
+    parts = tuple(p.requires_grad_() for p in (x, *(hx if isinstance(hx, tuple) else (hx,))))
+
+    def step(x, *state):
+        return cell(x, state if len(state) > 1 else state[0])
+
+    assert torch.autograd.gradcheck(step, parts)
+    assert torch.autograd.gradgradcheck(step, parts)  # create_graph=True: through the reference
 
 
 def test_options_beyond_torch_nn_lengths_and_a_forced_backend_go_elsewhere(one_step_calls):

@@ -158,7 +158,7 @@ def run_selected(
     if x.shape[0] == 1:
         planned = fused_step.plan(kind, x, state, weights, lengths, return_cells, *masks)
         if not isinstance(planned, str) and _requested() == "auto":
-            return fused_step.run_layer(kind, x, state, planned)
+            return fused_step.run_layer(kind, x, state, weights, planned)
     backend = select_backend(kind, x, weights, return_cells, recurrent_mask, zoneout_mask)
     return backend.run_layer(
         kind, x, state, weights, lengths,
@@ -173,7 +173,7 @@ def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights) -> State:
     goes to the fused backend's one-step loops where they take it."""
     planned = fused_step.plan(kind, x, state, [w])
     if not isinstance(planned, str) and _requested() == "auto" and not tracing():
-        return fused_step.run_cell(kind, x, state, planned[0])
+        return fused_step.run_cell(kind, x, state, w, planned[0])
     return reference.STEPS[kind](reference.input_projection(x, w), state, w)
 
 

@@ -126,7 +126,10 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
             output.sum().backward()
             with torch.no_grad():  # the one-step loops
                 one = [DirectionWeights(w, w, None, None)]
-                fused_step.run_layer(key, x[:1], state, fused_step.plan(key, x[:1], state, one))
+                fused_step.run_layer(key, x[:1], state, one, fused_step.plan(key, x[:1], state, one))
+            if key in fused_step.BACKWARDS:  # and their backward loops
+                output, _ = fused_step.run_layer(key, x[:1], state, one, fused_step.plan(key, x[:1], state, one))
+                output.sum().backward()
         # the LSTM's loops for the options beyond torch.nn (layer norm, masks)
         x = torch.zeros(2, 1, 1, dtype=dtype, requires_grad=True)
         w, gain = torch.zeros(4, 1, dtype=dtype, requires_grad=True), torch.ones(4, dtype=dtype)

@@ -40,7 +40,7 @@ from torch import Tensor
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
 from rnnkit.kernels.fused_common import Wanted
-from rnnkit.kernels.gru_loops import gru_backward, gru_forward, gru_step
+from rnnkit.kernels.gru_loops import gru_backward, gru_forward, gru_step, gru_step_backward
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
@@ -129,6 +129,20 @@ def run_layer(
 
 
 def step(kind: str, x: int, state: tuple[int, ...], w, out: int, width: int, col: int, new: tuple[int, ...],
-         rows: int) -> None:
+         rows: int, keep: int = 0) -> None:
     """One step on its own by address (:data:`rnnkit.kernels.fused_step.STEPS`)."""
-    gru_step((x, state[0], *w.at[:4], out, new[0]), rows, w.inputs, w.hidden, width, col, w.zero)
+    gru_step((x, state[0], *w.at[:4], out, new[0], keep), rows, w.inputs, w.hidden, width, col, w.zero)
+
+
+def step_backward(kind, x, state, w_ih, w_hh, acts, new, grads, needs, zero):
+    """The gradients of one :func:`step` kept ``acts`` for
+    (:data:`rnnkit.kernels.fused_step.BACKWARDS`)."""
+    ((h,), (dh_n,)) = state, grads
+    rows, hidden = h.shape
+    dz_x, dz_h = torch.empty((rows, 3 * hidden), dtype=x.dtype), torch.empty((rows, 3 * hidden), dtype=x.dtype)
+    wanted = [torch.empty_like(t) if need else None for t, need in zip((x, h, w_ih, w_hh), needs)]
+    gru_step_backward(
+        tuple(0 if t is None else t.data_ptr() for t in (x, h, w_ih, w_hh, acts, dh_n, dz_x, dz_h, *wanted)),
+        rows, x.shape[1], hidden, zero,
+    )
+    return *wanted, dz_x.sum(0) if needs[4] else None, dz_h.sum(0) if needs[5] else None

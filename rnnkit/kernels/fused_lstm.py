@@ -40,7 +40,7 @@ from torch import Tensor
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import dense, parallel
 from rnnkit.kernels.fused_common import Wanted
-from rnnkit.kernels.lstm_loops import lstm_backward, lstm_forward, lstm_step
+from rnnkit.kernels.lstm_loops import lstm_backward, lstm_forward, lstm_step, lstm_step_backward
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
@@ -155,6 +155,21 @@ def run_layer(
 
 
 def step(kind: str, x: int, state: tuple[int, ...], w, out: int, width: int, col: int, new: tuple[int, ...],
-         rows: int) -> None:
+         rows: int, keep: int = 0) -> None:
     """One step on its own by address (:data:`rnnkit.kernels.fused_step.STEPS`)."""
-    lstm_step((x, *state, *w.at, out, *new), rows, w.inputs, w.hidden, w.projected, width, col, w.zero)
+    lstm_step((x, *state, *w.at, out, *new, keep), rows, w.inputs, w.hidden, w.projected, width, col, w.zero)
+
+
+def step_backward(kind, x, state, w_ih, w_hh, acts, new, grads, needs, zero):
+    """The gradients of one :func:`step` kept ``acts`` for, no projection
+    (:data:`rnnkit.kernels.fused_step.BACKWARDS`)."""
+    (h, c), (dh_n, dc_n) = state, grads
+    rows, hidden = c.shape
+    dz = torch.empty((rows, 4 * hidden), dtype=x.dtype)
+    wanted = [torch.empty_like(t) if need else None for t, need in zip((x, h, c, w_ih, w_hh), needs)]
+    lstm_step_backward(
+        tuple(0 if t is None else t.data_ptr() for t in (x, h, c, w_ih, w_hh, acts, new[1], dh_n, dc_n, dz, *wanted)),
+        rows, x.shape[1], hidden, zero,
+    )
+    db = dz.sum(0) if needs[5] or needs[6] else None  # both biases' gradient, each its own tensor
+    return *wanted, db if needs[5] else None, (db.clone() if needs[5] else db) if needs[6] else None

@@ -107,6 +107,7 @@ def run_layer(
 
 
 def step(kind: str, x: int, state: tuple[int, ...], w, out: int, width: int, col: int, new: tuple[int, ...],
-         rows: int) -> None:
-    """One step on its own by address (:data:`rnnkit.kernels.fused_step.STEPS`)."""
+         rows: int, keep: int = 0) -> None:
+    """One step on its own by address (:data:`rnnkit.kernels.fused_step.STEPS`);
+    nothing is kept (``keep``): autograd records the Elman step through the reference."""
     elman_step((x, state[0], *w.at[:4], out, new[0]), rows, w.inputs, w.hidden, width, col, kind == "rnn_relu", w.zero)

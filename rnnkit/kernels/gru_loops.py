@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import dot, jit, product, product_add, rows_at, sigmoid, tanh
+from rnnkit.kernels.numba_ops import (
+    add_column_products, add_row_products, dot, jit, product, product_add, rows_at, sigmoid, tanh,
+)
 
 
 @jit
@@ -167,21 +169,69 @@ def gru_step(at, rows, inputs, hidden, width, col, zero):
         at: the addresses of ``x (N, H_in)``, ``h (N, H)``, ``w_ih (3H, H_in)``,
             ``w_hh (3H, H)``, ``b_ih (3H,)``, ``b_hh (3H,)`` (0 for
             ``bias=False``), ``out (N, width)`` (``h'`` in columns
-            ``col:col+H``) and ``h_n (N, H)`` (``h'`` again; the address of
-            ``out`` is allowed), each C-contiguous and of ``zero``'s dtype.
+            ``col:col+H``), ``h_n (N, H)`` (``h'`` again; the address of
+            ``out`` is allowed) and ``acts (N, 4H)``, where ``r``, ``z``, ``n``
+            and ``W_hn h + b_hn`` are kept for :func:`gru_step_backward` (0: not
+            kept); each C-contiguous and of ``zero``'s dtype.
         rows, inputs, hidden: ``N``, ``H_in``, ``H``.
     """
     x, h = rows_at(at[0], rows, inputs, zero), rows_at(at[1], rows, hidden, zero)
     w_ih, w_hh = rows_at(at[2], 3 * hidden, inputs, zero), rows_at(at[3], 3 * hidden, hidden, zero)
     b_ih, b_hh = rows_at(at[4], 1, 3 * hidden, zero)[0], rows_at(at[5], 1, 3 * hidden, zero)[0]
     out, h_n = rows_at(at[6], rows, width, zero), rows_at(at[7], rows, hidden, zero)
+    keep = at[8] != 0
+    acts = rows_at(at[8], rows if keep else 0, 4 * hidden, zero)
     for n in range(rows):
         for j in range(hidden):
             r = sigmoid(dot(w_ih[j], x[n]) + b_ih[j] + dot(w_hh[j], h[n]) + b_hh[j])
             k = hidden + j
             z = sigmoid(dot(w_ih[k], x[n]) + b_ih[k] + dot(w_hh[k], h[n]) + b_hh[k])
             k += hidden
-            new = tanh(dot(w_ih[k], x[n]) + b_ih[k] + r * (dot(w_hh[k], h[n]) + b_hh[k]))
+            hn = dot(w_hh[k], h[n]) + b_hh[k]
+            new = tanh(dot(w_ih[k], x[n]) + b_ih[k] + r * hn)
             value = new + z * (h[n, j] - new)
             out[n, col + j] = value
             h_n[n, j] = value
+            if keep:
+                acts[n, j], acts[n, hidden + j], acts[n, 2 * hidden + j], acts[n, 3 * hidden + j] = r, z, new, hn
+
+
+@jit
+def gru_step_backward(at, rows, inputs, hidden, zero):
+    """Back-propagate through one :func:`gru_step`, by address.
+
+    Args:
+        at: the addresses of ``x (N, H_in)``, ``h (N, H)``, ``w_ih (3H, H_in)``,
+            ``w_hh (3H, H)``, the kept ``acts (N, 4H)`` and ``dL/dh' (N, H)``,
+            then the gradients it writes: ``dz_x (N, 3H)`` and ``dz_h (N,
+            3H)``, the input and recurrent projections' (the biases' are
+            their column sums), ``dx (N, H_in)``, ``dh (N, H)``, ``dw_ih (3H,
+            H_in)`` and ``dw_hh (3H, H)`` (0: not wanted).
+    """
+    x, h = rows_at(at[0], rows, inputs, zero), rows_at(at[1], rows, hidden, zero)
+    w_ih, w_hh = rows_at(at[2], 3 * hidden, inputs, zero), rows_at(at[3], 3 * hidden, hidden, zero)
+    acts, dh_n = rows_at(at[4], rows, 4 * hidden, zero), rows_at(at[5], rows, hidden, zero)
+    dz_x, dz_h = rows_at(at[6], rows, 3 * hidden, zero), rows_at(at[7], rows, 3 * hidden, zero)
+    dh = rows_at(at[9], rows if at[9] else 0, hidden, zero)
+    one = zero + 1
+    for n in range(rows):
+        for j in range(hidden):
+            r, z, new, hn = acts[n, j], acts[n, hidden + j], acts[n, 2 * hidden + j], acts[n, 3 * hidden + j]
+            d = dh_n[n, j]
+            dn = d * (one - z) * (one - new * new)
+            dr = dn * hn * r * (one - r)
+            du = d * (h[n, j] - new) * z * (one - z)
+            dz_x[n, j] = dz_h[n, j] = dr
+            dz_x[n, hidden + j] = dz_h[n, hidden + j] = du
+            dz_x[n, 2 * hidden + j] = dn
+            dz_h[n, 2 * hidden + j] = dn * r
+            if at[9]:
+                dh[n, j] = d * z
+    if at[8]:
+        add_row_products(dz_x, w_ih, rows_at(at[8], rows, inputs, zero), True)
+    if at[9]:
+        add_row_products(dz_h, w_hh, dh, False)
+    if at[10]:
+        add_column_products(dz_x, x, rows_at(at[10], 3 * hidden, inputs, zero), True)
+    if at[11]:
+        add_column_products(dz_h, h, rows_at(at[11], 3 * hidden, hidden, zero), True)

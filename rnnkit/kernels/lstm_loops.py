@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import copy, dot, jit, product, product_add, rows_at, sigmoid, tanh
+from rnnkit.kernels.numba_ops import (
+    add_column_products, add_row_products, copy, dot, jit, product, product_add, rows_at, sigmoid, tanh,
+)
 
 
 @jit
@@ -263,8 +265,10 @@ def lstm_step(at, rows, inputs, hidden, projected, width, col, zero):
             ``w_ih (4H, H_in)``, ``w_hh (4H, P)``, ``b_ih (4H,)``, ``b_hh (4H,)``
             (0 for ``bias=False``), ``w_hr (P, H)`` (0 without a projection),
             ``out (N, width)`` (``h'`` in columns ``col:col+P``), ``h_n (N, P)``
-            (``h'`` again; the address of ``out`` is allowed) and ``c_n (N, H)``,
-            each C-contiguous and of ``zero``'s dtype.
+            (``h'`` again; the address of ``out`` is allowed), ``c_n (N, H)``
+            and ``acts (N, 4H)``, where the gates ``i, f, g, o`` are kept for
+            :func:`lstm_step_backward` (0: not kept); each C-contiguous and of
+            ``zero``'s dtype.
         rows, inputs, hidden: ``N``, ``H_in``, ``H``; projected: ``P``, or 0
             without a projection (then ``P = H``).
     """
@@ -274,16 +278,61 @@ def lstm_step(at, rows, inputs, hidden, projected, width, col, zero):
     b_ih, b_hh = rows_at(at[5], 1, 4 * hidden, zero)[0], rows_at(at[6], 1, 4 * hidden, zero)[0]
     w_hr = rows_at(at[7], projected, hidden, zero)
     out, h_n, c_n = rows_at(at[8], rows, width, zero), rows_at(at[9], rows, size, zero), rows_at(at[10], rows, hidden, zero)
+    keep = at[11] != 0
+    acts = rows_at(at[11], rows if keep else 0, 4 * hidden, zero)
     gates = np.empty(4 * hidden, dtype=x.dtype)
     m = gates[:hidden]  # o * tanh(c'), written over the input gates as they are read
     for n in range(rows):
         for j in range(4 * hidden):
             gates[j] = dot(w_ih[j], x[n]) + b_ih[j] + dot(w_hh[j], h[n]) + b_hh[j]
         for j in range(hidden):
-            _, _, _, _, c_n[n, j], m[j] = lstm_unit(
+            i, f, g, o, c_n[n, j], m[j] = lstm_unit(
                 gates[j], gates[hidden + j], gates[2 * hidden + j], gates[3 * hidden + j], c[n, j]
             )
+            if keep:
+                acts[n, j], acts[n, hidden + j], acts[n, 2 * hidden + j], acts[n, 3 * hidden + j] = i, f, g, o
         for p in range(size):
             value = dot(w_hr[p], m) if projected else m[p]
             out[n, col + p] = value
             h_n[n, p] = value
+
+
+@jit
+def lstm_step_backward(at, rows, inputs, hidden, zero):
+    """Back-propagate through one :func:`lstm_step` without a projection, by address.
+
+    Args:
+        at: the addresses of ``x (N, H_in)``, ``h (N, H)``, ``c (N, H)``,
+            ``w_ih (4H, H_in)``, ``w_hh (4H, H)``, the kept ``acts (N, 4H)``
+            and ``c_n (N, H)``, ``dL/dh' (N, H)`` and ``dL/dc' (N, H)`` (0:
+            zero), then the gradients it writes: ``dz (N, 4H)`` (the
+            pre-activations'; the biases' are its column sums), ``dx (N,
+            H_in)``, ``dh (N, H)``, ``dc (N, H)``, ``dw_ih (4H, H_in)`` and
+            ``dw_hh (4H, H)`` (0: not wanted).
+    """
+    x, h, c = rows_at(at[0], rows, inputs, zero), rows_at(at[1], rows, hidden, zero), rows_at(at[2], rows, hidden, zero)
+    w_ih, w_hh = rows_at(at[3], 4 * hidden, inputs, zero), rows_at(at[4], 4 * hidden, hidden, zero)
+    acts, c_n = rows_at(at[5], rows, 4 * hidden, zero), rows_at(at[6], rows, hidden, zero)
+    dh_n, dc_n = rows_at(at[7], rows, hidden, zero), rows_at(at[8], rows, hidden, zero)
+    dz = rows_at(at[9], rows, 4 * hidden, zero)
+    dc_prev = rows_at(at[12], rows if at[12] else 0, hidden, zero)
+    one = zero + 1
+    for n in range(rows):
+        for j in range(hidden):
+            i, f, g, o = acts[n, j], acts[n, hidden + j], acts[n, 2 * hidden + j], acts[n, 3 * hidden + j]
+            tc = tanh(c_n[n, j])
+            dc = dc_n[n, j] + dh_n[n, j] * o * (one - tc * tc)
+            dz[n, j] = dc * g * i * (one - i)
+            dz[n, hidden + j] = dc * c[n, j] * f * (one - f)
+            dz[n, 2 * hidden + j] = dc * i * (one - g * g)
+            dz[n, 3 * hidden + j] = dh_n[n, j] * tc * o * (one - o)
+            if at[12]:
+                dc_prev[n, j] = dc * f
+    if at[10]:
+        add_row_products(dz, w_ih, rows_at(at[10], rows, inputs, zero), True)
+    if at[11]:
+        add_row_products(dz, w_hh, rows_at(at[11], rows, hidden, zero), True)
+    if at[13]:
+        add_column_products(dz, x, rows_at(at[13], 4 * hidden, inputs, zero), True)
+    if at[14]:
+        add_column_products(dz, h, rows_at(at[14], 4 * hidden, hidden, zero), True)

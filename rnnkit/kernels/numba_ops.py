@@ -1,6 +1,7 @@
 """Building blocks of the fused loops, compiled with numba: ``jit``, ``tanh``,
 ``sigmoid``, ``copy``, ``row_sums`` (and ``centred_squares``, ``dot``), ``matmul_rows`` (and ``matmul_add_rows``),
-``project_rows``, ``product`` (and ``product_add``), ``rows_at``.
+``project_rows``, ``product`` (and ``product_add``), ``rows_at`` (and
+``add_row_products``, ``add_column_products``).
 
 Each cell's loops (``elman_loops.py``, ``lstm_loops.py``, ``gru_loops.py``) are
 written from these pieces, so that what makes them fast is written once:
@@ -14,7 +15,9 @@ written from these pieces, so that what makes them fast is written once:
 * :func:`sigmoid` is ``1 / (1 + e^-x)`` with an exponential of our own that
   vectorises, for the same reason (``math.exp`` is a libm call too).
 * :func:`copy` copies a row by a loop (numba's slice assignment costs more).
-* :func:`rows_at` is the array at a tensor's address, for the one-step loops.
+* :func:`rows_at` is the array at a tensor's address, for the one-step
+  loops; :func:`add_row_products` and :func:`add_column_products` are their
+  products going back (``dz @ w``, ``dz^T @ a``), small enough for plain loops.
 * :func:`row_sums` is ``(sum(u), sum(u * v))`` over a row in several vector
   sums at once, and :func:`centred_squares` ``sum((v - c)^2)``: layer norm's
   statistics; :func:`dot` is ``sum(u * v)``, for the one-step loops.
@@ -599,6 +602,34 @@ def rows_at(address, rows, columns, zero):
     if address == 0:
         return np.full((rows, columns), zero)
     return numba.carray(_pointer(address, zero), (rows, columns))
+
+
+@jit(inline="always")
+def add_row_products(dz, w, out, clear):
+    """``out += dz @ w`` (``out = dz @ w`` when ``clear``): ``(N, G) @ (G, K)``,
+    each row of ``w`` added in turn, for a step's input or state gradient."""
+    if clear:
+        out[:] = 0
+    for n in range(dz.shape[0]):
+        row = out[n]
+        for j in range(dz.shape[1]):
+            d, w_row = dz[n, j], w[j]
+            for k in range(row.shape[0]):
+                row[k] += d * w_row[k]
+
+
+@jit(inline="always")
+def add_column_products(dz, a, out, clear):
+    """``out += dz^T @ a`` (``out = ...`` when ``clear``): ``(G, N) @ (N, K)``, a
+    weight's gradient from one step, row by row of ``a``."""
+    if clear:
+        out[:] = 0
+    for n in range(dz.shape[0]):
+        a_row = a[n]
+        for j in range(dz.shape[1]):
+            d, row = dz[n, j], out[j]
+            for k in range(a_row.shape[0]):
+                row[k] += d * a_row[k]
 
 
 # -- the per-step product through BLAS --------------------------------------------------
