@@ -5,8 +5,8 @@ A backend implements :func:`rnnkit.kernels.reference.run_layer`'s interface.
 the kinds it knows); ``reference`` is the plain-torch implementation
 every other backend is tested against, and serves every call. The choice
 is ``auto`` by default (the first backend that supports the call, except
-that a one-step call goes to the reference, or without autograd to the
-fused backend's one-step loops: :data:`REFERENCE_MAX_STEPS`; cells too);
+that a one-step call goes to the reference, or, when small, to the fused
+backend's one-step loops: :data:`REFERENCE_MAX_STEPS`; cells too);
 ``RNNKIT_BACKEND=reference`` (or ``fused``) in the environment, or
 ``with rnnkit.kernels.use_backend("reference"):``, forces one.
 """
@@ -68,9 +68,10 @@ steps the fused loops won for most LSTM and GRU sizes (the Elman layer's
 still lost, by up to 1.3x), and at four for nearly every size and cell type.
 One threshold for all keeps the rule simple; it errs towards the fused loops.
 
-A small one-step call that autograd does not record goes to the fused
-backend's one-step loops instead (:mod:`rnnkit.kernels.fused_step`, which
-also serves the cells): one compiled loop, none of the Function's set-up."""
+A small one-step call goes to the fused backend's one-step loops instead
+(:mod:`rnnkit.kernels.fused_step`, which also serves the cells): one compiled
+loop, none of the layer Function's set-up; under autograd an LSTM or GRU
+step only, in an autograd Function of its own."""
 
 
 def select_backend(
@@ -152,8 +153,8 @@ def run_selected(
     zoneout_mask: Tensor | None = None,
 ) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
     """Run one layer with the selected backend, as it is, never through an operator.
-    Under ``auto``, a one-step call without autograd goes to the fused
-    backend's one-step loops where they take it (:mod:`rnnkit.kernels.fused_step`)."""
+    Under ``auto``, a one-step call goes to the fused backend's one-step
+    loops where they take it (:mod:`rnnkit.kernels.fused_step`)."""
     masks = (recurrent_mask, zoneout_mask)
     if x.shape[0] == 1:
         planned = fused_step.plan(kind, x, state, weights, lengths, return_cells, *masks)
@@ -169,8 +170,8 @@ def run_selected(
 def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights) -> State:
     """One step of a cell (``rnnkit.RNNCell``, ...): ``x (N, H_in)``, ``state``
     a tuple of ``(N, ·)`` tensors, as :data:`reference.STEPS` take them. The
-    reference's step, except that under ``auto`` a call without autograd
-    goes to the fused backend's one-step loops where they take it."""
+    reference's step, except that under ``auto`` a call goes to the fused
+    backend's one-step loops where they take it."""
     planned = fused_step.plan(kind, x, state, [w])
     if not isinstance(planned, str) and _requested() == "auto" and not tracing():
         return fused_step.run_cell(kind, x, state, w, planned[0])
