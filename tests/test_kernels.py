@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import subprocess
+import sys
 import threading
 import zlib
 from dataclasses import dataclass
@@ -648,10 +650,20 @@ def test_autocast_and_torch_func_transforms_go_to_the_reference():
     assert chosen == ["reference"]
 
 
-def test_the_environment_variable_forces_the_reference(monkeypatch):
-    monkeypatch.setenv("RNNKIT_BACKEND", "reference")
-    x = torch.zeros(2, 2, 4)
-    assert kernels.select_backend("rnn_tanh", x, weights_like(x)).name == "reference"
+def test_the_environment_variable_forces_the_reference():
+    """Read when rnnkit.kernels is imported: a fresh process with it set."""
+    script = (
+        "import torch, rnnkit\n"
+        "from rnnkit import kernels\n"
+        "from rnnkit.kernels.reference import DirectionWeights\n"
+        "x = torch.zeros(2, 2, 4)\n"
+        "w = DirectionWeights(torch.zeros(3, 4), torch.zeros(3, 3))\n"
+        "print(kernels.select_backend('rnn_tanh', x, [w]).name)\n"
+    )
+    for value, expected in (("reference", "reference"), ("auto", "fused")):
+        env = dict(os.environ, RNNKIT_BACKEND=value)
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == expected
 
 
 def test_forcing_a_backend_that_cannot_serve_the_call_raises():

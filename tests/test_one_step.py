@@ -11,7 +11,7 @@ import rnnkit
 from rnnkit import kernels
 from rnnkit.kernels import fused_step
 from rnnkit.kinds import CELLS
-from tests.equivalence import KIND_OPTIONS
+from equivalence import KIND_OPTIONS
 
 CELL_OPTIONS = [
     (cell.cell_class, options)

@@ -199,8 +199,8 @@ def _run(kind: str, planned: tuple[_Weights, ...], layer: bool, x: Tensor, state
     if not layer:  # one direction, whose output is its new h
         STEPS[kind](kind, x_at, state_at, planned[0], new_at[0], width, 0, new_at, rows, acts)
         return new
-    output = torch.empty((1, rows, len(planned) * width), dtype=x.dtype)
-    sizes = [s[0].nbytes for s in state]  # one direction's part
+    output = torch.empty(1, rows, len(planned) * width, dtype=x.dtype)
+    sizes = [s.stride(0) * s.element_size() for s in state]  # one direction's part, in bytes
     kept = rows * KEPT_WIDTH.get(kind, 0) * planned[0].hidden * x.element_size()
     for d, w in enumerate(planned):
         STEPS[kind](
