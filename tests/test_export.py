@@ -163,6 +163,28 @@ def test_compile_sees_no_graph_break(name):
     assert explanation.graph_count == 1
 
 
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_a_decoder_loop_over_a_cell_compiles_without_a_graph_break(name, grad):
+    """A cell's call is traced as the reference's ops: its one-step loops
+    (and their kept weights' addresses) never enter a graph."""
+    cell = getattr(rnnkit, name)(INPUT, HIDDEN)
+
+    def decode(xs):
+        state = None
+        for x in xs:
+            state = cell(x, state)
+        return state
+
+    xs = torch.randn(3, 2, INPUT)
+    with torch.set_grad_enabled(grad):
+        explanation = torch._dynamo.explain(decode)(xs)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        compiled = torch.compile(decode, backend="aot_eager", fullgraph=True)
+        got, want = compiled(xs), decode(xs)
+        torch.testing.assert_close(got, want)  # a tensor, or an LSTM's tuple of two
+
+
 @pytest.mark.parametrize("name", ["lstm_stacked_bidirectional_batch_first", "gru_batch_first"])
 def test_compile_sees_no_graph_break_under_autocast(name):
     model, x = model_and_input(name, steps=5, batch=2)

@@ -179,9 +179,10 @@ def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights) -> State:
     a tuple of ``(N, ·)`` tensors, as :data:`reference.STEPS` take them. The
     reference's step, except that under ``auto`` a call goes to the fused
     backend's one-step loops where they take it."""
-    planned = fused_step.plan(kind, x, state, [w])
-    if not isinstance(planned, str) and _requested() == "auto" and not tracing():
-        return fused_step.run_cell(kind, x, state, w, planned[0])
+    if not tracing() and _requested() == "auto":  # a graph holds the reference's ops, not a loop
+        planned = fused_step.plan(kind, x, state, [w])
+        if not isinstance(planned, str):
+            return fused_step.run_cell(kind, x, state, w, planned[0])
     return reference.STEPS[kind](reference.input_projection(x, w), state, w)
 
 

@@ -21,6 +21,7 @@ refuse it (device, dtype, autocast, torch.func).
 from __future__ import annotations
 
 import importlib
+import threading
 import weakref
 from typing import NamedTuple
 
@@ -94,6 +95,7 @@ a Function against 0.93x through the reference, the layer 0.85x against 0.88x)."
 _KEPT: dict[int, _Weights] = {}
 _KEPT_MAX = 64
 """At most this many directions' weights are kept; the oldest go first."""
+_KEPT_LOCK = threading.Lock()
 
 _ZEROS = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
 
@@ -123,9 +125,10 @@ def _weights(w: DirectionWeights) -> _Weights | None:
         w.w_ih.shape[1], hidden, 0 if w.w_hr is None else w.w_hr.shape[0],
         w.w_hh.shape[0] * (w.w_ih.shape[1] + w.w_hh.shape[1]), _ZEROS[dtype],
     )
-    if len(_KEPT) >= _KEPT_MAX:
-        del _KEPT[next(iter(_KEPT))]
-    _KEPT[id(w)] = entry
+    with _KEPT_LOCK:  # another thread may be making room too
+        while len(_KEPT) >= _KEPT_MAX:
+            del _KEPT[next(iter(_KEPT))]
+        _KEPT[id(w)] = entry
     return entry
 
 
