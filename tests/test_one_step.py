@@ -284,7 +284,10 @@ def test_plan_says_why_not():
     x, state = torch.randn(2, 4), (torch.zeros(2, 5),)
     assert fused_step.plan("rnn_tanh", x, state, [w]) == "autograd records the call"
     with torch.no_grad():
-        assert len(fused_step.plan("rnn_tanh", x, state, [w])) == 1
+        planned = fused_step.plan("rnn_tanh", x, state, [w])
+        assert isinstance(planned, fused_step.Plan) and len(planned.weights) == 1 and not planned.recorded
+        assert "state part" in fused_step.plan("rnn_tanh", x, (torch.zeros(2, 5, dtype=torch.float64),), [w])
+        assert "state part" in fused_step.plan("rnn_tanh", x, (torch.zeros(3, 5),), [w])
         assert "one step, got 2" in fused_step.plan("rnn_tanh", torch.randn(2, 2, 4), (torch.zeros(1, 2, 5),), [w])
         assert "bfloat16" in fused_step.plan("rnn_tanh", x.bfloat16(), state, [w])
         assert "more than" in fused_step.plan("rnn_tanh", torch.randn(fused_step.MAX_ROWS + 1, 4), state, [w])
@@ -293,3 +296,91 @@ def test_plan_says_why_not():
         cell.double()
         w = cell._cached_weights(cell._one_direction)
         assert "not a contiguous torch.float32" in fused_step.plan("rnn_tanh", x, state, [w])
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("class_name", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_non_contiguous_inputs_and_states(class_name, grad):
+    """A decoder's ``seq[:, t]`` and a transposed state: the loops read copies
+    that live through the call, and autograd differentiates through them."""
+    theirs = getattr(nn, class_name)(4, 5, dtype=torch.float64)
+    ours = getattr(rnnkit, class_name).from_torch(theirs)
+    seq = torch.randn(3, 6, 4, dtype=torch.float64)
+    x = seq[:, 2].requires_grad_(grad) if grad else seq[:, 2]
+    h = torch.randn(5, 3, dtype=torch.float64).t().requires_grad_(grad)
+    hx = (h, torch.randn(3, 5, dtype=torch.float64)) if class_name == "LSTMCell" else h
+    with torch.set_grad_enabled(grad):
+        if grad:
+            for got, want in zip(_gradients(ours, x, hx), _gradients(theirs, x, hx)):
+                _close(tuple(g for g in got if g is not None), tuple(g for g in want if g is not None), torch.float64)
+        else:
+            _close(ours(x, hx), theirs(x, hx), torch.float64)
+    layer = rnnkit.GRU(4, 5, batch_first=True, bidirectional=True, dtype=torch.float64)
+    reference = nn.GRU(4, 5, batch_first=True, bidirectional=True, dtype=torch.float64)
+    reference.load_state_dict(layer.state_dict())
+    with torch.set_grad_enabled(grad):
+        _close(layer(seq[:, 2:3]), reference(seq[:, 2:3]), torch.float64)  # (N, 1, H_in), steps strided
+
+
+@pytest.mark.parametrize("class_name", [cell.cell_class for cell in GRADIENT_CELLS])
+def test_a_differentiable_backward_through_a_transposed_state(class_name):
+    """create_graph=True: the gradient of a state given as a view reaches it."""
+    theirs = getattr(nn, class_name)(4, 5, dtype=torch.float64)
+    ours = getattr(rnnkit, class_name).from_torch(theirs)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    results = []
+    for cell in (ours, theirs):
+        h = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).t().requires_grad_()
+        hx = (h, torch.zeros(3, 5, dtype=torch.float64)) if class_name == "LSTMCell" else h
+        out = cell(x, hx)
+        (grad_h,) = torch.autograd.grad(_tensors(out)[0].square().sum(), h, create_graph=True)
+        (grad_grad,) = torch.autograd.grad(grad_h.square().sum(), h)
+        results.append((grad_h.detach(), grad_grad))
+    _close(results[0], results[1], torch.float64)
+
+
+@pytest.mark.parametrize("class_name", [cell.cell_class for cell in GRADIENT_CELLS])
+def test_outputs_changed_in_place_before_backward(class_name):
+    """As with torch.nn and the reference: the backward pass keeps no output."""
+    theirs = getattr(nn, class_name)(4, 5)
+    ours = getattr(rnnkit, class_name).from_torch(theirs)
+    x, mask = torch.randn(2, 4), torch.tensor([[1.0], [0.0]])
+    grads = []
+    for cell in (ours, theirs):
+        out = _tensors(cell(x))
+        for part in out:
+            part.mul_(mask)  # sequences that ended
+        sum(part.sum() for part in out).backward()
+        grads.append(tuple(p.grad for p in cell.parameters()))
+    _close(grads[0], grads[1], torch.float32)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # torch's make_dual, on first use
+@pytest.mark.parametrize("class_name, shape", [("LSTMCell", (2, 4)), ("GRU", (1, 2, 4)), ("LSTM", (3, 2, 4))])
+def test_forward_mode_ad_goes_to_the_reference(class_name, shape):
+    """An open dual level: the loops' Functions have no jvp, so neither the
+    one-step loops nor the layer's take the call; the tangents are the
+    reference's (a directional derivative, checked by finite differences)."""
+    import torch.autograd.forward_ad as forward_ad
+
+    module = getattr(rnnkit, class_name)(4, 5, dtype=torch.float64)
+    x, tangent = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+    with torch.no_grad(), forward_ad.dual_level():
+        found = [forward_ad.unpack_dual(o).tangent for o in _tensors(module(forward_ad.make_dual(x, tangent)))]
+    step = 1e-6
+    with torch.no_grad():
+        ahead, behind = _tensors(module(x + step * tangent)), _tensors(module(x - step * tangent))
+    for got, a, b in zip(found, ahead, behind):
+        torch.testing.assert_close(got, (a - b) / (2 * step), rtol=1e-6, atol=1e-8)
+
+
+def test_a_square_weight_transposed_through_data_is_seen():
+    cell = rnnkit.RNNCell(5, 5)
+    theirs = nn.RNNCell(5, 5)
+    x = torch.randn(2, 5)
+    with torch.no_grad():
+        cell(x)
+        cell.weight_hh.data = cell.weight_hh.data.t()  # the same address and shape, another layout
+        theirs.load_state_dict(cell.state_dict())
+        h = torch.randn(2, 5)
+        _close(cell(x, h), theirs(x, h), torch.float32)

@@ -163,9 +163,9 @@ def run_selected(
     Under ``auto``, a one-step call goes to the fused backend's one-step
     loops where they take it (:mod:`rnnkit.kernels.fused_step`)."""
     masks = (recurrent_mask, zoneout_mask)
-    if x.shape[0] == 1:
+    if x.shape[0] == 1 and _requested() == "auto":
         planned = fused_step.plan(kind, x, state, weights, lengths, return_cells, *masks)
-        if not isinstance(planned, str) and _requested() == "auto":
+        if not isinstance(planned, str):
             return fused_step.run_layer(kind, x, state, weights, planned)
     backend = select_backend(kind, x, weights, return_cells, recurrent_mask, zoneout_mask)
     return backend.run_layer(
@@ -182,7 +182,7 @@ def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights) -> State:
     if not tracing() and _requested() == "auto":  # a graph holds the reference's ops, not a loop
         planned = fused_step.plan(kind, x, state, [w])
         if not isinstance(planned, str):
-            return fused_step.run_cell(kind, x, state, w, planned[0])
+            return fused_step.run_cell(kind, x, state, w, planned)
     return reference.STEPS[kind](reference.input_projection(x, w), state, w)
 
 

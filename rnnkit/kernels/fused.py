@@ -63,6 +63,8 @@ def refusal(
         return "autocast is on"
     if common.transforms_active():
         return "a torch.func transform (grad, vmap, ...) is running"
+    if common.forward_ad_active():
+        return "forward-mode AD (a dual level) is on"
     for w in weights:
         for t in w:
             if t is not None and (not t.is_cpu or t.dtype != dtype):
@@ -128,7 +130,9 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
                 one = [DirectionWeights(w, w, None, None)]
                 fused_step.run_layer(key, x[:1], state, one, fused_step.plan(key, x[:1], state, one))
             if key in fused_step.BACKWARDS:  # and their backward loops
-                output, _ = fused_step.run_layer(key, x[:1], state, one, fused_step.plan(key, x[:1], state, one))
+                planned = fused_step.plan(key, x[:1], state, one)
+                assert not isinstance(planned, str), planned
+                output, _ = fused_step.run_layer(key, x[:1], state, one, planned)
                 output.sum().backward()
         # the LSTM's loops for the options beyond torch.nn (layer norm, masks)
         x = torch.zeros(2, 1, 1, dtype=dtype, requires_grad=True)

@@ -296,9 +296,16 @@ def pooled_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
 
 
 def machinery_active() -> bool:
-    """Whether autocast or a torch.func transform is on: the torch machinery
-    that loops reading raw memory would escape (see :func:`rnnkit.kernels.fused.refusal`)."""
-    return autocast_enabled("cpu") or transforms_active()
+    """Whether autocast, forward-mode AD (an open dual level) or a torch.func
+    transform is on: the torch machinery that loops reading raw memory would
+    escape (see :func:`rnnkit.kernels.fused.refusal`)."""
+    return autocast_enabled("cpu") or transforms_active() or forward_ad_active()
+
+
+def forward_ad_active() -> bool:
+    """Whether a forward-mode AD dual level is open: an autograd Function
+    without a ``jvp`` (the loops') would refuse its dual tensors."""
+    return torch.autograd.forward_ad._current_level >= 0
 
 
 def autocast_enabled(device_type: str) -> bool:

@@ -134,13 +134,16 @@ def step(kind: str, x: int, state: tuple[int, ...], w, out: int, width: int, col
     gru_step((x, state[0], *w.at[:4], out, new[0], keep), rows, w.inputs, w.hidden, width, col, w.zero)
 
 
-def step_backward(kind, x, state, w_ih, w_hh, acts, new, grads, needs, zero):
-    """The gradients of one :func:`step` kept ``acts`` for
+def step_backward(kind, x, state, w_ih, w_hh, acts, grads, needs, zero):
+    """The gradients of one :func:`step` that kept ``acts``
     (:data:`rnnkit.kernels.fused_step.BACKWARDS`)."""
     ((h,), (dh_n,)) = state, grads
     rows, hidden = h.shape
     dz_x, dz_h = torch.empty((rows, 3 * hidden), dtype=x.dtype), torch.empty((rows, 3 * hidden), dtype=x.dtype)
-    wanted = [torch.empty_like(t) if need else None for t, need in zip((x, h, w_ih, w_hh), needs)]
+    wanted = [
+        torch.empty_like(t, memory_format=torch.contiguous_format) if need else None
+        for t, need in zip((x, h, w_ih, w_hh), needs)
+    ]
     gru_step_backward(
         tuple(0 if t is None else t.data_ptr() for t in (x, h, w_ih, w_hh, acts, dh_n, dz_x, dz_h, *wanted)),
         rows, x.shape[1], hidden, zero,

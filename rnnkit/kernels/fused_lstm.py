@@ -160,15 +160,18 @@ def step(kind: str, x: int, state: tuple[int, ...], w, out: int, width: int, col
     lstm_step((x, *state, *w.at, out, *new, keep), rows, w.inputs, w.hidden, w.projected, width, col, w.zero)
 
 
-def step_backward(kind, x, state, w_ih, w_hh, acts, new, grads, needs, zero):
-    """The gradients of one :func:`step` kept ``acts`` for, no projection
+def step_backward(kind, x, state, w_ih, w_hh, acts, grads, needs, zero):
+    """The gradients of one :func:`step` that kept ``acts``, no projection
     (:data:`rnnkit.kernels.fused_step.BACKWARDS`)."""
     (h, c), (dh_n, dc_n) = state, grads
     rows, hidden = c.shape
     dz = torch.empty((rows, 4 * hidden), dtype=x.dtype)
-    wanted = [torch.empty_like(t) if need else None for t, need in zip((x, h, c, w_ih, w_hh), needs)]
+    wanted = [
+        torch.empty_like(t, memory_format=torch.contiguous_format) if need else None
+        for t, need in zip((x, h, c, w_ih, w_hh), needs)
+    ]
     lstm_step_backward(
-        tuple(0 if t is None else t.data_ptr() for t in (x, h, c, w_ih, w_hh, acts, new[1], dh_n, dc_n, dz, *wanted)),
+        tuple(0 if t is None else t.data_ptr() for t in (x, h, c, w_ih, w_hh, acts, dh_n, dc_n, dz, *wanted)),
         rows, x.shape[1], hidden, zero,
     )
     db = dz.sum(0) if needs[5] or needs[6] else None  # both biases' gradient, each its own tensor

@@ -65,10 +65,11 @@ class _Weights(NamedTuple):
 
 STEPS = {key: importlib.import_module(f"rnnkit.kernels.{kind.fused}").step for key, kind in KINDS.items() if kind.fused}
 """Each kind's one-step loop, by kernel key: ``step(kind, x, state, w, out,
-width, col, new, rows)`` reads ``x (N, H_in)`` and the ``state`` parts ``(N,
-·)`` at their addresses, ``w`` a :class:`_Weights`, and writes ``h'`` into
-columns ``col:col+H_out`` of ``out (N, width)`` and the new state's parts
-into ``new``, all by address (C-contiguous, the weights' dtype)."""
+width, col, new, rows, keep)`` reads ``x (N, H_in)`` and the ``state`` parts
+``(N, ·)`` at their addresses, ``w`` a :class:`_Weights`, and writes ``h'``
+into columns ``col:col+H_out`` of ``out (N, width)``, the new state's parts
+into ``new`` and, where ``keep`` is not 0, what its backward loop needs
+(:data:`KEPT_WIDTH`) there; all by address (C-contiguous, the weights' dtype)."""
 
 BACKWARDS = {
     key: module.step_backward
@@ -76,15 +77,15 @@ BACKWARDS = {
     if kind.fused and hasattr(module := importlib.import_module(f"rnnkit.kernels.{kind.fused}"), "step_backward")
 }
 """Each kind's backward loop, for the calls autograd records
-(:class:`_Step`): ``step_backward(kind, x, state, w_ih, w_hh, acts, new,
-grads, needs, zero)`` gives the gradients of ``(x, *state, w_ih, w_hh,
-b_ih, b_hh)`` of one direction (``None`` where ``needs`` says none is
-wanted), ``grads`` being those of its new state's parts (``None`` for one
-that got none) and ``acts`` what the forward loop kept."""
+(:class:`_Step`): ``step_backward(kind, x, state, w_ih, w_hh, acts, grads,
+needs, zero)`` gives the gradients of ``(x, *state, w_ih, w_hh, b_ih,
+b_hh)`` of one direction (``None`` where ``needs`` says none is wanted),
+``grads`` being those of its new state's parts (``None`` for one that got
+none) and ``acts`` what the forward loop kept, all C-contiguous."""
 
-KEPT_WIDTH = {"lstm": 4, "gru": 4}
+KEPT_WIDTH = {"lstm": 5, "gru": 4}
 """What each kind's forward loop keeps for its backward loop, in units of
-``H`` per row: the LSTM's gates; the GRU's gates and ``W_hn h + b_hn``.
+``H`` per row: the LSTM's gates and ``c'``; the GRU's gates and ``W_hn h + b_hn``.
 
 The Elman step has no backward loop: under autograd its cell and its
 one-step layer go to the reference, whose four ops (torch's own cell is the
@@ -102,9 +103,9 @@ _ZEROS = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
 
 def _key(w: DirectionWeights) -> tuple:
     """What must not have changed for a kept entry to serve: each tensor's
-    address and shape (a ``.data`` swap or ``.to()`` changes them; an
-    in-place change is read through the address)."""
-    return tuple([None if t is None else (t.data_ptr(), t.shape) for t in w[:5]])
+    address, shape and contiguity, which fix its layout (a ``.data`` swap or
+    ``.to()`` changes them; an in-place change is read through the address)."""
+    return tuple([None if t is None else (t.data_ptr(), t.shape, t.is_contiguous()) for t in w[:5]])
 
 
 def _weights(w: DirectionWeights) -> _Weights | None:
@@ -120,16 +121,24 @@ def _weights(w: DirectionWeights) -> _Weights | None:
     if dtype not in _ZEROS or any(not t.is_cpu or t.dtype != dtype or not t.is_contiguous() for t in present):
         return None
     hidden = w.w_hh.shape[1] if w.w_hr is None else w.w_hr.shape[1]
+    projected = 0 if w.w_hr is None else w.w_hr.shape[0]
     entry = _Weights(
         weakref.ref(w.w_hh), key, dtype, tuple(0 if t is None else t.data_ptr() for t in w[:5]),
-        w.w_ih.shape[1], hidden, 0 if w.w_hr is None else w.w_hr.shape[0],
-        w.w_hh.shape[0] * (w.w_ih.shape[1] + w.w_hh.shape[1]), _ZEROS[dtype],
+        w.w_ih.shape[1], hidden, projected,
+        w.w_hh.shape[0] * (w.w_ih.shape[1] + w.w_hh.shape[1]) + projected * hidden, _ZEROS[dtype],
     )
     with _KEPT_LOCK:  # another thread may be making room too
         while len(_KEPT) >= _KEPT_MAX:
             del _KEPT[next(iter(_KEPT))]
         _KEPT[id(w)] = entry
     return entry
+
+
+class Plan(NamedTuple):
+    """How the loops run a call :func:`plan` accepts."""
+
+    weights: tuple[_Weights, ...]  # one per direction
+    recorded: bool  # autograd records the call: through _Step
 
 
 def plan(
@@ -141,11 +150,13 @@ def plan(
     return_cells: bool = False,
     recurrent_mask: Tensor | None = None,
     zoneout_mask: Tensor | None = None,
-) -> list[_Weights] | str:
-    """The weights as these loops take them, one entry per direction, when
-    they can run this call; else why not. ``x`` is ``(T, N, H_in)`` (a
-    layer's) or ``(N, H_in)`` (a cell's), ``state`` the state as the layer
-    or the cell gives it to its backend."""
+) -> Plan | str:
+    """How these loops run this call, or why they cannot. ``x`` is ``(1, N,
+    H_in)`` (a layer's) or ``(N, H_in)`` (a cell's), ``state`` the state as
+    the layer (``(D, N, ·)`` parts) or the cell (``(N, ·)``) gives it to its
+    backend; the arguments after ``weights`` are the layer backends'."""
+    if kind not in STEPS:
+        return f"no one-step loop for cell kind {kind!r}"
     recorded = torch.is_grad_enabled() and backward_may_follow(x, *state, *(t for w in weights for t in w))
     if recorded and (kind not in BACKWARDS or weights[0].w_hr is not None):  # no loop for W_hr's backward
         return "autograd records the call"
@@ -158,68 +169,76 @@ def plan(
     if not x.is_cpu or x.dtype not in _ZEROS:
         return f"it runs float32 and float64 on the CPU, got {x.dtype} on {x.device}"
     if machinery_active():
-        return "autocast or a torch.func transform is on"
-    kept = [_weights(w) for w in weights]
+        return "autocast, forward-mode AD or a torch.func transform is on"
+    kept = tuple([_weights(w) for w in weights])
     if any(k is None or k.dtype != x.dtype for k in kept):
         return f"a weight is not a contiguous {x.dtype} CPU tensor"
-    rows = x.shape[-2]
-    if rows > MAX_ROWS or rows * kept[0].row_work > MAX_WORK:
-        return f"{rows} rows and {rows * kept[0].row_work} multiply-adds: more than {MAX_ROWS} or {MAX_WORK}"
-    return kept
+    rows, w = x.shape[-2], kept[0]
+    if rows > MAX_ROWS or rows * w.row_work > MAX_WORK:
+        return f"{rows} rows and {rows * w.row_work} multiply-adds: more than {MAX_ROWS} or {MAX_WORK}"
+    lead = (len(kept),) if x.dim() == 3 else ()
+    for part, size in zip(state, (w.projected or w.hidden, w.hidden)):  # the loops trust these
+        if part.shape != (*lead, rows, size) or part.dtype != x.dtype or not part.is_cpu:
+            return f"a state part is {part.dtype} {tuple(part.shape)} on {part.device}, not {x.dtype} {(*lead, rows, size)}"
+    return Plan(kept, recorded)
 
 
-def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights, planned: _Weights) -> State:
+def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights, planned: Plan) -> State:
     """One step of a cell, ``x (N, H_in)`` and ``state`` as
-    :data:`~rnnkit.kernels.reference.STEPS` take them, ``planned`` the
-    weights ``w`` as :func:`plan` gave them; through :class:`_Step` when
-    autograd records the call."""
-    if torch.is_grad_enabled() and backward_may_follow(w.w_hh, x, *state, *w):  # grad mode first: cheap
-        return _Step.apply(kind, (planned,), False, x, *state, *w[:4])
-    return _run(kind, (planned,), False, x, tuple(s.contiguous() for s in state), 0)
+    :data:`~rnnkit.kernels.reference.STEPS` take them, ``planned`` what
+    :func:`plan` gave for them and the weights ``w``."""
+    # The loops read x and the state by address: contiguous copies, if any,
+    # are held here for the call and given to autograd, which records them.
+    x, state = x.contiguous(), tuple(s.contiguous() for s in state)
+    if planned.recorded:
+        return _Step.apply(kind, planned.weights, False, x, *state, *w[:4])
+    return _run(kind, planned.weights, False, x, state, 0)
 
 
 def run_layer(
-    kind: str, x: Tensor, state: State, weights: list[DirectionWeights], planned: list[_Weights]
+    kind: str, x: Tensor, state: State, weights: list[DirectionWeights], planned: Plan
 ) -> tuple[Tensor, State]:
     """One layer on one step, ``x (1, N, H_in)``, ``state`` and the result as
-    :func:`rnnkit.kernels.reference.run_layer` has them; ``planned`` the
-    ``weights`` as :func:`plan` gave them."""
-    if torch.is_grad_enabled() and backward_may_follow(weights[0].w_hh, x, *state, *(t for w in weights for t in w)):
-        output, *new = _Step.apply(kind, tuple(planned), True, x, *state, *(t for w in weights for t in w[:4]))
+    :func:`rnnkit.kernels.reference.run_layer` has them; ``planned`` what
+    :func:`plan` gave for them and ``weights``."""
+    x, state = x.contiguous(), tuple(s.contiguous() for s in state)  # as in run_cell
+    if planned.recorded:
+        output, *new = _Step.apply(kind, planned.weights, True, x, *state, *(t for w in weights for t in w[:4]))
         return output, tuple(new)
-    output, *new = _run(kind, tuple(planned), True, x, tuple(s.contiguous() for s in state), 0)
+    output, *new = _run(kind, planned.weights, True, x, state, 0)
     return output, tuple(new)
 
 
 def _run(kind: str, planned: tuple[_Weights, ...], layer: bool, x: Tensor, state: State, acts: int) -> tuple:
     """Each direction's loop: the new state's parts, after the output
     ``(1, N, D*H_out)`` for a ``layer`` (a cell's output is its new ``h``);
-    ``state`` C-contiguous, ``acts`` the address of ``(D, N, KEPT_WIDTH*H)``
-    for what a backward pass needs, or 0."""
+    ``x`` and ``state`` C-contiguous, ``acts`` the address of ``(D, N,
+    KEPT_WIDTH*H)`` for what a backward pass needs, or 0."""
     new = tuple(map(torch.empty_like, state))
-    x_at, rows, width = x.contiguous().data_ptr(), x.shape[-2], state[0].shape[-1]
+    x_at, rows, width = x.data_ptr(), x.shape[-2], state[0].shape[-1]
     state_at, new_at = tuple(s.data_ptr() for s in state), tuple(n.data_ptr() for n in new)
     if not layer:  # one direction, whose output is its new h
         STEPS[kind](kind, x_at, state_at, planned[0], new_at[0], width, 0, new_at, rows, acts)
         return new
     output = torch.empty(1, rows, len(planned) * width, dtype=x.dtype)
     sizes = [s.stride(0) * s.element_size() for s in state]  # one direction's part, in bytes
-    kept = rows * KEPT_WIDTH.get(kind, 0) * planned[0].hidden * x.element_size()
+    kept = rows * KEPT_WIDTH[kind] * planned[0].hidden * x.element_size() if acts else 0
     for d, w in enumerate(planned):
         STEPS[kind](
             kind, x_at, tuple(a + d * b for a, b in zip(state_at, sizes)), w, output.data_ptr(), output.shape[2],
-            d * width, tuple(a + d * b for a, b in zip(new_at, sizes)), rows, acts and acts + d * kept,
+            d * width, tuple(a + d * b for a, b in zip(new_at, sizes)), rows, acts + d * kept if acts else 0,
         )
     return (output, *new)
 
 
 class _Step(torch.autograd.Function):
     """``(kind, planned, layer, x, *state, *weights) -> outputs``: a call of
-    :func:`run_cell` or :func:`run_layer` that autograd records, ``weights``
-    each direction's ``w_ih, w_hh, b_ih, b_hh``. The forward loops keep what
-    the backward loops (:data:`BACKWARDS`) need; a backward pass that must
-    itself be differentiable (``create_graph=True``) goes through the
-    reference, recorded by autograd."""
+    :func:`run_cell` or :func:`run_layer` that autograd records, ``x`` and the
+    state C-contiguous, ``weights`` each direction's ``w_ih, w_hh, b_ih,
+    b_hh``. The forward loops keep what the backward loops
+    (:data:`BACKWARDS`) need, so no output is kept (the caller may change
+    them in place); a backward pass that must itself be differentiable
+    (``create_graph=True``) goes through the reference, recorded by autograd."""
 
     LEADING = 3
     """Arguments before ``x``, which get no gradient."""
@@ -227,41 +246,38 @@ class _Step(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kind, planned, layer, x, *tensors):  # type: ignore[override]
         parts = len(tensors) - 4 * len(planned)
-        state = tuple(s.contiguous() for s in tensors[:parts])
-        width = KEPT_WIDTH.get(kind, 0) * planned[0].hidden
-        acts = torch.empty((len(planned), x.shape[-2], width), dtype=x.dtype)
-        outputs = _run(kind, planned, layer, x, state, acts.data_ptr() if width else 0)
-        ctx.save_for_backward(x, *state, *tensors[parts:], acts, *outputs)
+        state = tensors[:parts]
+        acts = torch.empty((len(planned), x.shape[-2], KEPT_WIDTH[kind] * planned[0].hidden), dtype=x.dtype)
+        outputs = _run(kind, planned, layer, x, state, acts.data_ptr())
+        ctx.save_for_backward(x, *tensors, acts)
         ctx.kind, ctx.parts, ctx.layer, ctx.zero = kind, parts, layer, planned[0].zero
         return outputs
 
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[override]
         x, *saved = ctx.saved_tensors
-        parts, layer = ctx.parts, ctx.layer
-        state, flat = saved[:parts], saved[parts:-1 - parts - layer]
-        acts, outputs = saved[-1 - parts - layer], saved[-parts - layer:]
+        parts, layer, step_backward = ctx.parts, ctx.layer, BACKWARDS[ctx.kind]
+        state, flat, acts = saved[:parts], saved[parts:-1], saved[-1]
         skipped = (None,) * _Step.LEADING
         if torch.is_grad_enabled():  # create_graph=True
             if layer:
                 return *skipped, *reference_backward(ctx.kind, None, x, state, flat, grads)
             return *skipped, *_reference_grads(ctx.kind, x, state, flat, grads)
         needs = ctx.needs_input_grad[_Step.LEADING :]
-        new, grad_new = outputs[layer:], grads[layer:]
         if not layer:
-            return *skipped, *BACKWARDS[ctx.kind](
-                ctx.kind, x, state, flat[0], flat[1], acts[0], new, _contiguous(grad_new), needs, ctx.zero
+            return *skipped, *step_backward(
+                ctx.kind, x, state, flat[0], flat[1], acts[0], _contiguous(grads), needs, ctx.zero
             )
         width, directions = state[0].shape[-1], len(flat) // 4
         grad_x, grad_state, grad_flat = None, [[] for _ in state], []
         for d in range(directions):
-            grad_d = [None if g is None else g[d] for g in grad_new]
+            grad_d = [None if g is None else g[d] for g in grads[1:]]
             if grads[0] is not None:  # the output's columns of this direction join dL/dh'
                 from_output = grads[0][0, :, d * width : (d + 1) * width]
                 grad_d[0] = from_output if grad_d[0] is None else grad_d[0] + from_output
-            found = BACKWARDS[ctx.kind](
+            found = step_backward(
                 ctx.kind, x[0], tuple(s[d] for s in state), flat[4 * d], flat[4 * d + 1], acts[d],
-                tuple(n[d] for n in new), _contiguous(grad_d),
+                _contiguous(grad_d),
                 (needs[0], *needs[1 : 1 + parts], *needs[1 + parts + 4 * d : 1 + parts + 4 * d + 4]), ctx.zero,
             )
             if found[0] is not None:

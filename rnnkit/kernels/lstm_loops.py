@@ -266,9 +266,9 @@ def lstm_step(at, rows, inputs, hidden, projected, width, col, zero):
             (0 for ``bias=False``), ``w_hr (P, H)`` (0 without a projection),
             ``out (N, width)`` (``h'`` in columns ``col:col+P``), ``h_n (N, P)``
             (``h'`` again; the address of ``out`` is allowed), ``c_n (N, H)``
-            and ``acts (N, 4H)``, where the gates ``i, f, g, o`` are kept for
-            :func:`lstm_step_backward` (0: not kept); each C-contiguous and of
-            ``zero``'s dtype.
+            and ``acts (N, 5H)``, where the gates ``i, f, g, o`` and ``c'`` are
+            kept for :func:`lstm_step_backward` (0: not kept); each C-contiguous
+            and of ``zero``'s dtype.
         rows, inputs, hidden: ``N``, ``H_in``, ``H``; projected: ``P``, or 0
             without a projection (then ``P = H``).
     """
@@ -279,7 +279,7 @@ def lstm_step(at, rows, inputs, hidden, projected, width, col, zero):
     w_hr = rows_at(at[7], projected, hidden, zero)
     out, h_n, c_n = rows_at(at[8], rows, width, zero), rows_at(at[9], rows, size, zero), rows_at(at[10], rows, hidden, zero)
     keep = at[11] != 0
-    acts = rows_at(at[11], rows if keep else 0, 4 * hidden, zero)
+    acts = rows_at(at[11], rows if keep else 0, 5 * hidden, zero)
     gates = np.empty(4 * hidden, dtype=x.dtype)
     m = gates[:hidden]  # o * tanh(c'), written over the input gates as they are read
     for n in range(rows):
@@ -291,6 +291,7 @@ def lstm_step(at, rows, inputs, hidden, projected, width, col, zero):
             )
             if keep:
                 acts[n, j], acts[n, hidden + j], acts[n, 2 * hidden + j], acts[n, 3 * hidden + j] = i, f, g, o
+                acts[n, 4 * hidden + j] = c_n[n, j]
         for p in range(size):
             value = dot(w_hr[p], m) if projected else m[p]
             out[n, col + p] = value
@@ -303,36 +304,36 @@ def lstm_step_backward(at, rows, inputs, hidden, zero):
 
     Args:
         at: the addresses of ``x (N, H_in)``, ``h (N, H)``, ``c (N, H)``,
-            ``w_ih (4H, H_in)``, ``w_hh (4H, H)``, the kept ``acts (N, 4H)``
-            and ``c_n (N, H)``, ``dL/dh' (N, H)`` and ``dL/dc' (N, H)`` (0:
-            zero), then the gradients it writes: ``dz (N, 4H)`` (the
-            pre-activations'; the biases' are its column sums), ``dx (N,
-            H_in)``, ``dh (N, H)``, ``dc (N, H)``, ``dw_ih (4H, H_in)`` and
-            ``dw_hh (4H, H)`` (0: not wanted).
+            ``w_ih (4H, H_in)``, ``w_hh (4H, H)``, the kept ``acts (N, 5H)``,
+            ``dL/dh' (N, H)`` and ``dL/dc' (N, H)`` (0: zero), then the
+            gradients it writes: ``dz (N, 4H)`` (the pre-activations'; the
+            biases' are its column sums), ``dx (N, H_in)``, ``dh (N, H)``,
+            ``dc (N, H)``, ``dw_ih (4H, H_in)`` and ``dw_hh (4H, H)`` (0: not
+            wanted).
     """
     x, h, c = rows_at(at[0], rows, inputs, zero), rows_at(at[1], rows, hidden, zero), rows_at(at[2], rows, hidden, zero)
     w_ih, w_hh = rows_at(at[3], 4 * hidden, inputs, zero), rows_at(at[4], 4 * hidden, hidden, zero)
-    acts, c_n = rows_at(at[5], rows, 4 * hidden, zero), rows_at(at[6], rows, hidden, zero)
-    dh_n, dc_n = rows_at(at[7], rows, hidden, zero), rows_at(at[8], rows, hidden, zero)
-    dz = rows_at(at[9], rows, 4 * hidden, zero)
-    dc_prev = rows_at(at[12], rows if at[12] else 0, hidden, zero)
+    acts = rows_at(at[5], rows, 5 * hidden, zero)
+    dh_n, dc_n = rows_at(at[6], rows, hidden, zero), rows_at(at[7], rows, hidden, zero)
+    dz = rows_at(at[8], rows, 4 * hidden, zero)
+    dc_prev = rows_at(at[11], rows if at[11] else 0, hidden, zero)
     one = zero + 1
     for n in range(rows):
         for j in range(hidden):
             i, f, g, o = acts[n, j], acts[n, hidden + j], acts[n, 2 * hidden + j], acts[n, 3 * hidden + j]
-            tc = tanh(c_n[n, j])
+            tc = tanh(acts[n, 4 * hidden + j])
             dc = dc_n[n, j] + dh_n[n, j] * o * (one - tc * tc)
             dz[n, j] = dc * g * i * (one - i)
             dz[n, hidden + j] = dc * c[n, j] * f * (one - f)
             dz[n, 2 * hidden + j] = dc * i * (one - g * g)
             dz[n, 3 * hidden + j] = dh_n[n, j] * tc * o * (one - o)
-            if at[12]:
+            if at[11]:
                 dc_prev[n, j] = dc * f
+    if at[9]:
+        add_row_products(dz, w_ih, rows_at(at[9], rows, inputs, zero), True)
     if at[10]:
-        add_row_products(dz, w_ih, rows_at(at[10], rows, inputs, zero), True)
-    if at[11]:
-        add_row_products(dz, w_hh, rows_at(at[11], rows, hidden, zero), True)
+        add_row_products(dz, w_hh, rows_at(at[10], rows, hidden, zero), True)
+    if at[12]:
+        add_column_products(dz, x, rows_at(at[12], 4 * hidden, inputs, zero), True)
     if at[13]:
-        add_column_products(dz, x, rows_at(at[13], 4 * hidden, inputs, zero), True)
-    if at[14]:
-        add_column_products(dz, h, rows_at(at[14], 4 * hidden, hidden, zero), True)
+        add_column_products(dz, h, rows_at(at[13], 4 * hidden, hidden, zero), True)
