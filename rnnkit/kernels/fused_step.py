@@ -176,10 +176,10 @@ def plan(
     rows, w = x.shape[-2], kept[0]
     if rows > MAX_ROWS or rows * w.row_work > MAX_WORK:
         return f"{rows} rows and {rows * w.row_work} multiply-adds: more than {MAX_ROWS} or {MAX_WORK}"
-    lead = (len(kept),) if x.dim() == 3 else ()
-    for part, size in zip(state, (w.projected or w.hidden, w.hidden)):  # the loops trust these
-        if part.shape != (*lead, rows, size) or part.dtype != x.dtype or not part.is_cpu:
-            return f"a state part is {part.dtype} {tuple(part.shape)} on {part.device}, not {x.dtype} {(*lead, rows, size)}"
+    directions = len(kept) if x.dim() == 3 else 1
+    for part, size in zip(state, (w.projected or w.hidden, w.hidden)):  # the extent the loops read and write
+        if part.numel() != directions * rows * size or part.dtype != x.dtype or not part.is_cpu:
+            return f"a state part is {part.dtype} {tuple(part.shape)} on {part.device}, not {x.dtype} of {rows} x {size}"
     return Plan(kept, recorded)
 
 
