@@ -288,6 +288,7 @@ def test_plan_says_why_not():
         assert isinstance(planned, fused_step.Plan) and len(planned.weights) == 1 and not planned.recorded
         assert "state part" in fused_step.plan("rnn_tanh", x, (torch.zeros(2, 5, dtype=torch.float64),), [w])
         assert "state part" in fused_step.plan("rnn_tanh", x, (torch.zeros(3, 5),), [w])
+        assert "3 features, the weights 4" in fused_step.plan("rnn_tanh", torch.zeros(2, 3), state, [w])
         assert "one step, got 2" in fused_step.plan("rnn_tanh", torch.randn(2, 2, 4), (torch.zeros(1, 2, 5),), [w])
         assert "bfloat16" in fused_step.plan("rnn_tanh", x.bfloat16(), state, [w])
         assert "more than" in fused_step.plan("rnn_tanh", torch.randn(fused_step.MAX_ROWS + 1, 4), state, [w])

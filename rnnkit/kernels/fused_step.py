@@ -16,8 +16,9 @@ same loops, which then keep what the kind's backward loop
 and its kind has no backward loop (or it has an LSTM projection), it is too
 large (:data:`MAX_ROWS`, :data:`MAX_WORK`), it uses the options beyond
 torch.nn, ``lengths`` or every step's cell state, or the fused backend would
-refuse it (device, dtype, autocast, torch.func).
+refuse it (device, dtype, autocast, forward-mode AD, torch.func).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -59,7 +60,7 @@ class _Weights(NamedTuple):
     inputs: int
     hidden: int
     projected: int  # P, or 0 without a projection
-    row_work: int  # multiply-adds per row: G*H (H_in + H_out)
+    row_work: int  # multiply-adds per row: G*H (H_in + H_out), and P*H for a projection
     zero: np.floating
 
 
@@ -160,7 +161,8 @@ def plan(
     recorded = torch.is_grad_enabled() and backward_may_follow(x, *state, *(t for w in weights for t in w))
     if recorded and (kind not in BACKWARDS or weights[0].w_hr is not None):  # no loop for W_hr's backward
         return "autograd records the call"
-    if x.dim() == 3 and x.shape[0] != 1:
+    layer = x.dim() == 3
+    if layer and x.shape[0] != 1:
         return f"it runs one step, got {x.shape[0]}"
     if lengths is not None or return_cells:
         return "lengths and every step's cell state go through the layer's loops"
@@ -171,13 +173,18 @@ def plan(
     if machinery_active():
         return "autocast, forward-mode AD or a torch.func transform is on"
     kept = tuple([_weights(w) for w in weights])
-    if any(k is None or k.dtype != x.dtype for k in kept):
-        return f"a weight is not a contiguous {x.dtype} CPU tensor"
+    for k in kept:
+        if k is None or k.dtype != x.dtype:
+            return f"a weight is not a contiguous {x.dtype} CPU tensor"
     rows, w = x.shape[-2], kept[0]
     if rows > MAX_ROWS or rows * w.row_work > MAX_WORK:
         return f"{rows} rows and {rows * w.row_work} multiply-adds: more than {MAX_ROWS} or {MAX_WORK}"
-    directions = len(kept) if x.dim() == 3 else 1
-    for part, size in zip(state, (w.projected or w.hidden, w.hidden)):  # the extent the loops read and write
+    # The extents the loops read and write, which the layers and cells have checked already:
+    # checked again here, cheaply, since a wrong one would read or write past a tensor.
+    if x.shape[-1] != w.inputs:
+        return f"the input has {x.shape[-1]} features, the weights {w.inputs}"
+    directions = len(kept) if layer else 1
+    for part, size in zip(state, (w.projected or w.hidden, w.hidden)):
         if part.numel() != directions * rows * size or part.dtype != x.dtype or not part.is_cpu:
             return f"a state part is {part.dtype} {tuple(part.shape)} on {part.device}, not {x.dtype} of {rows} x {size}"
     return Plan(kept, recorded)
