@@ -176,11 +176,12 @@ def run_selected(
 
 def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights) -> State:
     """One step of a cell (``rnnkit.RNNCell``, ...): ``x (N, H_in)``, ``state``
-    a tuple of ``(N, ·)`` tensors, as :data:`reference.STEPS` take them. The
+    a tuple of ``(N, ·)`` tensors, as :data:`reference.STEPS` take them, checked
+    against the weights (shapes, dtypes, devices) by the cell. The
     reference's step, except that under ``auto`` a call goes to the fused
     backend's one-step loops where they take it."""
     if not tracing() and _requested() == "auto":  # a graph holds the reference's ops, not a loop
-        planned = fused_step.plan(kind, x, state, [w])
+        planned = fused_step.plan(kind, x, state, [w], checked=True)
         if not isinstance(planned, str):
             return fused_step.run_cell(kind, x, state, w, planned)
     return reference.STEPS[kind](reference.input_projection(x, w), state, w)

@@ -151,11 +151,15 @@ def plan(
     return_cells: bool = False,
     recurrent_mask: Tensor | None = None,
     zoneout_mask: Tensor | None = None,
+    *,
+    checked: bool = False,
 ) -> Plan | str:
     """How these loops run this call, or why they cannot. ``x`` is ``(1, N,
     H_in)`` (a layer's) or ``(N, H_in)`` (a cell's), ``state`` the state as
     the layer (``(D, N, ·)`` parts) or the cell (``(N, ·)``) gives it to its
-    backend; the arguments after ``weights`` are the layer backends'."""
+    backend; the arguments after ``weights`` are the layer backends'.
+    ``checked``: the caller has checked the input's width and the state's
+    shapes, dtypes and devices against the weights, as a cell's forward does."""
     if kind not in STEPS:
         return f"no one-step loop for cell kind {kind!r}"
     recorded = torch.is_grad_enabled() and backward_may_follow(x, *state, *(t for w in weights for t in w))
@@ -179,8 +183,11 @@ def plan(
     rows, w = x.shape[-2], kept[0]
     if rows > MAX_ROWS or rows * w.row_work > MAX_WORK:
         return f"{rows} rows and {rows * w.row_work} multiply-adds: more than {MAX_ROWS} or {MAX_WORK}"
-    # The extents the loops read and write, which the layers and cells have checked already:
-    # checked again here, cheaply, since a wrong one would read or write past a tensor.
+    if checked:
+        return Plan(kept, recorded)
+    # The extents the loops read and write, which the layers have checked already: checked
+    # again here (the rnnkit::layer operator can be called directly), since a wrong one
+    # would read or write past a tensor.
     if x.shape[-1] != w.inputs:
         return f"the input has {x.shape[-1]} features, the weights {w.inputs}"
     directions = len(kept) if layer else 1
