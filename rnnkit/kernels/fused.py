@@ -126,14 +126,14 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
             state = tuple(torch.zeros(1, 1, 1, dtype=dtype) for _ in cell.state)
             output, _ = run_layer(key, x, state, [DirectionWeights(w, w, None, None)], None)
             output.sum().backward()
-            with torch.no_grad():  # the one-step loops
-                one = [DirectionWeights(w, w, None, None)]
-                fused_step.run_layer(key, x[:1], state, one, fused_step.plan(key, x[:1], state, one))
-            if key in fused_step.BACKWARDS:  # and their backward loops
-                planned = fused_step.plan(key, x[:1], state, one)
-                assert not isinstance(planned, str), planned
-                output, _ = fused_step.run_layer(key, x[:1], state, one, planned)
-                output.sum().backward()
+            one = [DirectionWeights(w, w, None, None)]
+            for grad in (False, True) if key in fused_step.BACKWARDS else (False,):  # the one-step loops
+                with torch.set_grad_enabled(grad):
+                    planned = fused_step.plan(key, x[:1], state, one)
+                    assert not isinstance(planned, str), planned
+                    output, _ = fused_step.run_layer(key, x[:1], state, one, planned)
+                if grad:  # and their backward loops
+                    output.sum().backward()
         # the LSTM's loops for the options beyond torch.nn (layer norm, masks)
         x = torch.zeros(2, 1, 1, dtype=dtype, requires_grad=True)
         w, gain = torch.zeros(4, 1, dtype=dtype, requires_grad=True), torch.ones(4, dtype=dtype)

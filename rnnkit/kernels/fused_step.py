@@ -193,7 +193,10 @@ def plan(
     directions = len(kept) if layer else 1
     for part, size in zip(state, (w.projected or w.hidden, w.hidden)):
         if part.numel() != directions * rows * size or part.dtype != x.dtype or not part.is_cpu:
-            return f"a state part is {part.dtype} {tuple(part.shape)} on {part.device}, not {x.dtype} of {rows} x {size}"
+            return (
+                f"a state part is {part.dtype} {tuple(part.shape)} on {part.device}, "
+                f"not {x.dtype} of {rows} x {size}"
+            )
     return Plan(kept, recorded)
 
 

@@ -277,7 +277,8 @@ def lstm_step(at, rows, inputs, hidden, projected, width, col, zero):
     w_ih, w_hh = rows_at(at[3], 4 * hidden, inputs, zero), rows_at(at[4], 4 * hidden, size, zero)
     b_ih, b_hh = rows_at(at[5], 1, 4 * hidden, zero)[0], rows_at(at[6], 1, 4 * hidden, zero)[0]
     w_hr = rows_at(at[7], projected, hidden, zero)
-    out, h_n, c_n = rows_at(at[8], rows, width, zero), rows_at(at[9], rows, size, zero), rows_at(at[10], rows, hidden, zero)
+    out, h_n = rows_at(at[8], rows, width, zero), rows_at(at[9], rows, size, zero)
+    c_n = rows_at(at[10], rows, hidden, zero)
     keep = at[11] != 0
     acts = rows_at(at[11], rows if keep else 0, 5 * hidden, zero)
     gates = np.empty(4 * hidden, dtype=x.dtype)
