@@ -611,11 +611,8 @@ def add_row_products(dz, w, out, clear):
     if clear:
         out[:] = 0
     for n in range(dz.shape[0]):
-        row = out[n]
         for j in range(dz.shape[1]):
-            d, w_row = dz[n, j], w[j]
-            for k in range(row.shape[0]):
-                row[k] += d * w_row[k]
+            _add_scaled(out[n], dz[n, j], w[j])
 
 
 @jit(inline="always")
@@ -625,11 +622,15 @@ def add_column_products(dz, a, out, clear):
     if clear:
         out[:] = 0
     for n in range(dz.shape[0]):
-        a_row = a[n]
         for j in range(dz.shape[1]):
-            d, row = dz[n, j], out[j]
-            for k in range(a_row.shape[0]):
-                row[k] += d * a_row[k]
+            _add_scaled(out[j], dz[n, j], a[n])
+
+
+@jit(inline="always")
+def _add_scaled(row, scale, source):
+    """``row += scale * source``, two rows of the same length."""
+    for k in range(row.shape[0]):
+        row[k] += scale * source[k]
 
 
 # -- the per-step product through BLAS --------------------------------------------------
