@@ -134,6 +134,11 @@ def step(kind: str, x: int, state: tuple[int, ...], w, out: int, width: int, col
     gru_step((x, state[0], *w.at[:4], out, new[0], keep), rows, w.inputs, w.hidden, width, col, w.zero)
 
 
+STEP_KEPT = 4
+"""What :func:`step` keeps for :func:`step_backward`, in units of ``H`` per
+row: the gates r, z, n and W_hn h + b_hn."""
+
+
 def step_backward(kind, x, state, w_ih, w_hh, acts, grads, needs, zero):
     """The gradients of one :func:`step` that kept ``acts``
     (:data:`rnnkit.kernels.fused_step.BACKWARDS`)."""

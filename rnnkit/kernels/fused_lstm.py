@@ -160,6 +160,11 @@ def step(kind: str, x: int, state: tuple[int, ...], w, out: int, width: int, col
     lstm_step((x, *state, *w.at, out, *new, keep), rows, w.inputs, w.hidden, w.projected, width, col, w.zero)
 
 
+STEP_KEPT = 5
+"""What :func:`step` keeps for :func:`step_backward`, in units of ``H`` per
+row: the gates i, f, g, o and c'."""
+
+
 def step_backward(kind, x, state, w_ih, w_hh, acts, grads, needs, zero):
     """The gradients of one :func:`step` that kept ``acts``, no projection
     (:data:`rnnkit.kernels.fused_step.BACKWARDS`)."""

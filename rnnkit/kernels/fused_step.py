@@ -72,27 +72,29 @@ into columns ``col:col+H_out`` of ``out (N, width)``, the new state's parts
 into ``new`` and, where ``keep`` is not 0, what its backward loop needs
 (:data:`KEPT_WIDTH`) there; all by address (C-contiguous, the weights' dtype)."""
 
-BACKWARDS = {
-    key: module.step_backward
+_BACKWARD_MODULES = [
+    (key, module)
     for key, kind in KINDS.items()
     if kind.fused and hasattr(module := importlib.import_module(f"rnnkit.kernels.{kind.fused}"), "step_backward")
-}
+]
+
+BACKWARDS = {key: module.step_backward for key, module in _BACKWARD_MODULES}
 """Each kind's backward loop, for the calls autograd records
 (:class:`_Step`): ``step_backward(kind, x, state, w_ih, w_hh, acts, grads,
 needs, zero)`` gives the gradients of ``(x, *state, w_ih, w_hh, b_ih,
 b_hh)`` of one direction (``None`` where ``needs`` says none is wanted),
 ``grads`` being those of its new state's parts (``None`` for one that got
-none) and ``acts`` what the forward loop kept, all C-contiguous."""
-
-KEPT_WIDTH = {"lstm": 5, "gru": 4}
-"""What each kind's forward loop keeps for its backward loop, in units of
-``H`` per row: the LSTM's gates and ``c'``; the GRU's gates and ``W_hn h + b_hn``.
+none) and ``acts`` what the forward loop kept, all C-contiguous.
 
 The Elman step has no backward loop: under autograd its cell and its
 one-step layer go to the reference, whose four ops (torch's own cell is the
 same four) cost less than an autograd Function does (measured, batch 1,
 8 -> 16 features, forward and backward: the cell 0.75x of torch.nn's through
 a Function against 0.93x through the reference, the layer 0.85x against 0.88x)."""
+
+KEPT_WIDTH = {key: module.STEP_KEPT for key, module in _BACKWARD_MODULES}
+"""What each kind's forward loop keeps for its backward loop, in units of
+``H`` per row (its module's ``STEP_KEPT``)."""
 
 _KEPT: dict[int, _Weights] = {}
 _KEPT_MAX = 64
