@@ -60,7 +60,9 @@ def export(model: nn.Module, args: tuple, f: Any = None, **kwargs: Any):
     missing = missing_requirements()
     if missing:
         raise ModuleNotFoundError(f"rnnkit.onnx.export {missing}")
-    _check_layers(model)
+    reason = refusal(model)
+    if reason:
+        raise ValueError(f"rnnkit.onnx.export: {reason}")
     if not isinstance(args, tuple):
         args = (args,)
     if "dynamic_shapes" not in kwargs and "dynamic_axes" not in kwargs:
@@ -106,8 +108,10 @@ def default_dynamic_shapes(args: Any) -> Any:
     return None
 
 
-def _check_layers(model: nn.Module) -> None:
-    """Refuse, before tracing, a layer that ONNX's operators cannot express."""
+def refusal(model: nn.Module) -> str | None:
+    """Why ONNX's operators cannot express a layer of ``model`` (``"recurrent
+    has layer_norm=True, which ONNX's LSTM operator cannot express"``), or
+    ``None`` when they can express every one."""
     from rnnkit.kinds import cell_of
     from rnnkit.layers.base import RecurrentLayer
 
@@ -116,14 +120,14 @@ def _check_layers(model: nn.Module) -> None:
             continue
         what = name or type(module).__name__
         if module.proj_size:
-            raise ValueError(
-                f"rnnkit.onnx.export: {what} is an LSTM with "
-                f"proj_size={module.proj_size}, which ONNX's LSTM operator cannot express "
-                f"(it has no projection)"
+            return (
+                f"{what} is an LSTM with proj_size={module.proj_size}, which ONNX's LSTM "
+                f"operator cannot express (it has no projection)"
             )
         for option, value in (("layer_norm", module.layer_norm), ("zoneout", module.zoneout)):
             if value:
-                raise ValueError(
-                    f"rnnkit.onnx.export: {what} has {option}={value}, which ONNX's "
+                return (
+                    f"{what} has {option}={value}, which ONNX's "
                     f"{cell_of(module.kind).onnx_operator} operator cannot express"
                 )
+    return None

@@ -268,3 +268,18 @@ def test_export_errors_are_one_line(trained, tmp_path, capsys, problem):
     assert cli(["export", *args]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rnnkit export: error: "), err
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--layer-norm"], "its GRU has layer_norm=True, which ONNX's GRU operator cannot express"),
+    (["--zoneout", "0.2"], "its GRU has zoneout=0.2, which ONNX's GRU operator cannot express"),
+])
+def test_export_of_a_run_beyond_onnx_is_refused_in_one_line(tmp_path, capsys, option, message):
+    run = tmp_path / "run"
+    assert cli(["train", *TINY_RUN, "--epochs", "1", "--cell", "gru", *option, "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert cli(["export", str(run), "-o", str(tmp_path / "m.onnx")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"rnnkit export: error: cannot export this run: {message}"
+    ]
+    assert not (tmp_path / "m.onnx").exists()

@@ -27,7 +27,7 @@ MODEL_CASES = [
     for cell in CELLS
     for readout in ("last", "mean", "max")
     for bidirectional, layers in ((False, 1), (True, 2))
-]
+] + [dict(cell=cell, layer_norm=True, bidirectional=True, num_layers=2) for cell in CELLS]
 
 
 @pytest.mark.parametrize("options", MODEL_CASES, ids=lambda o: "-".join(map(str, o.values())))
@@ -50,6 +50,24 @@ def test_last_readout_is_the_tutorial_model():
     x = torch.randn(2, 7, 5)
     output, _ = model.recurrent(x)
     torch.testing.assert_close(model(x), model.classifier(output[:, -1]))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_layer_norm_classifier_reads_a_constant_feature(cell):
+    """With layer norm the layer reads ``[x_t, 1]``, so two inputs that differ
+    only in scale still differ once normalised; one feature alone would leave
+    only its sign."""
+    model = SequenceClassifier(ModelConfig(cell=cell, hidden_size=8, layer_norm=True),
+                               input_size=1, num_classes=3)
+    assert model.recurrent.input_size == 2
+    x = torch.rand(2, 6, 1) + 0.5
+    state = model.recurrent(torch.cat([x, torch.ones(2, 6, 1)], 2))[1]
+    h_n = state[0] if isinstance(state, tuple) else state
+    torch.testing.assert_close(model(x), model.classifier(h_n[-1]))
+
+    plain = SequenceClassifier(ModelConfig(cell=cell, hidden_size=8), input_size=1, num_classes=3)
+    assert plain.recurrent.input_size == 1
+    assert not torch.allclose(model(x), model(3 * x), atol=1e-3)
 
 
 @pytest.mark.parametrize("options, message", [

@@ -77,6 +77,9 @@ def write_onnx(checkpoint: Checkpoint, path: Path, with_lengths: bool = False) -
     if missing:
         raise UserError(f"exporting {missing}")
     model = RawInputClassifier(checkpoint).eval()
+    reason = rnnkit.onnx.refusal(model.classifier.recurrent)
+    if reason:
+        raise UserError(f"cannot export this run: its {reason}")
     # Batch and steps differ, so that the exporter keeps them apart as two dynamic axes.
     example: tuple = (torch.zeros(2, 3, checkpoint.input_size),)
     if with_lengths:

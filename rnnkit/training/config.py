@@ -49,7 +49,9 @@ class ModelConfig:
     })
     layer_norm: bool = field(default=False, metadata={
         "help": "layer-normalised cells: normalise the recurrent layers' input and recurrent "
-                "products (and an LSTM's cell state), as Ba, Kiros & Hinton (2016)",
+                "products (and an LSTM's cell state), as Ba, Kiros & Hinton (2016); the layer "
+                "then also reads a constant feature 1 at every step, which keeps each step's "
+                "scale through the input's normalisation",
     })
     recurrent_dropout: float = field(default=0.0, metadata={
         "help": "variational dropout on the state where it enters the recurrent product: one "

@@ -20,6 +20,12 @@ class SequenceClassifier(nn.Module):
 
     ``features = readout(recurrent(x))``, ``logits = linear(features)``.
 
+    With ``config.layer_norm`` the recurrent layer reads one more feature per
+    step, a constant 1: ``x_t -> [x_t, 1]``. Layer norm's ``LN_ih(W_ih x_t)``
+    removes the scale of each step's projection, and with few features that
+    removes most of what a step says (one feature leaves only its sign); the
+    constant's column of ``W_ih`` is a bias inside ``LN_ih`` that keeps it.
+
     Args:
         config: the layer options and readout.
         input_size: ``F``, the features per step.
@@ -44,10 +50,11 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ModelConfig, input_size: int, num_classes: int) -> None:
         super().__init__()
         self.readout = config.readout
+        self.constant_feature = config.layer_norm
         cell = CELLS[config.cell]
         extra = {"nonlinearity": config.nonlinearity} if "nonlinearity" in cell.layer_arguments else {}
         self.recurrent = getattr(rnnkit, cell.layer)(
-            input_size,
+            input_size + self.constant_feature,
             config.hidden_size,
             num_layers=config.num_layers,
             bias=config.bias,
@@ -64,6 +71,8 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         n, t, _ = x.shape
+        if self.constant_feature:  # (N, T, F) -> (N, T, F + 1)
+            x = torch.cat([x, torch.ones_like(x[..., :1])], dim=2)
         output, h_n = self.recurrent(x, lengths=lengths)
         if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
             h_n = h_n[0]
