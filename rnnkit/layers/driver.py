@@ -104,16 +104,24 @@ def draw_masks(
     recurrent: Tensor | None = None
     if training and recurrent_dropout > 0:
         keep = 1.0 - recurrent_dropout
-        recurrent = x.new_empty(layers, directions, batch, width).bernoulli_(keep)
+        recurrent = _bernoulli(x, (layers, directions, batch, width), keep)
         recurrent = recurrent / keep if keep > 0 else recurrent
     zoned: Tensor | None = None
     if zoneout > 0:
         shape = (layers, directions, steps, batch, width)
-        zoned = x.new_empty(shape).bernoulli_(zoneout) if training else x.new_full((), zoneout).expand(shape)
+        zoned = _bernoulli(x, shape, zoneout) if training else x.new_full((), zoneout).expand(shape)
     return (
         [None if recurrent is None else recurrent[k] for k in range(layers)],
         [None if zoned is None else zoned[k] for k in range(layers)],
     )
+
+
+def _bernoulli(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
+    """``Bernoulli(p)`` entries (1 with probability ``p``, else 0) of ``like``'s
+    dtype and device, from torch's default generator: ``U[0, 1) < p``, which
+    draws twice as fast as ``bernoulli_`` on the CPU (a zoneout mask is
+    ``(T, N, H)`` per layer and direction)."""
+    return like.new_empty(shape).uniform_().lt_(p)
 
 
 def _by_direction(layers: list[Tensor], directions: int) -> Tensor:
