@@ -276,17 +276,21 @@ def test_gradcheck(case):
 
 @pytest.mark.parametrize("kind", ONE_PER_LOOPS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_bitwise_deterministic_whatever_the_thread_count(kind, threads):
+@pytest.mark.parametrize("directions, batch, steps", [(2, 13, 50), (1, 4, 200)])
+def test_bitwise_deterministic_whatever_the_thread_count(kind, threads, directions, batch, steps):
     """Two runs agree bit for bit, and so do one and two threads: batch chunks
-    start at multiples of ROW_BLOCK, so each row meets the same arithmetic."""
-    case = Case(kind, dtype=torch.float32, directions=2, steps=50, batch=13, hidden=64, input_size=8)
+    start at multiples of ROW_BLOCK, and each row meets the same arithmetic
+    in every tile (batch 4 on two threads: two tiles of two rows, against one
+    of four on one thread)."""
+    case = Case(kind, dtype=torch.float32, directions=directions, steps=steps, batch=batch, hidden=64, input_size=8)
     inputs = make_inputs(case)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         single = forward_and_grads(fused.run_layer, case, inputs)
         torch.set_num_threads(threads)
-        assert parallel.plan(2, case.batch, case.steps * case.hidden**2)[1] == threads
+        pieces, used = parallel.plan(directions, case.batch, case.steps * case.hidden**2)
+        assert used == threads and len(pieces) == max(threads, directions)
         first = forward_and_grads(fused.run_layer, case, inputs)
         second = forward_and_grads(fused.run_layer, case, inputs)
     finally:
