@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -59,6 +60,21 @@ def _step(cell: str, nonlinearity: str, p: dict, x: Tensor, h: Tensor, c: Tensor
     return h, c
 
 
+def bernoulli(shape: tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
+    """A mask as rnnkit draws one on the CPU (README, "Beyond torch.nn"),
+    written again here: one seed from torch's generator, then entry ``i`` is 1
+    where the top 53 bits of SplitMix64 at ``seed + i * 0x9E3779B97F4A7C15``
+    fall below ``p * 2^53``."""
+    seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + np.arange(math.prod(shape), dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    kept = (z >> np.uint64(11)) < np.uint64(p * 2.0**53)
+    return torch.from_numpy(kept).reshape(shape).to(dtype)
+
+
 def oracle(module, x: Tensor, hx, lengths: list[int] | None):
     """``(output, h_n, c_n or None)`` of a time-first layer, masks drawn from the
     current seed in the driver's order: every recurrent-dropout mask
@@ -70,12 +86,12 @@ def oracle(module, x: Tensor, hx, lengths: list[int] | None):
     rd, zo = module.recurrent_dropout, module.zoneout
     ones = torch.ones(L, D, batch, width, dtype=x.dtype)
     if module.training and rd > 0:
-        keep = torch.empty(L, D, batch, width, dtype=x.dtype).bernoulli_(1 - rd)
+        keep = bernoulli((L, D, batch, width), 1 - rd, x.dtype)
         rd_mask = keep / (1 - rd) if rd < 1 else keep
     else:
         rd_mask = ones
     if module.training and zo > 0:
-        zo_mask = torch.empty(L, D, steps, batch, width, dtype=x.dtype).bernoulli_(zo)
+        zo_mask = bernoulli((L, D, steps, batch, width), zo, x.dtype)
     else:
         zo_mask = torch.full((L, D, steps, batch, width), float(zo), dtype=x.dtype)
     lengths = lengths or [steps] * batch
@@ -762,3 +778,30 @@ def test_a_parametrized_layer_norm_gain_still_starts_at_one():
         parametrize.register_parametrization(lstm, name, Same())
     lstm.reset_parameters()
     assert (lstm.ln_ih_weight_l0 == 1).all() and (lstm.ln_c_bias_l0 == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_masks_are_bernoulli_draws_that_the_seed_reproduces(dtype):
+    """The driver's masks: entries 0 or 1 (recurrent dropout's scaled by 1/(1-p)),
+    a share p of ones within sampling error, the same for the same seed, new
+    at each call, and the probabilities 0 and 1 exact."""
+    from rnnkit.layers.driver import draw_masks
+
+    x = torch.zeros(50, 40, 3, dtype=dtype)
+    torch.manual_seed(3)
+    (rd,), (zo,) = draw_masks(x, 1, 2, 64, True, recurrent_dropout=0.25, zoneout=0.3)
+    assert rd.shape == (2, 40, 64) and zo.shape == (2, 50, 40, 64) and zo.dtype == dtype
+    assert set(zo.unique().tolist()) == {0.0, 1.0}
+    assert abs(zo.float().mean().item() - 0.3) < 4 * math.sqrt(0.3 * 0.7 / zo.numel())
+    assert rd.unique().tolist() == [0.0, pytest.approx(1 / 0.75, rel=1e-2)]
+    assert abs((rd > 0).float().mean().item() - 0.75) < 4 * math.sqrt(0.25 * 0.75 / rd.numel())
+    torch.manual_seed(3)
+    (rd_again,), (zo_again,) = draw_masks(x, 1, 2, 64, True, recurrent_dropout=0.25, zoneout=0.3)
+    assert torch.equal(rd, rd_again) and torch.equal(zo, zo_again)
+    (_,), (zo_next,) = draw_masks(x, 1, 2, 64, True, recurrent_dropout=0.25, zoneout=0.3)
+    assert not torch.equal(zo, zo_next)
+    (rd_all,), (zo_all,) = draw_masks(x, 1, 1, 8, True, recurrent_dropout=1.0, zoneout=1.0)
+    assert not rd_all.any() and bool((zo_all == 1).all())
+    (_,), (zo_none,) = draw_masks(x, 1, 1, 8, True, recurrent_dropout=0.5, zoneout=1e-300)
+    assert not zo_none.any()
+

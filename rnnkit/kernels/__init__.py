@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels import fused, fused_step, ops, reference
+from rnnkit.kernels.ops import tracing
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
@@ -185,12 +186,6 @@ def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights) -> State:
         if not isinstance(planned, str):
             return fused_step.run_cell(kind, x, state, w, planned)
     return reference.STEPS[kind](reference.input_projection(x, w), state, w)
-
-
-def tracing() -> bool:
-    """Whether torch is recording this call into a graph rather than running it
-    (``torch.compile``, ``torch.export``, ``torch.jit.trace``)."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def _exporting_to_onnx() -> bool:
