@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.kernels import fused_common as common
-from rnnkit.kernels import fused_extension, fused_step
+from rnnkit.kernels import fused_extension, fused_step, ops
 from rnnkit.kernels.reference import DirectionWeights, State
 from rnnkit.kinds import KINDS, cell_of
 
@@ -113,7 +113,8 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
     each fused module (kinds that share one, such as tanh and ReLU, share
     its loops, and so does an LSTM's projection) and its one-step loop
     (:mod:`rnnkit.kernels.fused_step`), and through an Elman layer,
-    an LSTM and a GRU with layer norm and masks (:mod:`rnnkit.kernels.fused_extension`)."""
+    an LSTM and a GRU with layer norm and masks (:mod:`rnnkit.kernels.fused_extension`),
+    and the masks' draw (:func:`rnnkit.kernels.ops.bernoulli`)."""
     first_of_module: dict[str, str] = {}
     for key, kind in KINDS.items():
         if kind.fused:
@@ -151,3 +152,4 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = DTYPES) -> None:
         normed = DirectionWeights(w, w, ln_ih_weight=gain[:1], ln_hh_weight=gain[:1])
         output, _ = run_layer("rnn_tanh", x, state[:1], [normed], None, recurrent_mask=mask, zoneout_mask=mask[None])
         output.sum().backward()
+        ops.bernoulli((1,), 0.5, dtype)  # and the masks' draw
