@@ -11,11 +11,8 @@ LSTM's ``proj_size``, else ``P = H``); ``gcol = d*4H`` and, in the LSTM's
 loops, ``ccol = d*H`` and ``ocol = d*P`` its columns (``col = d*H`` in the
 GRU's and Elman's):
 
-* ``xp (T, N, D*4H)``: ``W_ih x_t + b_ih + b_hh`` of every step (both
-  biases), read only; with layer norm ``W_ih x_t`` alone, which the loops
-  normalise (``LN_ih``, its gain ``g_ih (4H,)``) before they add ``b_in
-  (4H,)``, the biases' sum, keeping each row's mean and reciprocal standard
-  deviation in ``mean_x``, ``rstd_x (T, N, D)`` for the backward pass.
+* ``xp (T, N, D*4H)``: ``LN_ih(W_ih x_t) + b_ih + b_hh`` of every step (both
+  biases; the input side's layer norm is left to torch), read only.
 * ``gates (T, N, D*4H)``: the gates' activations ``i, f, g, o``.
 * ``cells (T, N, D*H)``: ``c_t``; ``out (T, N, D*P)``: ``h_t``; ``hprev (T,
   N, D*P)``: ``m ⊙ h_(t-1)``, what step ``t``'s product with ``W_hh`` read
@@ -48,23 +45,18 @@ EPS = 1e-5  # rnnkit.kernels.reference.LAYER_NORM_EPS
 
 
 @jit(inline="always")
-def statistics(v):
-    """``(mean, r)`` of the row ``v``: its mean and the reciprocal of its
-    standard deviation, ``1 / sqrt(biased variance + eps)``."""
-    # typed constants keep float32 rows in float32 (an int or a Python float
-    # would turn the means, and every element they touch, into float64)
-    one, count, eps = v.dtype.type(1), v.dtype.type(v.shape[0]), v.dtype.type(EPS)
-    mean = row_sums(v, v)[0] / count
-    return mean, one / math.sqrt(centred_squares(v, mean) / count + eps)
-
-
-@jit(inline="always")
 def normalise(v, vhat):
     """Layer norm of the row ``v`` without gain or shift: ``vhat = (v - mean) *
-    r`` (:func:`statistics`); returns ``r``, which the backward pass needs; the
-    callers keep ``v`` (another row)."""
-    mean, r = statistics(v)
-    for k in range(v.shape[0]):
+    r`` with one mean and one biased variance over the row; returns ``r``, the
+    reciprocal standard deviation, which the backward pass needs; the callers
+    keep ``v`` (another row)."""
+    size = v.shape[0]
+    # typed constants keep float32 rows in float32 (an int or a Python float
+    # would turn the means, and every element they touch, into float64)
+    one, count, eps = v.dtype.type(1), v.dtype.type(size), v.dtype.type(EPS)
+    mean = row_sums(v, v)[0] / count
+    r = one / math.sqrt(centred_squares(v, mean) / count + eps)
+    for k in range(size):
         vhat[k] = (v[k] - mean) * r
     return r
 
@@ -82,20 +74,6 @@ def normalise_backward(dy, gain, vhat, r, dv):
     mean2 /= count
     for k in range(size):
         dv[k] = r * (dv[k] - mean1 - vhat[k] * mean2)
-
-
-@jit(inline="always")
-def input_norm_backward(da, v, mean, r, g_ih, vhat, dg_ih, db_in):
-    """``LN_ih``'s backward where ``da`` is ``dL/d(LN_ih(v) + b_in)`` of one
-    row (``v`` the row of ``W_ih x_t``, ``mean`` and ``r`` its statistics):
-    adds the row's share of the gain's and the bias's gradients to ``dg_ih``
-    and ``db_in`` and turns ``da`` into ``dL/dv`` in place; ``vhat`` is
-    scratch of the row's length."""
-    for k in range(v.shape[0]):
-        vhat[k] = (v[k] - mean) * r  # as the forward loop normalised it
-        dg_ih[k] += da[k] * vhat[k]
-        db_in[k] += da[k]
-    normalise_backward(da, g_ih, vhat, r, da)
 
 
 @jit(inline="always")
@@ -128,8 +106,8 @@ def add_masked_product(dz_t, col, w_hh, back, rmask, dh, n0, n1, gemm):
 
 @jit
 def extended_lstm_forward(
-    xp, gcol, ccol, ocol, d, w_hh_t, w_hr_t, g_ih, b_in, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells, mkeep,
-    out, hprev, mean_x, rstd_x, zhat, rstd_z, chat, rstd_c, h, c, lengths, reverse, n0, n1, gemm,
+    xp, gcol, ccol, ocol, d, w_hh_t, w_hr_t, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells, mkeep, out,
+    hprev, zhat, rstd_z, chat, rstd_c, h, c, lengths, reverse, n0, n1, gemm,
 ):
     """Run the recurrence; ``h (N, P)``, ``c (N, H)`` hold ``h_0``, ``c_0`` on
     entry and ``h_n``, ``c_n`` on return; ``w_hh_t`` is ``W_hh^T`` and
@@ -169,10 +147,8 @@ def extended_lstm_forward(
             if norm:
                 zh = zhat[t, n, gcol : gcol + rows]
                 rstd_z[t, n, d] = normalise(zn, zh)
-                mean, r = statistics(x_t)
-                mean_x[t, n, d], rstd_x[t, n, d] = mean, r
                 for k in range(rows):
-                    a[k] = g_ih[k] * ((x_t[k] - mean) * r) + b_in[k] + g_hh[k] * zh[k]
+                    a[k] = x_t[k] + g_hh[k] * zh[k]
             else:
                 for k in range(rows):
                     a[k] = x_t[k] + zn[k]
@@ -216,9 +192,9 @@ def extended_lstm_forward(
 
 @jit
 def extended_lstm_backward(
-    gates, gcol, ccol, ocol, d, cells, mkeep, c0, w_hh, w_hr, xp, g_ih, g_hh, g_c, b_c, rmask, zmask, norm,
-    mean_x, rstd_x, zhat, rstd_z, chat, rstd_c, grad_out, grad_cells, dxp, dz, dhs, dh, dc, dg_ih, db_in, dg_hh,
-    dg_c, db_c, lengths, reverse, n0, n1, gemm,
+    gates, gcol, ccol, ocol, d, cells, mkeep, c0, w_hh, w_hr, g_hh, g_c, b_c, rmask, zmask, norm, zhat,
+    rstd_z, chat, rstd_c, grad_out, grad_cells, dxp, dz, dhs, dh, dc, dg_hh, dg_c, db_c, lengths, reverse,
+    n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_lstm_forward`, last step first.
 
@@ -229,9 +205,7 @@ def extended_lstm_backward(
         grad_out: ``(T, N, D*P)``, ``dL/d output``.
         grad_cells: ``(T, N, D*H)``, ``dL/dc_t`` of every step where the
             caller took the cells as an output; no steps if not.
-        xp: the forward loop's ``xp`` (read with layer norm only).
-        dxp: ``(T, N, D*4H)`` receives ``dL/d xp`` (the gate pre-activations,
-            or ``dL/d W_ih x_t`` with layer norm).
+        dxp: ``(T, N, D*4H)`` receives ``dL/d xp`` (the gate pre-activations).
         dz: ``(T, N, D*4H)`` receives ``dL/d W_hh (m ⊙ h_(t-1))`` (with layer
             norm; without, it is ``dxp`` and the caller passes ``dxp`` again).
         dhs: ``(T, N, D*P)`` receives ``dL/dh~_t`` with a projection (zeros
@@ -239,10 +213,9 @@ def extended_lstm_backward(
             give ``dL/dW_hr``.
         dh: ``(N, P)``, dc: ``(N, H)``: ``dL/dh_n``, ``dL/dc_n`` on entry,
             ``dL/dh_0``, ``dL/dc_0`` on return.
-        dg_ih, db_in, dg_hh: ``(N, 4H)``, dg_c, db_c: ``(N, H)``, zeros on
-            entry (with layer norm; else no rows): each row's share of the
-            gains', the biases' and the shift's gradients, summed over its
-            steps (the caller sums the rows).
+        dg_hh: ``(N, 4H)``, dg_c, db_c: ``(N, H)``, zeros on entry (with layer
+            norm; else no rows): each row's share of the gains' and the
+            shift's gradients, summed over its steps (the caller sums the rows).
     """
     steps, hidden, width = gates.shape[0], dc.shape[1], dh.shape[1]
     rows = 4 * hidden
@@ -253,7 +226,6 @@ def extended_lstm_backward(
     dm = np.zeros((n1 - n0, max(w_hr.shape[1], hidden)), dtype=dc.dtype)  # dL/d(o * tanh(y)), projected
     dct = np.empty(hidden, dtype=dc.dtype)
     y = np.empty(hidden, dtype=dc.dtype)  # what tanh read: LN_c(c_t), or c_t
-    xhat = np.empty(rows if norm else 0, dtype=dc.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -324,21 +296,17 @@ def extended_lstm_backward(
                 for k in range(rows):
                     dg[k] += da[k] * zh[k]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
-                input_norm_backward(
-                    da, xp[t, n, gcol : gcol + rows], mean_x[t, n, d], rstd_x[t, n, d], g_ih, xhat, dg_ih[n], db_in[n]
-                )
         add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
 
 
 @jit
 def extended_gru_forward(
-    xp, gcol, col, d, w_hh_t, g_ih, b_in, b_hh, g_hh, rmask, zmask, norm, gates, bn, out, hold, hprev,
-    mean_x, rstd_x, zhat, rstd_z, h, lengths, reverse, n0, n1, gemm,
+    xp, gcol, col, d, w_hh_t, b_hh, g_hh, rmask, zmask, norm, gates, bn, out, hold, hprev,
+    zhat, rstd_z, h, lengths, reverse, n0, n1, gemm,
 ):
     """The GRU's recurrence, arrays as for :func:`extended_lstm_forward` with
-    ``3H`` gate rows (``r, z, n``): ``xp`` holds ``W_ih x_t + b_ih`` only (with
-    layer norm ``W_ih x_t``, and ``b_in`` is ``b_ih``), ``b_hh (3H,)`` (no
-    rows: none) is added after ``LN_hh``; ``bn (T, N,
+    ``3H`` gate rows (``r, z, n``): ``xp`` holds ``LN_ih(W_ih x_t) + b_ih``
+    only, ``b_hh (3H,)`` (no rows: none) is added after ``LN_hh``; ``bn (T, N,
     D*H)`` keeps each step's ``n`` block of ``LN_hh(W_hh (m ⊙ h)) + b_hh``, and
     ``hold (T, N, D*H)`` each step's unmasked ``h_(t-1)``."""
     steps, hidden = xp.shape[0], h.shape[1]
@@ -348,7 +316,6 @@ def extended_gru_forward(
     hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
     z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype)
     b = np.empty(rows, dtype=h.dtype)
-    xin = np.empty(rows, dtype=h.dtype)  # LN_ih(W_ih x_t) + b_ih, with layer norm
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -375,12 +342,6 @@ def extended_gru_forward(
                 for k in range(rows):
                     b[k] += b_hh[k]
             a, x_t = gates[t, n, gcol : gcol + rows], xp[t, n, gcol : gcol + rows]
-            if norm:
-                mean, r = statistics(x_t)
-                mean_x[t, n, d], rstd_x[t, n, d] = mean, r
-                for k in range(rows):
-                    xin[k] = g_ih[k] * ((x_t[k] - mean) * r) + b_in[k]
-                x_t = xin
             hn, o_row, bnn = h[n], out[t, n, col : col + hidden], bn[t, n, col : col + hidden]
             for k in range(hidden):
                 reset = sigmoid(x_t[k] + b[k])
@@ -397,22 +358,20 @@ def extended_gru_forward(
 
 @jit
 def extended_gru_backward(
-    gates, gcol, col, d, bn, hold, w_hh, xp, g_ih, g_hh, rmask, zmask, norm, mean_x, rstd_x, zhat, rstd_z,
-    grad_out, dxp, dz, dh, db_hh, dg_ih, db_in, dg_hh, lengths, reverse, n0, n1, gemm,
+    gates, gcol, col, d, bn, hold, w_hh, g_hh, rmask, zmask, norm, zhat, rstd_z,
+    grad_out, dxp, dz, dh, db_hh, dg_hh, lengths, reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_gru_forward`, last step first:
-    ``dxp`` receives ``dL/d xp`` (``xp`` read with layer norm only), ``dz``
-    ``dL/d W_hh (m ⊙ h_(t-1))``; ``dh (N, H)``: ``dL/dh_n`` on entry,
-    ``dL/dh_0`` on return. ``db_hh (N, 3H)`` and, with layer norm, ``dg_ih``,
-    ``db_in`` and ``dg_hh (N, 3H)`` (else no rows), zeros on entry, receive
-    each row's share of ``dL/db_hh``, of the gains' and of ``b_ih``'s
-    gradients, summed over its steps (the caller sums the rows)."""
+    ``dxp`` receives ``dL/d xp``, ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))``; ``dh
+    (N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return. ``db_hh (N, 3H)``
+    and, with layer norm, ``dg_hh (N, 3H)`` (else no rows), zeros on entry,
+    receive each row's share of ``dL/db_hh`` and of the gain's gradient,
+    summed over its steps (the caller sums the rows)."""
     steps, hidden = gates.shape[0], dh.shape[1]
     rows = 3 * hidden
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
     back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
-    xhat = np.empty(rows if norm else 0, dtype=dh.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -450,20 +409,16 @@ def extended_gru_backward(
                 for k in range(rows):
                     dg[k] += dzn[k] * zh[k]
                 normalise_backward(dzn, g_hh, zh, rstd_z[t, n, d], dzn)
-                input_norm_backward(
-                    da, xp[t, n, gcol : gcol + rows], mean_x[t, n, d], rstd_x[t, n, d], g_ih, xhat, dg_ih[n], db_in[n]
-                )
         add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
 
 
 @jit
 def extended_elman_forward(
-    xp, col, d, w_hh_t, g_ih, b_in, g_hh, rmask, zmask, norm, relu, act, out, hprev, mean_x, rstd_x, zhat,
-    rstd_z, h, lengths, reverse, n0, n1, gemm,
+    xp, col, d, w_hh_t, g_hh, rmask, zmask, norm, relu, act, out, hprev, zhat, rstd_z, h, lengths, reverse,
+    n0, n1, gemm,
 ):
     """The Elman recurrence, arrays as for :func:`extended_lstm_forward` with
-    one block of ``H`` rows: ``xp`` holds ``W_ih x_t + b_ih + b_hh`` (with
-    layer norm ``W_ih x_t``);
+    one block of ``H`` rows: ``xp`` holds ``LN_ih(W_ih x_t) + b_ih + b_hh``;
     ``act (T, N, D*H)`` receives each step's ``h~_t`` (tanh, or ReLU with ``relu``)."""
     steps, hidden = xp.shape[0], h.shape[1]
     zero, one = h.dtype.type(0), h.dtype.type(1)
@@ -486,10 +441,8 @@ def extended_elman_forward(
             if norm:
                 zh = zhat[t, n, col : col + hidden]
                 rstd_z[t, n, d] = normalise(zn, zh)
-                mean, r = statistics(x_t)
-                mean_x[t, n, d], rstd_x[t, n, d] = mean, r
                 for k in range(hidden):
-                    a[k] = g_ih[k] * ((x_t[k] - mean) * r) + b_in[k] + g_hh[k] * zh[k]
+                    a[k] = x_t[k] + g_hh[k] * zh[k]
             else:
                 for k in range(hidden):
                     a[k] = x_t[k] + zn[k]
@@ -505,22 +458,19 @@ def extended_elman_forward(
 
 @jit
 def extended_elman_backward(
-    act, col, d, w_hh, xp, g_ih, g_hh, rmask, zmask, norm, relu, mean_x, rstd_x, zhat, rstd_z, grad_out, dxp,
-    dz, dh, dg_ih, db_in, dg_hh, lengths, reverse, n0, n1, gemm,
+    act, col, d, w_hh, g_hh, rmask, zmask, norm, relu, zhat, rstd_z, grad_out, dxp, dz, dh, dg_hh, lengths,
+    reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_elman_forward`, last step first:
-    ``dxp (T, N, D*H)`` receives ``dL/d xp`` (``xp`` read with layer norm
-    only), ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))`` (the caller passes ``dxp``
-    again without layer norm); ``dh (N, H)``: ``dL/dh_n`` on entry,
-    ``dL/dh_0`` on return; ``dg_ih``, ``db_in``, ``dg_hh (N, H)``, zeros on
-    entry (with layer norm; else no rows), receive each row's share of the
-    gains' and the biases' gradients, summed over its steps (the caller sums
-    the rows)."""
+    ``dxp (T, N, D*H)`` receives ``dL/d xp``, ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))``
+    (the caller passes ``dxp`` again without layer norm); ``dh (N, H)``:
+    ``dL/dh_n`` on entry, ``dL/dh_0`` on return; ``dg_hh (N, H)``, zeros on
+    entry (with layer norm; else no rows), receives each row's share of the
+    gain's gradient, summed over its steps (the caller sums the rows)."""
     steps, hidden = act.shape[0], dh.shape[1]
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
     back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
-    xhat = np.empty(hidden if norm else 0, dtype=dh.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -547,7 +497,4 @@ def extended_elman_backward(
                 for k in range(hidden):
                     dg[k] += da[k] * zh[k]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
-                input_norm_backward(
-                    da, xp[t, n, col : col + hidden], mean_x[t, n, d], rstd_x[t, n, d], g_ih, xhat, dg_ih[n], db_in[n]
-                )
         add_masked_product(dz[t], col, w_hh, back, rmask, dh, n0, n1, gemm)

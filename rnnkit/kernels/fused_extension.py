@@ -4,16 +4,11 @@ forward and backward.
 
 Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
 
-1. torch computes every step's input side, ``W_ih x_t + b_ih + b_hh``
+1. torch computes every step's input side, ``LN_ih(W_ih x_t) + b_ih + b_hh``
    (:func:`rnnkit.kernels.reference.input_projection`, its product through
    :func:`rnnkit.kernels.dense.matmul` forward and back), so autograd carries
-   its gradient back to ``x``, ``W_ih`` and the biases (the GRU adds ``b_hh``
-   in the loop instead, where ``r`` scales its ``n`` block). With layer norm
-   torch computes ``W_ih x_t`` only, and the loops normalise each row where
-   they read it (``LN_ih``) and add the biases, which come in as their sum
-   ``b_in``; their backward loops give ``dL/d W_ih x_t`` and the gain's and
-   ``b_in``'s gradients (torch's own layer norm, forward and back, took
-   about 14% of a training step, ``T=200 N=32 H=64``);
+   its gradient back to ``x``, ``W_ih``, the gain and the biases (the GRU
+   adds ``b_hh`` in the loop instead, where ``r`` scales its ``n`` block);
 2. the kind's forward loop in :mod:`rnnkit.kernels.extension_loops` runs the
    recurrence per direction and batch chunk, on the threads
    :func:`~rnnkit.kernels.fused_common.run_pieces` plans, writing what the
@@ -50,14 +45,14 @@ from rnnkit.kernels.extension_loops import (
 )
 from rnnkit.kernels.reference import DirectionWeights, State, input_projection
 
-_FIELDS = 7  # per direction: w_hh, ln_hh_weight, ln_c_weight, ln_c_bias, w_hr, ln_ih_weight, b_in
+_FIELDS = 5  # per direction: w_hh, ln_hh_weight, ln_c_weight, ln_c_bias, w_hr
 
 
 class _ExtendedLSTM(torch.autograd.Function):
     """``(keep, return_cells, lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *weights)
     -> (output, h_n, c_n)``, and ``cells (T, N, D*H)`` after them with
     ``return_cells``; ``weights`` are :data:`_FIELDS` tensors per direction
-    (the gains and ``b_in`` ``None`` without layer norm, ``w_hr`` without a projection),
+    (the gains ``None`` without layer norm, ``w_hr`` without a projection),
     the masks ``(D, N, P)`` and ``(D, T, N, P)`` or ``None``. ``keep``:
     whether a backward pass may follow
     (:func:`~rnnkit.kernels.fused_common.backward_may_follow`), so that the
@@ -75,7 +70,6 @@ class _ExtendedLSTM(torch.autograd.Function):
         nothing = (0, 0, 0)
         kept, a = _loop_buffers(keep, xp.dtype, dict(
             gates=xp.shape, cells=per_cell, mkeep=per_cell if project else nothing, hprev=per_out,
-            **_statistics_shapes(norm, steps, batch, directions),
             zhat=xp.shape if norm else nothing, chat=per_cell if norm else nothing,
             rstd_z=(steps, batch, directions) if norm else nothing,
             rstd_c=(steps, batch, directions) if norm else nothing,
@@ -85,9 +79,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         c_n = c0.detach().clone(memory_format=torch.contiguous_format)
         w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
         w_hr_t = common.step_weights([None if w[4] is None else w[4].t() for w in weights], xp.dtype)
-        g_hh, g_c, b_c, g_ih, b_in = (
-            common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2, 3, 5, 6)
-        )
+        g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         xp_a, out_a, h_a, c_a = (common.as_array(t) for t in (xp, out, h_n, c_n))
         lengths_a = lengths.numpy()
@@ -95,15 +87,14 @@ class _ExtendedLSTM(torch.autograd.Function):
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_lstm_forward(
-                xp_a, d * 4 * hidden, d * hidden, d * width, d, w_hh_t[d], w_hr_t[d], g_ih[d], b_in[d], g_hh[d],
-                g_c[d], b_c[d], rm[d], zm[d], norm, a["gates"], a["cells"], a["mkeep"], out_a, a["hprev"],
-                a["mean_x"], a["rstd_x"], a["zhat"], a["rstd_z"], a["chat"], a["rstd_c"], h_a[d], c_a[d], lengths_a,
-                d == 1, piece.n0, piece.n1, gemm,
+                xp_a, d * 4 * hidden, d * hidden, d * width, d, w_hh_t[d], w_hr_t[d], g_hh[d], g_c[d], b_c[d],
+                rm[d], zm[d], norm, a["gates"], a["cells"], a["mkeep"], out_a, a["hprev"], a["zhat"], a["rstd_z"],
+                a["chat"], a["rstd_c"], h_a[d], c_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights, w_hr_field=4), batch, steps)
-        if keep:  # xp, W_ih x_t, is read again with layer norm only
-            ctx.save_for_backward(c0, xp if norm else None, *flat)
+        if keep:
+            ctx.save_for_backward(c0, *flat)
             ctx.kept = (lengths, rmask, zmask, kept, norm, width)
         if return_cells:  # a copy: the backward pass reads its own, whatever the caller does with this one
             return out, h_n, c_n, torch.from_numpy(a["cells"]).clone()
@@ -113,48 +104,45 @@ class _ExtendedLSTM(torch.autograd.Function):
     @once_differentiable
     @common.reuses_call_memory
     def backward(ctx, grad_out, grad_h_n, grad_c_n, *grad_cells):  # type: ignore[override]
-        c0, xp, *flat = ctx.saved_tensors
+        c0, *flat = ctx.saved_tensors
         lengths, rmask, zmask, kept, norm, width = ctx.kept
-        gates, cells, mkeep, hprev, mean_x, rstd_x, zhat, rstd_z, chat, rstd_c = (
-            kept[name]
-            for name in ("gates", "cells", "mkeep", "hprev", "mean_x", "rstd_x", "zhat", "rstd_z", "chat", "rstd_c")
+        gates, cells, mkeep, hprev, zhat, rstd_z, chat, rstd_c = (
+            kept[name] for name in ("gates", "cells", "mkeep", "hprev", "zhat", "rstd_z", "chat", "rstd_c")
         )
         steps, batch, _ = gates.shape
         directions, _, hidden = c0.shape
         weights = _per_direction(flat, _FIELDS)
         project = weights[0][4] is not None
-        # dL/d xp goes back into torch's graph of the input side, from memory used
-        # before; the rest is scratch of this call
+        # dL/d xp goes back into torch's graph of the input side (its layer norm), from
+        # memory used before; the rest is scratch of this call
         dxp = common.pooled_tensor(gates.shape, gates.dtype)
         dz = common.scratch_tensor(gates.shape, gates.dtype) if norm else dxp
         dhs = common.scratch_tensor((steps, batch, directions * width) if project else (0, 0, 0), cells.dtype)
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
         dc = grad_c_n.clone(memory_format=torch.contiguous_format)
-        rows = batch if norm else 0  # each batch row's share of the gains', b_in's and the shift's gradients
-        dg_ih, db_in, dg_hh, dg_c, db_c = (
-            gates.new_zeros(directions, rows, size) for size in (4 * hidden, 4 * hidden, 4 * hidden, hidden, hidden)
-        )
+        rows = batch if norm else 0  # each batch row's share of the gains' and the shift's gradients
+        dg_hh, dg_c, db_c = (gates.new_zeros(directions, rows, size) for size in (4 * hidden, hidden, hidden))
         w_hh = common.step_weights([w[0] for w in weights], gates.dtype)
         w_hr = common.step_weights([w[4] for w in weights], gates.dtype)
-        g_hh, g_c, b_c, g_ih = (common.as_arrays([w[j] for w in weights], (0,), gates.dtype) for j in (1, 2, 3, 5))
+        g_hh, g_c, b_c = (common.as_arrays([w[j] for w in weights], (0,), gates.dtype) for j in (1, 2, 3))
         rm, zm = _masks(rmask, zmask, directions, gates.dtype)
         cells_grad = grad_cells[0] if grad_cells else cells.new_empty(0, batch, directions * hidden)
         arrays = [
             common.as_array(t)
-            for t in (gates, cells, mkeep, c0, _read_input(xp, gates), mean_x, rstd_x, zhat, rstd_z, chat, rstd_c,
-                      grad_out, cells_grad, dxp, dz, dhs, dh, dc, dg_ih, db_in, dg_hh, dg_c, db_c)
+            for t in (gates, cells, mkeep, c0, zhat, rstd_z, chat, rstd_c, grad_out, cells_grad, dxp, dz, dhs,
+                      dh, dc, dg_hh, dg_c, db_c)
         ]
-        (gates_a, cells_a, mkeep_a, c0_a, xp_a, mean_x_a, rstd_x_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a,
-         cells_grad_a, dxp_a, dz_a, dhs_a, dh_a, dc_a, dg_ih_a, db_in_a, dg_hh_a, dg_c_a, db_c_a) = arrays
+        (gates_a, cells_a, mkeep_a, c0_a, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a, cells_grad_a, dxp_a,
+         dz_a, dhs_a, dh_a, dc_a, dg_hh_a, dg_c_a, db_c_a) = arrays
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_lstm_backward(
                 gates_a, d * 4 * hidden, d * hidden, d * width, d, cells_a, mkeep_a, c0_a[d], w_hh[d], w_hr[d],
-                xp_a, g_ih[d], g_hh[d], g_c[d], b_c[d], rm[d], zm[d], norm, mean_x_a, rstd_x_a, zhat_a, rstd_z_a,
-                chat_a, rstd_c_a, grad_out_a, cells_grad_a, dxp_a, dz_a, dhs_a, dh_a[d], dc_a[d], dg_ih_a[d],
-                db_in_a[d], dg_hh_a[d], dg_c_a[d], db_c_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+                g_hh[d], g_c[d], b_c[d], rm[d], zm[d], norm, zhat_a, rstd_z_a, chat_a, rstd_c_a, grad_out_a,
+                cells_grad_a, dxp_a, dz_a, dhs_a, dh_a[d], dc_a[d], dg_hh_a[d], dg_c_a[d], db_c_a[d], lengths_a,
+                d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights, w_hr_field=4), batch, steps)
@@ -173,7 +161,6 @@ class _ExtendedLSTM(torch.autograd.Function):
                 dense.matmul(dhs[:, :, outs_d].reshape(pairs, width).t(), mkeep[:, :, cells_d].reshape(pairs, hidden))
                 if project else None
             )
-            grads += [dg_ih[d].sum(0), db_in[d].sum(0)] if norm else [None, None]
         return None, None, None, None, None, dxp, dh, dc, *grads
 
 
@@ -190,19 +177,6 @@ def _loop_buffers(
         tensors = {name: common.pooled_tensor(shape, dtype) for name, shape in shapes.items()}
         return tensors, {name: common.as_array(t) for name, t in tensors.items()}
     return {}, {name: common.scratch(shape, dtype) for name, shape in shapes.items()}
-
-
-def _statistics_shapes(norm: bool, steps: int, batch: int, directions: int) -> dict[str, tuple[int, ...]]:
-    """The shapes of ``mean_x`` and ``rstd_x``, each row's ``LN_ih``
-    statistics: ``(T, N, D)`` with layer norm, else empty."""
-    shape = (steps, batch, directions) if norm else (0, 0, 0)
-    return dict(mean_x=shape, rstd_x=shape)
-
-
-def _read_input(xp: Tensor | None, like: Tensor) -> Tensor:
-    """What a backward loop reads of the input side: ``xp`` (``W_ih x_t``,
-    kept with layer norm), else an empty tensor of ``like``'s dtype."""
-    return like.new_empty(0, 0, 0) if xp is None else xp
 
 
 def _per_direction(flat: tuple[Tensor | None, ...], fields: int) -> list[tuple[Tensor | None, ...]]:
@@ -227,8 +201,8 @@ def _masks(rmask: Tensor | None, zmask: Tensor | None, directions: int, dtype: t
 
 class _ExtendedGRU(torch.autograd.Function):
     """``(keep, lengths, recurrent_mask, zoneout_mask, xp, h0, *weights) -> (output, h_n)``;
-    ``weights`` are ``w_hh``, ``b_hh``, ``ln_hh_weight``, ``ln_ih_weight`` and ``b_in``
-    (``b_ih``) per direction (``None`` where absent), the rest as in :class:`_ExtendedLSTM`."""
+    ``weights`` are ``w_hh``, ``b_hh`` and ``ln_hh_weight`` per direction (``None`` where absent),
+    the rest as in :class:`_ExtendedLSTM`."""
 
     @staticmethod
     @common.reuses_call_memory
@@ -238,14 +212,14 @@ class _ExtendedGRU(torch.autograd.Function):
         norm = flat[2] is not None
         per_unit, nothing = (steps, batch, directions * hidden), (0, 0, 0)
         kept, a = _loop_buffers(keep, xp.dtype, dict(
-            gates=xp.shape, bn=per_unit, hold=per_unit, hprev=per_unit, **_statistics_shapes(norm, steps, batch, directions),
-            zhat=xp.shape if norm else nothing, rstd_z=(steps, batch, directions) if norm else nothing,
+            gates=xp.shape, bn=per_unit, hold=per_unit, hprev=per_unit, zhat=xp.shape if norm else nothing,
+            rstd_z=(steps, batch, directions) if norm else nothing,
         ))
         out = xp.new_empty(per_unit)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        weights = _per_direction(flat, 5)
+        weights = _per_direction(flat, 3)
         w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
-        b_hh, g_hh, g_ih, b_in = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2, 3, 4))
+        b_hh, g_hh = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2))
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         xp_a, out_a, h_a = (common.as_array(t) for t in (xp, out, h_n))
         lengths_a = lengths.numpy()
@@ -253,14 +227,14 @@ class _ExtendedGRU(torch.autograd.Function):
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_gru_forward(
-                xp_a, d * 3 * hidden, d * hidden, d, w_hh_t[d], g_ih[d], b_in[d], b_hh[d], g_hh[d], rm[d], zm[d],
-                norm, a["gates"], a["bn"], out_a, a["hold"], a["hprev"], a["mean_x"], a["rstd_x"], a["zhat"],
-                a["rstd_z"], h_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+                xp_a, d * 3 * hidden, d * hidden, d, w_hh_t[d], b_hh[d], g_hh[d], rm[d], zm[d], norm,
+                a["gates"], a["bn"], out_a, a["hold"], a["hprev"], a["zhat"], a["rstd_z"], h_a[d], lengths_a,
+                d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights), batch, steps)
-        if keep:  # as in _ExtendedLSTM
-            ctx.save_for_backward(xp if norm else None, *flat)
+        if keep:
+            ctx.save_for_backward(*flat)
             ctx.kept = (lengths, rmask, zmask, kept, norm)
         return out, h_n
 
@@ -268,40 +242,35 @@ class _ExtendedGRU(torch.autograd.Function):
     @once_differentiable
     @common.reuses_call_memory
     def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
-        xp, *flat = ctx.saved_tensors
+        flat = ctx.saved_tensors
         lengths, rmask, zmask, kept, norm = ctx.kept
-        gates, bn, hold, hprev, mean_x, rstd_x, zhat, rstd_z = (
-            kept[name] for name in ("gates", "bn", "hold", "hprev", "mean_x", "rstd_x", "zhat", "rstd_z")
+        gates, bn, hold, hprev, zhat, rstd_z = (
+            kept[name] for name in ("gates", "bn", "hold", "hprev", "zhat", "rstd_z")
         )
         steps, batch, _ = gates.shape
         directions, _, hidden = grad_h_n.shape
-        weights = _per_direction(flat, 5)
-        # dL/d xp goes back into torch's graph of the input side, from memory used
-        # before; the rest is scratch of this call
+        weights = _per_direction(flat, 3)
+        # dL/d xp goes back into torch's graph of the input side (its layer norm), from
+        # memory used before; the rest is scratch of this call
         dxp = common.pooled_tensor(gates.shape, gates.dtype)
         dz = common.scratch_tensor(gates.shape, gates.dtype)
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
-        # each batch row's share of dL/db_hh and, with layer norm, of the gains' and b_ih's gradients
+        # each batch row's share of dL/db_hh and of the gain's gradient
         db_hh = gates.new_zeros(directions, batch, 3 * hidden)
-        dg_ih, db_in, dg_hh = (gates.new_zeros(directions, batch if norm else 0, 3 * hidden) for _ in range(3))
+        dg_hh = gates.new_zeros(directions, batch if norm else 0, 3 * hidden)
         w_hh = common.step_weights([w[0] for w in weights], gates.dtype)
-        g_hh, g_ih = (common.as_arrays([w[j] for w in weights], (0,), gates.dtype) for j in (2, 3))
+        g_hh = common.as_arrays([w[2] for w in weights], (0,), gates.dtype)
         rm, zm = _masks(rmask, zmask, directions, gates.dtype)
-        arrays = [
-            common.as_array(t)
-            for t in (gates, bn, hold, _read_input(xp, gates), mean_x, rstd_x, zhat, rstd_z, grad_out, dxp, dz, dh,
-                      db_hh, dg_ih, db_in, dg_hh)
-        ]
-        (gates_a, bn_a, hold_a, xp_a, mean_x_a, rstd_x_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a, db_hh_a,
-         dg_ih_a, db_in_a, dg_hh_a) = arrays
+        arrays = [common.as_array(t) for t in (gates, bn, hold, zhat, rstd_z, grad_out, dxp, dz, dh, db_hh, dg_hh)]
+        gates_a, bn_a, hold_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a, db_hh_a, dg_hh_a = arrays
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_gru_backward(
-                gates_a, d * 3 * hidden, d * hidden, d, bn_a, hold_a, w_hh[d], xp_a, g_ih[d], g_hh[d], rm[d], zm[d],
-                norm, mean_x_a, rstd_x_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a[d], db_hh_a[d], dg_ih_a[d],
-                db_in_a[d], dg_hh_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
+                gates_a, d * 3 * hidden, d * hidden, d, bn_a, hold_a, w_hh[d], g_hh[d], rm[d], zm[d],
+                norm, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a[d], db_hh_a[d], dg_hh_a[d], lengths_a,
+                d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights), batch, steps)
@@ -313,14 +282,14 @@ class _ExtendedGRU(torch.autograd.Function):
                 dz[:, :, gates_d].reshape(pairs, 3 * hidden).t(), hprev[:, :, cols].reshape(pairs, hidden)
             ))
             grads.append(None if w[1] is None else db_hh[d].sum(0))
-            grads += [dg_hh[d].sum(0), dg_ih[d].sum(0), db_in[d].sum(0)] if norm else [None, None, None]
+            grads.append(dg_hh[d].sum(0) if norm else None)
         return None, None, None, None, dxp, dh, *grads
 
 
 class _ExtendedElman(torch.autograd.Function):
     """``(keep, relu, lengths, recurrent_mask, zoneout_mask, xp, h0, *weights) -> (output, h_n)``;
-    ``weights`` are ``w_hh``, ``ln_hh_weight``, ``ln_ih_weight`` and ``b_in`` per direction
-    (the last three ``None`` without layer norm), the rest as in :class:`_ExtendedLSTM`."""
+    ``weights`` are ``w_hh`` and ``ln_hh_weight`` per direction (``None`` without layer norm),
+    the rest as in :class:`_ExtendedLSTM`."""
 
     @staticmethod
     @common.reuses_call_memory
@@ -330,14 +299,14 @@ class _ExtendedElman(torch.autograd.Function):
         norm = flat[1] is not None
         nothing = (0, 0, 0)
         kept, a = _loop_buffers(keep, xp.dtype, dict(
-            act=xp.shape, hprev=xp.shape, **_statistics_shapes(norm, steps, batch, directions),
-            zhat=xp.shape if norm else nothing, rstd_z=(steps, batch, directions) if norm else nothing,
+            act=xp.shape, hprev=xp.shape, zhat=xp.shape if norm else nothing,
+            rstd_z=(steps, batch, directions) if norm else nothing,
         ))
         out = xp.new_empty(xp.shape)
         h_n = h0.detach().clone(memory_format=torch.contiguous_format)
-        weights = _per_direction(flat, 4)
+        weights = _per_direction(flat, 2)
         w_hh_t = common.step_weights([w[0].t() for w in weights], xp.dtype)
-        g_hh, g_ih, b_in = (common.as_arrays([w[j] for w in weights], (0,), xp.dtype) for j in (1, 2, 3))
+        g_hh = common.as_arrays([w[1] for w in weights], (0,), xp.dtype)
         rm, zm = _masks(rmask, zmask, directions, xp.dtype)
         xp_a, out_a, h_a = (common.as_array(t) for t in (xp, out, h_n))
         lengths_a = lengths.numpy()
@@ -345,14 +314,13 @@ class _ExtendedElman(torch.autograd.Function):
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_elman_forward(
-                xp_a, d * hidden, d, w_hh_t[d], g_ih[d], b_in[d], g_hh[d], rm[d], zm[d], norm, relu, a["act"], out_a,
-                a["hprev"], a["mean_x"], a["rstd_x"], a["zhat"], a["rstd_z"], h_a[d], lengths_a, d == 1, piece.n0,
-                piece.n1, gemm,
+                xp_a, d * hidden, d, w_hh_t[d], g_hh[d], rm[d], zm[d], norm, relu, a["act"], out_a, a["hprev"],
+                a["zhat"], a["rstd_z"], h_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights), batch, steps)
-        if keep:  # as in _ExtendedLSTM
-            ctx.save_for_backward(xp if norm else None, *flat)
+        if keep:
+            ctx.save_for_backward(*flat)
             ctx.kept = (relu, lengths, rmask, zmask, kept, norm)
         return out, h_n
 
@@ -360,35 +328,29 @@ class _ExtendedElman(torch.autograd.Function):
     @once_differentiable
     @common.reuses_call_memory
     def backward(ctx, grad_out, grad_h_n):  # type: ignore[override]
-        xp, *flat = ctx.saved_tensors
+        flat = ctx.saved_tensors
         relu, lengths, rmask, zmask, kept, norm = ctx.kept
-        act, hprev, mean_x, rstd_x, zhat, rstd_z = (
-            kept[name] for name in ("act", "hprev", "mean_x", "rstd_x", "zhat", "rstd_z")
-        )
+        act, hprev, zhat, rstd_z = (kept[name] for name in ("act", "hprev", "zhat", "rstd_z"))
         steps, batch, _ = act.shape
         directions, _, hidden = grad_h_n.shape
-        weights = _per_direction(flat, 4)
+        weights = _per_direction(flat, 2)
         dxp = common.pooled_tensor(act.shape, act.dtype)  # as in _ExtendedLSTM.backward
         dz = common.scratch_tensor(act.shape, act.dtype) if norm else dxp
         dh = grad_h_n.clone(memory_format=torch.contiguous_format)
-        # each batch row's share of the gains' and b_in's gradients
-        dg_ih, db_in, dg_hh = (act.new_zeros(directions, batch if norm else 0, hidden) for _ in range(3))
+        dg_hh = act.new_zeros(directions, batch if norm else 0, hidden)  # each batch row's share of the gain's gradient
         w_hh = common.step_weights([w[0] for w in weights], act.dtype)
-        g_hh, g_ih = (common.as_arrays([w[j] for w in weights], (0,), act.dtype) for j in (1, 2))
+        g_hh = common.as_arrays([w[1] for w in weights], (0,), act.dtype)
         rm, zm = _masks(rmask, zmask, directions, act.dtype)
-        act_a, xp_a, mean_x_a, rstd_x_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a, dg_ih_a, db_in_a, dg_hh_a = (
-            common.as_array(t)
-            for t in (act, _read_input(xp, act), mean_x, rstd_x, zhat, rstd_z, grad_out, dxp, dz, dh, dg_ih, db_in,
-                      dg_hh)
+        act_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a, dg_hh_a = (
+            common.as_array(t) for t in (act, zhat, rstd_z, grad_out, dxp, dz, dh, dg_hh)
         )
         lengths_a = lengths.numpy()
 
         def work(piece: parallel.Piece, gemm: int) -> None:
             d = piece.d
             extended_elman_backward(
-                act_a, d * hidden, d, w_hh[d], xp_a, g_ih[d], g_hh[d], rm[d], zm[d], norm, relu, mean_x_a, rstd_x_a,
-                zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a[d], dg_ih_a[d], db_in_a[d], dg_hh_a[d], lengths_a,
-                d == 1, piece.n0, piece.n1, gemm,
+                act_a, d * hidden, d, w_hh[d], g_hh[d], rm[d], zm[d], norm, relu, zhat_a, rstd_z_a,
+                grad_out_a, dxp_a, dz_a, dh_a[d], dg_hh_a[d], lengths_a, d == 1, piece.n0, piece.n1, gemm,
             )
 
         common.run_pieces(work, _sizing(weights), batch, steps)
@@ -397,7 +359,7 @@ class _ExtendedElman(torch.autograd.Function):
         for d in range(directions):
             cols = slice(d * hidden, (d + 1) * hidden)
             grads.append(dense.matmul(dz[:, :, cols].reshape(pairs, hidden).t(), hprev[:, :, cols].reshape(pairs, hidden)))
-            grads += [dg_hh[d].sum(0), dg_ih[d].sum(0), db_in[d].sum(0)] if norm else [None, None, None]
+            grads.append(dg_hh[d].sum(0) if norm else None)
         return None, None, None, None, None, dxp, dh, *grads
 
 
@@ -430,24 +392,13 @@ def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     return _Linear.apply(x.reshape(steps * batch, features), w, b).view(steps, batch, w.shape[0])
 
 
-def _input_side(
-    x: Tensor, weights: list[DirectionWeights], fold_b_hh: bool
-) -> tuple[Tensor, list[tuple[Tensor | None, Tensor | None]]]:
-    """``(xp, normalised)``: every direction's input side, side by side, and
-    what the loops need to normalise it, ``(ln_ih_weight, b_in)`` per
-    direction. Without layer norm ``xp`` is ``W_ih x_t + b_ih`` (``+ b_hh``
-    with ``fold_b_hh``) and the pairs are ``(None, None)``; with it ``xp`` is
-    ``W_ih x_t`` and ``b_in`` those biases' sum (zeros without biases)."""
-    parts, normalised = [], []
-    for w in weights:
-        b_in = w.b_ih + w.b_hh if fold_b_hh and w.b_hh is not None else w.b_ih
-        if w.ln_ih_weight is None:
-            parts.append(input_projection(x, w._replace(b_ih=b_in), _linear))
-            normalised.append((None, None))
-        else:
-            parts.append(_linear(x, w.w_ih, None))
-            normalised.append((w.ln_ih_weight, torch.zeros_like(w.ln_ih_weight) if b_in is None else b_in))
-    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)).contiguous(), normalised
+def _input_side(x: Tensor, weights: list[DirectionWeights], fold_b_hh: bool) -> Tensor:
+    """Every direction's ``LN_ih(W_ih x_t) + b_ih`` (``+ b_hh`` with ``fold_b_hh``), side by side."""
+    parts = [
+        input_projection(x, w._replace(b_ih=w.b_ih + w.b_hh) if fold_b_hh and w.b_hh is not None else w, _linear)
+        for w in weights
+    ]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)).contiguous()
 
 
 def run_layer(
@@ -468,24 +419,22 @@ def run_layer(
     if zoneout_mask is not None:
         zoneout_mask = zoneout_mask.contiguous()  # in eval mode an expanded constant
     if kind in ("rnn_tanh", "rnn_relu"):
-        xp, normalised = _input_side(x, weights, fold_b_hh=True)
-        flat = [t for w, extra in zip(weights, normalised) for t in (w.w_hh, w.ln_hh_weight, *extra)]
+        flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight)]
+        xp = _input_side(x, weights, fold_b_hh=True)
         keep = common.backward_may_follow(xp, *state, *flat)
         output, h_n = _ExtendedElman.apply(
             keep, kind == "rnn_relu", lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat
         )
         return output, (h_n,)
     if kind == "gru":
-        xp, normalised = _input_side(x, weights, fold_b_hh=False)
-        flat = [t for w, extra in zip(weights, normalised) for t in (w.w_hh, w.b_hh, w.ln_hh_weight, *extra)]
+        flat = [t for w in weights for t in (w.w_hh, w.b_hh, w.ln_hh_weight)]
+        xp = _input_side(x, weights, fold_b_hh=False)
         keep = common.backward_may_follow(xp, *state, *flat)
         output, h_n = _ExtendedGRU.apply(keep, lengths, recurrent_mask, zoneout_mask, xp, state[0], *flat)
         return output, (h_n,)
     h0, c0 = state
-    xp, normalised = _input_side(x, weights, fold_b_hh=True)
-    flat = [
-        t for w, extra in zip(weights, normalised) for t in (w.w_hh, w.ln_hh_weight, w.ln_c_weight, w.ln_c_bias, w.w_hr, *extra)
-    ]
+    flat = [t for w in weights for t in (w.w_hh, w.ln_hh_weight, w.ln_c_weight, w.ln_c_bias, w.w_hr)]
+    xp = _input_side(x, weights, fold_b_hh=True)
     keep = common.backward_may_follow(xp, h0, c0, *flat)
     output, h_n, c_n, *cells = _ExtendedLSTM.apply(
         keep, return_cells, lengths, recurrent_mask, zoneout_mask, xp, h0, c0, *flat
