@@ -54,7 +54,7 @@ class SequenceClassifier(nn.Module):
         cell = CELLS[config.cell]
         extra = {"nonlinearity": config.nonlinearity} if "nonlinearity" in cell.layer_arguments else {}
         self.recurrent = getattr(rnnkit, cell.layer)(
-            input_size + self.constant_feature,
+            input_size + (1 if self.constant_feature else 0),
             config.hidden_size,
             num_layers=config.num_layers,
             bias=config.bias,
