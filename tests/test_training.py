@@ -296,6 +296,25 @@ def test_bad_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
+def test_a_layer_norm_checkpoint_without_the_constant_feature_is_named():
+    """A --layer-norm checkpoint whose layer reads F inputs (written before the
+    classifier gave it the constant feature) is refused in one line that says so."""
+    from rnnkit.data import Scaler
+    from rnnkit.training.checkpoint import Checkpoint
+
+    config = RunConfig(model=ModelConfig(cell="lstm", hidden_size=4, layer_norm=True))
+    older = SequenceClassifier(config.model, input_size=1, num_classes=3).state_dict()  # the layer reads 2
+    scaler = Scaler(np.zeros(2, np.float32), np.ones(2, np.float32))
+    checkpoint = Checkpoint(config, input_size=2, num_classes=3, scaler=scaler, model=older, progress={})
+    with pytest.raises(UserError, match="do not fit its model: .*saved by an older rnnkit.*train it again") as error:
+        checkpoint.build_model()
+    assert "\n" not in str(error.value)
+    plain = RunConfig(model=ModelConfig(cell="lstm", hidden_size=4))
+    with pytest.raises(UserError, match="do not fit its model") as error:
+        Checkpoint(plain, input_size=2, num_classes=3, scaler=scaler, model=older, progress={}).build_model()
+    assert "older rnnkit" not in str(error.value)
+
+
 def test_curves_tick_whole_epochs(tmp_path):
     from rnnkit.training.plots import plot_curves
 

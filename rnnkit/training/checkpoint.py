@@ -59,8 +59,21 @@ class Checkpoint:
             model.load_state_dict(self.model)
         except RuntimeError as error:
             first_line = str(error).splitlines()[1:2] or [str(error)]
-            raise UserError(f"the checkpoint's weights do not fit its model: {first_line[0].strip()}") from None
+            raise UserError(
+                f"the checkpoint's weights do not fit its model: {first_line[0].strip()}{self._hint()}"
+            ) from None
         return model.to(device).eval()
+
+    def _hint(self) -> str:
+        """Why the weights may not fit: a layer-norm run saved before the
+        classifier gave its layer a constant feature (``F`` inputs, not ``F + 1``)."""
+        first = self.model.get("recurrent.weight_ih_l0")
+        if self.config.model.layer_norm and first is not None and first.shape[1] == self.input_size:
+            return (
+                "; this --layer-norm run was saved by an older rnnkit, whose layer had no constant "
+                "input feature: train it again"
+            )
+        return ""
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
