@@ -804,4 +804,3 @@ def test_masks_are_bernoulli_draws_that_the_seed_reproduces(dtype):
     assert not rd_all.any() and bool((zo_all == 1).all())
     (_,), (zo_none,) = draw_masks(x, 1, 1, 8, True, recurrent_dropout=0.5, zoneout=1e-300)
     assert not zo_none.any()
-
