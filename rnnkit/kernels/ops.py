@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from rnnkit.kernels.numba_ops import bernoulli_fill
 from rnnkit.kernels.reference import DirectionWeights, State
 
 
@@ -199,8 +200,6 @@ def tracing() -> bool:
 
 
 def _draw(seed: Tensor, shape: list[int], p: float, double: bool) -> Tensor:
-    from rnnkit.kernels.numba_ops import bernoulli_fill
-
     mask = torch.empty(shape, dtype=torch.float64 if double else torch.float32)
     bernoulli_fill(mask.view(-1).numpy(), p, int(seed))
     return mask
