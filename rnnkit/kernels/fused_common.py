@@ -298,8 +298,13 @@ def pooled_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
 def machinery_active() -> bool:
     """Whether autocast, forward-mode AD (an open dual level) or a torch.func
     transform is on: the torch machinery that loops reading raw memory would
-    escape (see :func:`rnnkit.kernels.fused.refusal`)."""
-    return autocast_enabled("cpu") or transforms_active() or forward_ad_active()
+    escape (see :func:`rnnkit.kernels.fused.refusal`). The three tests written
+    out, not called: a one-step call makes this check every time."""
+    return (
+        _cpu_autocast()
+        or (_transforms is not None and _transforms())
+        or torch.autograd.forward_ad._current_level >= 0
+    )
 
 
 def forward_ad_active() -> bool:
@@ -318,8 +323,22 @@ def autocast_enabled(device_type: str) -> bool:
 def transforms_active() -> bool:
     """Whether a torch.func transform (grad, vmap, ...) is running: its
     tensors, the state's included, are wrappers, not plain memory."""
-    check = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(check and check())
+    return bool(_transforms and _transforms())
+
+
+_transforms = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
+def _cpu_autocast_test() -> Callable[[], bool]:
+    """``autocast_enabled('cpu')`` as torch's own call, without the wrapper."""
+    try:
+        torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled
+    return functools.partial(torch.is_autocast_enabled, "cpu")
+
+
+_cpu_autocast = _cpu_autocast_test()
 
 
 def clean_lengths(lengths: Tensor | None, steps: int) -> Tensor | None:

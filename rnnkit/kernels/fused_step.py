@@ -54,7 +54,7 @@ class _Weights(NamedTuple):
     have), the sizes, and the dtype's zero."""
 
     anchor: weakref.ref  # w_hh, for the identity check (an id can be reused)
-    key: tuple
+    key: list
     dtype: torch.dtype
     at: tuple[int, ...]
     inputs: int
@@ -104,11 +104,11 @@ _KEPT_LOCK = threading.Lock()
 _ZEROS = {torch.float32: np.float32(0), torch.float64: np.float64(0)}
 
 
-def _key(w: DirectionWeights) -> tuple:
+def _key(w: DirectionWeights) -> list:
     """What must not have changed for a kept entry to serve: each tensor's
     address, shape and contiguity, which fix its layout (a ``.data`` swap or
     ``.to()`` changes them; an in-place change is read through the address)."""
-    return tuple([None if t is None else (t.data_ptr(), t.shape, t.is_contiguous()) for t in w[:5]])
+    return [None if t is None else (t.data_ptr(), t.shape, t.is_contiguous()) for t in w[:5]]
 
 
 def _weights(w: DirectionWeights) -> _Weights | None:
@@ -208,7 +208,7 @@ def run_cell(kind: str, x: Tensor, state: State, w: DirectionWeights, planned: P
     :func:`plan` gave for them and the weights ``w``."""
     # The loops read x and the state by address: contiguous copies, if any,
     # are held here for the call and given to autograd, which records them.
-    x, state = x.contiguous(), tuple(s.contiguous() for s in state)
+    x, state = x.contiguous(), tuple([s.contiguous() for s in state])
     if planned.recorded:
         return _Step.apply(kind, planned.weights, False, x, *state, *w[:4])
     return _run(kind, planned.weights, False, x, state, 0)
@@ -220,7 +220,7 @@ def run_layer(
     """One layer on one step, ``x (1, N, H_in)``, ``state`` and the result as
     :func:`rnnkit.kernels.reference.run_layer` has them; ``planned`` what
     :func:`plan` gave for them and ``weights``."""
-    x, state = x.contiguous(), tuple(s.contiguous() for s in state)  # as in run_cell
+    x, state = x.contiguous(), tuple([s.contiguous() for s in state])  # as in run_cell
     if planned.recorded:
         output, *new = _Step.apply(kind, planned.weights, True, x, *state, *(t for w in weights for t in w[:4]))
         return output, tuple(new)
@@ -233,9 +233,9 @@ def _run(kind: str, planned: tuple[_Weights, ...], layer: bool, x: Tensor, state
     ``(1, N, D*H_out)`` for a ``layer`` (a cell's output is its new ``h``);
     ``x`` and ``state`` C-contiguous, ``acts`` the address of ``(D, N,
     KEPT_WIDTH*H)`` for what a backward pass needs, or 0."""
-    new = tuple(map(torch.empty_like, state))
+    new = tuple([torch.empty_like(s) for s in state])
     x_at, rows, width = x.data_ptr(), x.shape[-2], state[0].shape[-1]
-    state_at, new_at = tuple(s.data_ptr() for s in state), tuple(n.data_ptr() for n in new)
+    state_at, new_at = tuple([s.data_ptr() for s in state]), tuple([n.data_ptr() for n in new])
     if not layer:  # one direction, whose output is its new h
         STEPS[kind](kind, x_at, state_at, planned[0], new_at[0], width, 0, new_at, rows, acts)
         return new

@@ -88,6 +88,11 @@ def _check_state(
             f"got {type(hx).__name__}"
         )
     parts = (hx,) if len(names) == 1 else tuple(hx)
+    for part, shape in zip(parts, expected):  # the common case, in one test a part: all is well
+        if not (isinstance(part, Tensor) and part.shape == shape and part.dtype == x.dtype and _same_device(part, x)):
+            break
+    else:
+        return parts
     for index, (part, shape) in enumerate(zip(parts, expected)):
         if not isinstance(part, Tensor):
             raise TypeError(
