@@ -59,7 +59,7 @@ def refusal(
     dtype = x.dtype
     if not x.is_cpu or dtype not in DTYPES:
         return f"it runs float32 and float64 on the CPU, got {dtype} on {x.device}"
-    if common.autocast_enabled("cpu"):
+    if common.cpu_autocast_enabled():
         return "autocast is on"
     if common.transforms_active():
         return "a torch.func transform (grad, vmap, ...) is running"

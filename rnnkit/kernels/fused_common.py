@@ -298,13 +298,8 @@ def pooled_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
 def machinery_active() -> bool:
     """Whether autocast, forward-mode AD (an open dual level) or a torch.func
     transform is on: the torch machinery that loops reading raw memory would
-    escape (see :func:`rnnkit.kernels.fused.refusal`). The three tests written
-    out, not called: a one-step call makes this check every time."""
-    return (
-        _cpu_autocast()
-        or (_transforms is not None and _transforms())
-        or torch.autograd.forward_ad._current_level >= 0
-    )
+    escape (see :func:`rnnkit.kernels.fused.refusal`)."""
+    return cpu_autocast_enabled() or transforms_active() or forward_ad_active()
 
 
 def forward_ad_active() -> bool:
@@ -313,24 +308,8 @@ def forward_ad_active() -> bool:
     return torch.autograd.forward_ad._current_level >= 0
 
 
-def autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4: no device argument
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-
-
-def transforms_active() -> bool:
-    """Whether a torch.func transform (grad, vmap, ...) is running: its
-    tensors, the state's included, are wrappers, not plain memory."""
-    return bool(_transforms and _transforms())
-
-
-_transforms = getattr(torch._C, "_are_functorch_transforms_active", None)
-
-
 def _cpu_autocast_test() -> Callable[[], bool]:
-    """``autocast_enabled('cpu')`` as torch's own call, without the wrapper."""
+    """torch's own test of CPU autocast, bound once: a one-step call makes it every time."""
     try:
         torch.is_autocast_enabled("cpu")
     except TypeError:  # torch < 2.4: no device argument
@@ -338,7 +317,16 @@ def _cpu_autocast_test() -> Callable[[], bool]:
     return functools.partial(torch.is_autocast_enabled, "cpu")
 
 
-_cpu_autocast = _cpu_autocast_test()
+cpu_autocast_enabled = _cpu_autocast_test()
+"""``cpu_autocast_enabled()``: whether autocast is on for the CPU."""
+
+_transforms = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
+def transforms_active() -> bool:
+    """Whether a torch.func transform (grad, vmap, ...) is running: its
+    tensors, the state's included, are wrappers, not plain memory."""
+    return _transforms is not None and _transforms()
 
 
 def clean_lengths(lengths: Tensor | None, steps: int) -> Tensor | None:
