@@ -945,6 +945,30 @@ def test_dense_products_match_torch_on_either_path(onednn, monkeypatch):
         torch.testing.assert_close(result.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows, inner, columns", [(300, 2100, 7), (64, 4000, 64), (8, 50, 3)])
+def test_a_weights_gradient_is_the_same_whatever_the_thread_count(rows, inner, columns, dtype, monkeypatch):
+    """``dz^T x`` off oneDNN: blocks of output rows and spans of the inner
+    dimension by the shape alone (here 4 pieces, so that 300 rows make
+    blocks of 128 and 64 rows two spans), with torch's grad mode on."""
+    monkeypatch.setattr(dense, "ONEDNN", False)
+    monkeypatch.setattr(dense, "REDUCTION_PIECES", 4)
+    monkeypatch.setattr(dense, "REDUCTION_WORK_PER_THREAD", 1)
+    dz = torch.randn(inner, rows, dtype=dtype, requires_grad=True)
+    x = torch.randn(inner, columns, dtype=dtype)
+    previous = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(dense.matmul(dz.t(), x))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(results[0], results[1])
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(results[0], (dz.t() @ x).detach(), rtol=tolerance, atol=tolerance)
+
+
 @pytest.mark.parametrize("kind", ONE_PER_LOOPS)
 def test_layers_match_reference_with_every_product_on_onednn(kind, monkeypatch):
     """The backward's products over all steps through oneDNN, however small."""

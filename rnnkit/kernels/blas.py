@@ -143,6 +143,12 @@ _mkl = functools.cache(_mkl)
 _openblas = functools.cache(_openblas)
 
 
+def torch_mkl() -> Blas | None:
+    """The MKL inside torch's wheel, or ``None`` where it has none (this
+    loads nothing else, unlike :func:`available`)."""
+    return _mkl()
+
+
 def available() -> dict[str, Blas]:
     """Every BLAS found, best first (MKL, where torch's wheel has it).
     Loading SciPy's OpenBLAS starts its thread pool, so the loops ask for it

@@ -11,18 +11,27 @@ it: measured on an AMD EPYC (Zen 5), one thread, float32, it does
 (250 against 112 GFLOP/s), and the same at every size from about two
 million multiply-adds. Below that its fixed cost (about 10 µs a call) is
 more than it saves, and so is the copy of a transposed input for a small
-output (:data:`MIN_ONEDNN_REDUCTION_OUTPUT`). It has no float64, and on Intel CPUs MKL has AVX-512 code of
-its own, so everything else stays with torch's matmul.
+output (:data:`MIN_ONEDNN_REDUCTION_OUTPUT`). It has no float64, and on
+Intel CPUs MKL has AVX-512 code of its own: measured on an Intel Xeon
+(AVX-512, AMX), float32, ``torch.mm`` ran these products 1.05-1.15 times as
+fast as oneDNN on one and two threads (but for the weights' gradients at two
+threads, about level), so everything else stays with torch's matmul.
 
 oneDNN's results do not depend on the thread count (tested), as the loops'
-do not, so a layer's output stays bitwise the same whatever the threads.
+do not. MKL's do for a product over a long inner dimension with a small
+output (a weight's gradient), which it splits over its threads; those go
+through :func:`_reduction_in_pieces`, so that a layer's outputs and
+gradients stay bitwise the same whatever the threads.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor
 
+from rnnkit.kernels import blas, parallel
 from rnnkit.kernels.blas import INTEL
 
 MIN_ONEDNN_WORK = 1 << 21
@@ -63,6 +72,9 @@ def matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     ``bias (N,)``. Views (transposes, column slices) are fine for ``a`` and
     ``b``. Call it with autograd off, as inside a Function's forward or backward."""
     if not _use_onednn(a, b):
+        if not a.is_contiguous() and a.device.type == "cpu":
+            out = _reduction_in_pieces(a, b)
+            return out if bias is None else out.add_(bias)
         return a @ b if bias is None else torch.addmm(bias, a, b)
     if a.is_contiguous():
         return _onednn(a, b, bias)
@@ -90,6 +102,58 @@ def matmul(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     if swap:
         out = out.t().contiguous()
     return out if bias is None else out.add_(bias)
+
+
+REDUCTION_PIECES = 1 << max(1, ((os.cpu_count() or 2) - 1).bit_length())
+"""Pieces that a product over a long inner dimension (a weight's gradient,
+``dz^T x``) left to torch's BLAS is cut into, at most: the machine's cores,
+rounded up to a power of two (the fewest that keep every core busy; each
+piece costs a BLAS call and a hand-over), whatever the thread setting.
+They are blocks of 64 output rows or more, and, where there are fewer blocks
+than this, spans of the inner dimension of at least :data:`MIN_REDUCTION_SPAN`."""
+
+MIN_REDUCTION_SPAN = 512
+
+REDUCTION_WORK_PER_THREAD = 1 << 22
+"""Multiply-adds a thread must have of such a product to be worth waking
+(handing pieces to torch's OpenMP team costs about 35 µs)."""
+
+
+def _reduction_in_pieces(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for a transposed ``a (M, K)``, ``b (K, N)``, bitwise the
+    same whatever the thread count.
+
+    Threaded, MKL splits a long inner dimension over its threads, and the
+    sums then depend on their number (seen on an Intel Xeon, float32 and
+    float64, for ``(64, 800) @ (800, 8)`` up to ``(512, 1600) @ (1600,
+    128)``, not for ``(2048, 3200) @ (3200, 512)``). So the product is cut, by its shape alone, into
+    blocks of output rows and spans of ``K`` (:data:`REDUCTION_PIECES`),
+    each one BLAS call on one thread, shared by rnnkit's threads; the spans'
+    sums are then added in order. Where torch's wheel has no MKL the product
+    is left to torch as it is."""
+    mkl = blas.torch_mkl()
+    if mkl is None:
+        return a @ b
+    (rows, inner), columns = a.shape, b.shape[1]
+    block = max(64, -(-rows // (REDUCTION_PIECES * 64)) * 64)
+    blocks = -(-rows // block)
+    spans = max(1, min(REDUCTION_PIECES // blocks, inner // MIN_REDUCTION_SPAN))
+    spans = 1 << (spans.bit_length() - 1)  # a power of two: pieces split evenly over 2^k threads
+    span = -(-inner // spans)
+    parts = torch.empty(spans, rows, columns, dtype=torch.promote_types(a.dtype, b.dtype))
+
+    def product(piece: tuple[int, int]) -> None:
+        r0, k = piece
+        k0, k1 = k * span, (k + 1) * span
+        with mkl.one_thread(), torch.no_grad():  # grad mode is per thread
+            torch.mm(a[r0 : r0 + block, k0:k1], b[k0:k1], out=parts[k, r0 : r0 + block])
+
+    threads = parallel.threads_for(rows * inner * columns, REDUCTION_WORK_PER_THREAD)
+    parallel.run(product, [(r0, k) for k in range(spans) for r0 in range(0, rows, block)], threads)
+    out = parts[0]
+    for k in range(1, spans):
+        out.add_(parts[k])
+    return out
 
 
 REDUCTION_CHUNK_BYTES = 1 << 22
