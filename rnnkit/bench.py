@@ -328,7 +328,7 @@ def measure(
 
     inf_ours, inf_theirs, rounds = _alternate(inference(ours), inference(theirs), min_time / 2, device=device)
     train_ours, train_theirs, _ = _alternate(training(ours), training(theirs), min_time / 2, device=device)
-    library, _ = blas.per_step_gemm(dtype == torch.float64, config.batch)
+    library, _ = per_step_gemm(config, dtype)
     result = Result(
         config, backend, rounds, inf_theirs, inf_ours, train_theirs, train_ours, max_abs_diff,
         floor_ms(config, dtype, min_time / 4) if device == "cpu" else None,
@@ -338,6 +338,16 @@ def measure(
         result.peak_torch_mb = peak_memory_mb(config, dtype, "torch")
         result.peak_rnnkit_mb = peak_memory_mb(config, dtype, "rnnkit")
     return result
+
+
+def per_step_gemm(config: BenchConfig, dtype: torch.dtype) -> tuple[blas.Blas | None, int]:
+    """How the layers of ``config`` do their per-step products
+    (:func:`blas.per_step_gemm`)."""
+    gates = len(CELLS[config.cell].gates)
+    return blas.per_step_gemm(
+        dtype == torch.float64, config.batch, 2 if config.bidirectional else 1,
+        config.proj_size or config.hidden, gates * config.hidden,
+    )
 
 
 def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_rounds: int = 5) -> float:
@@ -352,7 +362,7 @@ def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_round
     gates = len(CELLS[config.cell].gates)
     hidden, width = config.hidden, config.proj_size or config.hidden
     directions = 2 if config.bidirectional else 1
-    library, gemm = blas.per_step_gemm(dtype == torch.float64, config.batch)
+    library, gemm = per_step_gemm(config, dtype)
 
     def zeros(*shape: int):
         return torch.zeros(shape, dtype=dtype)

@@ -341,7 +341,7 @@ PRODUCT_CASES = [
 @pytest.mark.parametrize("case", PRODUCT_CASES, ids=str)
 def test_every_product_path_matches_reference(case, product, monkeypatch):
     monkeypatch.setenv("RNNKIT_BLAS", product)
-    assert (blas.per_step_gemm(case.dtype == torch.float64, case.batch)[1] == 0) == (product == "none")
+    assert (blas.per_step_gemm(case.dtype == torch.float64, case.batch, 1, 64, 256)[1] == 0) == (product == "none")
     inputs = make_inputs(case)
     ours = forward_and_grads(fused.run_layer, case, inputs)
     expected = forward_and_grads(reference.run_layer, case, inputs)
@@ -374,17 +374,21 @@ def test_every_product_path_is_bitwise_deterministic_whatever_the_thread_count(m
 
 def test_the_automatic_choice_depends_on_the_shape_only(monkeypatch):
     monkeypatch.delenv("RNNKIT_BLAS", raising=False)
-    for double, batch in itertools.product((False, True), (1, 4, 16, 64)):
-        library, gemm = blas.per_step_gemm(double, batch)
+    shapes = itertools.product((False, True), (1, 4, 16, 32, 64), (1, 2), [(32, 128), (64, 64), (64, 256), (512, 2048)])
+    for double, batch, directions, (inner, outer) in shapes:
+        library, gemm = blas.per_step_gemm(double, batch, directions, inner, outer)
         assert (library is None) == (gemm == 0)
         assert library is None or (gemm == library.gemm(double) and library.name == "mkl" and blas.INTEL)
-    assert blas.per_step_gemm(False, 1) == (None, 0)  # one row: numba's
+        if batch * directions < blas.MKL_MIN_ROWS or inner * outer < blas.MKL_MIN_WEIGHTS:
+            assert library is None  # small batches split into pairs of rows, narrow weights: numba's
+    big = blas.per_step_gemm(False, 64, 1, 512, 2048)[0]
+    assert (big is not None) == (blas.INTEL and blas._mkl() is not None)
 
 
 def test_an_unknown_blas_is_refused(monkeypatch):
     monkeypatch.setenv("RNNKIT_BLAS", "atlas")
     with pytest.raises(ValueError, match="RNNKIT_BLAS='atlas': expected 'none' or one of"):
-        blas.per_step_gemm(False, 64)
+        blas.per_step_gemm(False, 64, 1, 64, 256)
 
 
 @pytest.mark.parametrize("name", list(blas.available()))

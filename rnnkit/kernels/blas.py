@@ -185,25 +185,44 @@ def _intel() -> bool:
 INTEL = _intel()
 
 
-def per_step_gemm(double: bool, batch: int) -> tuple[Blas | None, int]:
-    """How a layer's per-step products run: ``(blas, address)`` of the GEMM
-    to call from the loops, or ``(None, 0)`` for numba's ``matmul_rows``.
+MKL_MIN_ROWS = 2 * BLAS_ROWS
+"""Batch rows times directions from which MKL takes the per-step products on
+Intel CPUs: with fewer, its blocks of :data:`BLAS_ROWS` rows leave a second
+thread idle, where numba's tiles split the batch in pairs of rows."""
 
-    ``double``: float64 (else float32); ``batch`` is ``N``. The choice
-    depends on nothing else (not on the thread count), so every split of the
-    batch gets the same arithmetic.
+MKL_MIN_INNER = 64
+MKL_MIN_WEIGHTS = 64 * 192
+"""The smallest ``W_hh`` (inner dimension, and multiply-adds per row) whose
+per-step products MKL does faster than numba's tiles on Intel CPUs."""
+
+
+def per_step_gemm(double: bool, batch: int, directions: int, inner: int, outer: int) -> tuple[Blas | None, int]:
+    """How a layer's per-step products ``(N, inner) @ (inner, outer)`` run
+    (``W_hh^T`` is ``(inner, outer)``: ``inner`` the state's width, ``outer``
+    the gates'): ``(blas, address)`` of the GEMM to call from the loops, or
+    ``(None, 0)`` for numba's ``matmul_rows``.
+
+    ``double``: float64 (else float32); ``batch`` is ``N``, ``directions`` 1
+    or 2. The choice depends on the layer's shape only (not on the thread
+    count), so every split of the batch gets the same arithmetic.
     ``RNNKIT_BLAS=mkl`` or ``openblas`` sends every product to that BLAS,
     ``none`` keeps them all in numba.
 
-    By measurement, one thread, float32, products ``(N, P) @ (P, 4P)`` called
-    from a compiled loop (README's Speed section): on AMD EPYC (Zen 5,
-    AVX-512), where MKL runs its AVX2 code, numba's register tiles run
-    230-270 GFLOP/s from ``N = 4`` against MKL's 75-95, so MKL is never
-    used there. On Intel Xeon (AVX-512), MKL ran 150-197 GFLOP/s at ``N >= 2``
-    against 42-98 for the dot-product loop the tiles replaced; the tiles have
-    not been measured there, so MKL keeps that range. SciPy's OpenBLAS never
-    beat numba's loops (6 GFLOP/s at ``N = 1``, 60 at ``N = 64`` on the EPYC),
-    so it serves only when asked for.
+    By measurement, one thread, products called from a compiled loop
+    (README's Speed section). On AMD EPYC (Zen 5, AVX-512), where MKL runs
+    its AVX2 code, numba's register tiles run 230-270 GFLOP/s float32 from
+    ``N = 4`` against MKL's 75-95, so MKL is never used there. On Intel Xeon
+    (AVX-512, AMX), float32: the tiles win at ``N <= 2`` (1.1-1.7x MKL's
+    speed below ``H = 256``), are level at ``N = 4``, and fall behind from
+    ``N = 8`` (MKL 0.93-0.96x the tiles' time at ``H = 64`` for the LSTM and
+    GRU, 0.85-0.9x at ``H = 128-256``, 0.65-0.75x at ``H = 512``), but for
+    a narrow ``W_hh`` (the Elman ``H = 64``, any ``H = 32``: the tiles
+    1.04-1.15x MKL's speed); float64 alike. MKL's blocks of
+    :data:`BLAS_ROWS` rows split a batch of 16 into one piece, the tiles
+    into two, so MKL serves from :data:`MKL_MIN_ROWS` rows (both directions
+    counted) and :data:`MKL_MIN_WEIGHTS`. SciPy's OpenBLAS never beat
+    numba's loops (6 GFLOP/s at ``N = 1``, 60 at ``N = 64`` on the EPYC), so
+    it serves only when asked for.
     """
     forced = os.environ.get("RNNKIT_BLAS", "")
     if forced == "none":
@@ -214,5 +233,10 @@ def per_step_gemm(double: bool, batch: int) -> tuple[Blas | None, int]:
     mkl = _mkl()
     if mkl is None:
         return None, 0
-    use = INTEL and batch >= 2
+    use = (
+        INTEL
+        and batch * directions >= MKL_MIN_ROWS
+        and inner >= MKL_MIN_INNER
+        and inner * outer >= MKL_MIN_WEIGHTS
+    )
     return (mkl, mkl.gemm(double)) if use else (None, 0)

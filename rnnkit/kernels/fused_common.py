@@ -435,13 +435,20 @@ def project_inputs(
     return out, None
 
 
+def layer_gemm(weights: list[DirectionWeights], batch: int) -> tuple[blas.Blas | None, int]:
+    """:func:`blas.per_step_gemm` for a layer's directions ``weights`` on a
+    batch of ``batch`` rows: ``W_hh (G*H, P)`` gives the product's shape."""
+    gated, width = weights[0].w_hh.shape
+    return blas.per_step_gemm(weights[0].w_hh.dtype == torch.float64, batch, len(weights), width, gated)
+
+
 def _plan(weights: list[DirectionWeights], batch: int, steps: int) -> tuple[list[parallel.Piece], int]:
     """:func:`parallel.plan` for a layer: the recurrence's multiply-adds per
     row and direction are those of its per-step products, with ``W_hh`` and,
     if any, ``W_hr``; where they go to a BLAS, chunks are whole blocks of its rows."""
     w = weights[0]
     per_step = w.w_hh.numel() + (0 if w.w_hr is None else w.w_hr.numel())
-    library, _ = blas.per_step_gemm(w.w_hh.dtype == torch.float64, batch)
+    library, _ = layer_gemm(weights, batch)
     row_block = numba_ops.ROW_BLOCK if library is None else blas.BLAS_ROWS
     return parallel.plan(len(weights), batch, steps * per_step, row_block)
 
@@ -460,8 +467,7 @@ def run_pieces(
     ``gemm`` says how the loops do the per-step products
     (:func:`rnnkit.kernels.blas.per_step_gemm`); where it is a BLAS, each
     piece keeps the BLAS on its own thread."""
-    w = weights[0]
-    library, gemm = blas.per_step_gemm(w.w_hh.dtype == torch.float64, batch)
+    library, gemm = layer_gemm(weights, batch)
 
     def run_piece(piece: parallel.Piece) -> None:
         with contextlib.nullcontext() if library is None else library.one_thread():
