@@ -340,7 +340,7 @@ def measure(
     return result
 
 
-def per_step_gemm(config: BenchConfig, dtype: torch.dtype) -> tuple[blas.Blas | None, int]:
+def per_step_gemm(config: BenchConfig, dtype: torch.dtype) -> tuple[blas.Blas | None, blas.StepGemm]:
     """How the layers of ``config`` do their per-step products
     (:func:`blas.per_step_gemm`)."""
     gates = len(CELLS[config.cell].gates)
@@ -353,11 +353,11 @@ def per_step_gemm(config: BenchConfig, dtype: torch.dtype) -> tuple[blas.Blas | 
 def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_rounds: int = 5) -> float:
     """The floor of an inference pass, in ms (median of rounds), on one
     thread: for each layer, its input projection ``(T*N, H_in) @ (H_in,
-    D*G*H)`` by rnnkit's tiles (:func:`~rnnkit.kernels.numba_ops.project_rows`,
-    as the layers do it), and for each direction ``T`` per-step products
-    ``(N, P) @ (P, G*H)`` (and, with a projection, ``(N, H) @ (H, P)``) from
-    compiled code, the way the loops do them (BLAS GEMMs of 16-row blocks,
-    or numba's tiles, as :func:`blas.per_step_gemm` picks). Nothing else: no
+    D*G*H)`` (:func:`~rnnkit.kernels.numba_ops.project_rows`, as the layers
+    do it), and for each direction ``T`` per-step products ``(N, P) @ (P,
+    G*H)`` (and, with a projection, ``(N, H) @ (H, P)``) from compiled code,
+    the way the loops do them (BLAS GEMMs of 16- or 32-row blocks, or numba's
+    tiles, as :func:`blas.per_step_gemm` picks). Nothing else: no
     gates, no copies. A layer that runs on several threads can beat it."""
     gates = len(CELLS[config.cell].gates)
     hidden, width = config.hidden, config.proj_size or config.hidden
@@ -380,8 +380,8 @@ def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_round
 
     def run() -> None:
         for x, w_ih_t, b_ih, projected in layers:
-            project_rows(x, w_ih_t, b_ih, projected, 0, 0, config.batch, 0, config.steps)
             with contextlib.nullcontext() if library is None else library.one_thread():
+                project_rows(x, w_ih_t, b_ih, projected, 0, 0, config.batch, 0, config.steps, gemm)
                 for _ in range(directions):
                     products_repeatedly(h, w_hh_t, z, config.steps, gemm)
                     if config.proj_size:

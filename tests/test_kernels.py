@@ -3,6 +3,7 @@ gradient, configuration by configuration; then the backend choice itself."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import os
@@ -337,11 +338,14 @@ PRODUCT_CASES = [
 """Batches of more than two blocks of ``BLAS_ROWS`` rows and a remainder."""
 
 
+@pytest.mark.parametrize("calls", ["16 rows", "32 rows"])
 @pytest.mark.parametrize("product", PRODUCTS)
 @pytest.mark.parametrize("case", PRODUCT_CASES, ids=str)
-def test_every_product_path_matches_reference(case, product, monkeypatch):
+def test_every_product_path_matches_reference(case, product, calls, monkeypatch):
     monkeypatch.setenv("RNNKIT_BLAS", product)
-    assert (blas.per_step_gemm(case.dtype == torch.float64, case.batch, 1, 64, 256)[1] == 0) == (product == "none")
+    if calls == "32 rows":  # as for weights beyond a core's cache
+        monkeypatch.setattr(blas, "LARGE_WEIGHTS_BYTES", 0)
+    assert (blas.per_step_gemm(case.dtype == torch.float64, case.batch, 1, 64, 256)[1] == blas.TILES) == (product == "none")
     inputs = make_inputs(case)
     ours = forward_and_grads(fused.run_layer, case, inputs)
     expected = forward_and_grads(reference.run_layer, case, inputs)
@@ -349,20 +353,24 @@ def test_every_product_path_matches_reference(case, product, monkeypatch):
         assert_close(a, b, name)
 
 
+@pytest.mark.parametrize("calls", ["16 rows", "32 rows"])
 @pytest.mark.parametrize("product", PRODUCTS)
 @pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
-def test_every_product_path_is_bitwise_deterministic_whatever_the_thread_count(mode, product, monkeypatch):
-    """With BLAS, the batch goes to threads in whole blocks of BLAS_ROWS rows,
-    and each block is one BLAS call, whatever the split."""
+def test_every_product_path_is_bitwise_deterministic_whatever_the_thread_count(mode, product, calls, monkeypatch):
+    """With BLAS, the batch goes to threads in whole blocks of rows (16, or
+    32 for large weights), and each block is one BLAS call, whatever the split."""
     monkeypatch.setenv("RNNKIT_BLAS", product)
-    case = Case(mode, dtype=torch.float32, steps=60, batch=40, hidden=33, input_size=8)
+    large = calls == "32 rows"
+    if large:
+        monkeypatch.setattr(blas, "LARGE_WEIGHTS_BYTES", 0)
+    case = Case(mode, dtype=torch.float32, steps=60, batch=80 if large else 40, hidden=33, input_size=8)
     inputs = make_inputs(case)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         single = forward_and_grads(fused.run_layer, case, inputs)
         torch.set_num_threads(2)
-        rows = ROW_BLOCK if product == "none" else blas.BLAS_ROWS
+        rows = ROW_BLOCK if product == "none" else blas.LARGE_BLAS_ROWS if large else blas.BLAS_ROWS
         pieces, threads = parallel.plan(1, case.batch, case.steps * len(cell_of(mode).gates) * case.hidden**2, rows)
         assert threads == 2 and len(pieces) == 2
         split = forward_and_grads(fused.run_layer, case, inputs)
@@ -376,13 +384,24 @@ def test_the_automatic_choice_depends_on_the_shape_only(monkeypatch):
     monkeypatch.delenv("RNNKIT_BLAS", raising=False)
     shapes = itertools.product((False, True), (1, 4, 16, 32, 64), (1, 2), [(32, 128), (64, 64), (64, 256), (512, 2048)])
     for double, batch, directions, (inner, outer) in shapes:
-        library, gemm = blas.per_step_gemm(double, batch, directions, inner, outer)
-        assert (library is None) == (gemm == 0)
-        assert library is None or (gemm == library.gemm(double) and library.name == "mkl" and blas.INTEL)
-        if batch * directions < blas.MKL_MIN_ROWS or inner * outer < blas.MKL_MIN_WEIGHTS:
-            assert library is None  # small batches split into pairs of rows, narrow weights: numba's
+        library, (address, rows) = blas.per_step_gemm(double, batch, directions, inner, outer)
+        assert (library is None) == (address == 0)
+        if library is None:
+            assert rows == 0
+            continue
+        assert address == library.gemm(double) and library.name == "mkl" and blas.INTEL
+        assert rows == (blas.LARGE_BLAS_ROWS if inner * outer * (8 if double else 4) > blas.LARGE_WEIGHTS_BYTES else blas.BLAS_ROWS)
+        # never fewer than two blocks of rows (numba's tiles split smaller batches in pairs), nor a narrow W_hh
+        assert batch * directions >= 2 * rows and inner * outer >= blas.MKL_MIN_WEIGHTS
     big = blas.per_step_gemm(False, 64, 1, 512, 2048)[0]
-    assert (big is not None) == (blas.INTEL and blas._mkl() is not None)
+    assert (big is not None) == (blas.INTEL and blas.torch_mkl() is not None)
+
+
+@pytest.mark.parametrize("double", [False, True])
+def test_forced_blas_calls_take_more_rows_for_weights_beyond_a_cache(double, monkeypatch):
+    monkeypatch.setenv("RNNKIT_BLAS", next(iter(blas.available())))
+    assert blas.per_step_gemm(double, 4, 1, 64, 256)[1][1] == blas.BLAS_ROWS
+    assert blas.per_step_gemm(double, 4, 1, 512, 2048)[1][1] == blas.LARGE_BLAS_ROWS
 
 
 def test_an_unknown_blas_is_refused(monkeypatch):
@@ -919,18 +938,24 @@ def test_a_row_gets_the_same_bits_in_every_tile():
         assert (alone[0] == together[n]).all()
 
 
-def test_a_piece_projects_its_own_rows_and_steps_only():
+@pytest.mark.parametrize("product", PRODUCTS)
+def test_a_piece_projects_its_own_rows_and_steps_only(product):
+    """By numba's tiles, or a step at a time by a BLAS in calls of two rows here."""
+    library = blas.available().get(product)
+    gemm = blas.TILES if library is None else (library.gemm(False), 2)
     x = torch.randn(6, 5, 4)
     w, b = torch.randn(10, 4), torch.randn(10)
     (w_t,) = fused_common.step_weights([w.t()], torch.float32)
     out = torch.full((6, 5, 23), float("nan"))
-    numba_ops.project_rows(x.numpy(), w_t, b.numpy(), out.numpy(), 3, 1, 4, 2, 5)
+    with contextlib.nullcontext() if library is None else library.one_thread():
+        numba_ops.project_rows(x.numpy(), w_t, b.numpy(), out.numpy(), 3, 2, 5, 2, 5, gemm)
     expected = x @ w.t() + b
-    torch.testing.assert_close(out[2:5, 1:4, 3:13], expected[2:5, 1:4])
+    torch.testing.assert_close(out[2:5, 2:5, 3:13], expected[2:5, 2:5])
     region = torch.zeros_like(out, dtype=torch.bool)
-    region[2:5, 1:4, 3:13] = True
+    region[2:5, 2:5, 3:13] = True
     assert out[~region].isnan().all()
-    numba_ops.project_rows(x.numpy(), w_t, b.numpy(), out.numpy(), 3, 0, 5, 0, 6)  # every row: one run
+    with contextlib.nullcontext() if library is None else library.one_thread():
+        numba_ops.project_rows(x.numpy(), w_t, b.numpy(), out.numpy(), 3, 0, 5, 0, 6, gemm)  # every row
     torch.testing.assert_close(out[:, :, 3:13], expected)
 
 

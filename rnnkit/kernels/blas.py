@@ -43,6 +43,14 @@ the thread count. With 16 rows a call's fixed cost (about 0.1 µs) is small
 beside its work from ``H = 32`` up, and a batch of 32 still splits over two
 threads."""
 
+LARGE_BLAS_ROWS = 32
+LARGE_WEIGHTS_BYTES = 2 << 20
+"""For a ``W_hh`` of more bytes than this, which a core's L2 cache does not
+hold, each BLAS call takes :data:`LARGE_BLAS_ROWS` rows: every call reads
+the whole matrix again (measured on an Intel Xeon, one thread, MKL,
+``(N, 512) @ (512, 2048)``: 117 GFLOP/s in calls of 16 rows, 148 of 32, 169
+of 64)."""
+
 
 class Blas(NamedTuple):
     """One BLAS library: its name, the addresses of ``sgemm`` and ``dgemm``
@@ -185,22 +193,30 @@ def _intel() -> bool:
 INTEL = _intel()
 
 
-MKL_MIN_ROWS = 2 * BLAS_ROWS
-"""Batch rows times directions from which MKL takes the per-step products on
-Intel CPUs: with fewer, its blocks of :data:`BLAS_ROWS` rows leave a second
-thread idle, where numba's tiles split the batch in pairs of rows."""
+MKL_MIN_BLOCKS = 2
+"""Blocks of a BLAS call's rows, in the batch times the directions, from
+which MKL takes the per-step products on Intel CPUs: with fewer, a second
+thread is left idle, where numba's tiles split the batch in pairs of rows."""
 
 MKL_MIN_INNER = 64
 MKL_MIN_WEIGHTS = 64 * 192
 """The smallest ``W_hh`` (inner dimension, and multiply-adds per row) whose
 per-step products MKL does faster than numba's tiles on Intel CPUs."""
 
+StepGemm = tuple[int, int]
+"""How the loops do their per-step products, as they take it: ``(address,
+rows)``, the GEMM to call and the rows of each call, or ``(0, 0)`` for
+numba's tiles (:func:`rnnkit.kernels.numba_ops.product`)."""
 
-def per_step_gemm(double: bool, batch: int, directions: int, inner: int, outer: int) -> tuple[Blas | None, int]:
+TILES: StepGemm = (0, 0)
+
+
+def per_step_gemm(double: bool, batch: int, directions: int, inner: int, outer: int) -> tuple[Blas | None, StepGemm]:
     """How a layer's per-step products ``(N, inner) @ (inner, outer)`` run
     (``W_hh^T`` is ``(inner, outer)``: ``inner`` the state's width, ``outer``
-    the gates'): ``(blas, address)`` of the GEMM to call from the loops, or
-    ``(None, 0)`` for numba's ``matmul_rows``.
+    the gates'): ``(blas, (address, rows))``, the BLAS, its GEMM to call from
+    the loops and the rows of each call, or ``(None, TILES)`` for numba's
+    ``matmul_rows``. The input projection goes the same way.
 
     ``double``: float64 (else float32); ``batch`` is ``N``, ``directions`` 1
     or 2. The choice depends on the layer's shape only (not on the thread
@@ -219,24 +235,25 @@ def per_step_gemm(double: bool, batch: int, directions: int, inner: int, outer: 
     a narrow ``W_hh`` (the Elman ``H = 64``, any ``H = 32``: the tiles
     1.04-1.15x MKL's speed); float64 alike. MKL's blocks of
     :data:`BLAS_ROWS` rows split a batch of 16 into one piece, the tiles
-    into two, so MKL serves from :data:`MKL_MIN_ROWS` rows (both directions
-    counted) and :data:`MKL_MIN_WEIGHTS`. SciPy's OpenBLAS never beat
-    numba's loops (6 GFLOP/s at ``N = 1``, 60 at ``N = 64`` on the EPYC), so
-    it serves only when asked for.
+    into two, so MKL serves from :data:`MKL_MIN_BLOCKS` blocks (both
+    directions counted) and :data:`MKL_MIN_WEIGHTS`. SciPy's OpenBLAS never
+    beat numba's loops (6 GFLOP/s at ``N = 1``, 60 at ``N = 64`` on the
+    EPYC), so it serves only when asked for.
     """
     forced = os.environ.get("RNNKIT_BLAS", "")
     if forced == "none":
-        return None, 0
+        return None, TILES
+    rows = LARGE_BLAS_ROWS if inner * outer * (8 if double else 4) > LARGE_WEIGHTS_BYTES else BLAS_ROWS
     if forced:
         blas = active()
-        return blas, blas.gemm(double)
+        return blas, (blas.gemm(double), rows)
     mkl = _mkl()
     if mkl is None:
-        return None, 0
+        return None, TILES
     use = (
         INTEL
-        and batch * directions >= MKL_MIN_ROWS
+        and batch * directions >= MKL_MIN_BLOCKS * rows
         and inner >= MKL_MIN_INNER
         and inner * outer >= MKL_MIN_WEIGHTS
     )
-    return (mkl, mkl.gemm(double)) if use else (None, 0)
+    return (mkl, (mkl.gemm(double), rows)) if use else (None, TILES)

@@ -420,22 +420,29 @@ def project_inputs(
     w_ih_t = step_weights([w.w_ih.t() for w in weights], x.dtype, steady)
     biases = as_arrays(list(folded) if folded is not None else [w.b_ih for w in weights], (gated,), x.dtype)
 
+    library, gemm = layer_gemm(weights, batch)
+
     def project(piece: parallel.Piece, t0: int = 0, t1: int = steps) -> None:
         d = piece.d
-        numba_ops.project_rows(x_a, w_ih_t[d], biases[d], out_a, d * gated, piece.n0, piece.n1, t0, t1)
+        numba_ops.project_rows(x_a, w_ih_t[d], biases[d], out_a, d * gated, piece.n0, piece.n1, t0, t1, gemm)
 
     if _plan(weights, batch, steps)[1] > 1:
-        return out, project
+        return out, project  # run_pieces keeps a BLAS on the piece's thread
     threads = parallel.threads_for(steps * batch * features * gated * len(weights), PROJECTION_WORK_PER_THREAD)
     jobs = [
         (parallel.Piece(d, 0, batch), t0, t1)
         for d in range(len(weights)) for t0, t1 in parallel.spans(steps, -(-threads // len(weights)))
     ]
-    parallel.run(lambda job: project(*job), jobs, threads)
+
+    def project_on_one_blas_thread(job: tuple[parallel.Piece, int, int]) -> None:
+        with contextlib.nullcontext() if library is None else library.one_thread():
+            project(*job)
+
+    parallel.run(project_on_one_blas_thread, jobs, threads)
     return out, None
 
 
-def layer_gemm(weights: list[DirectionWeights], batch: int) -> tuple[blas.Blas | None, int]:
+def layer_gemm(weights: list[DirectionWeights], batch: int) -> tuple[blas.Blas | None, blas.StepGemm]:
     """:func:`blas.per_step_gemm` for a layer's directions ``weights`` on a
     batch of ``batch`` rows: ``W_hh (G*H, P)`` gives the product's shape."""
     gated, width = weights[0].w_hh.shape
@@ -448,13 +455,13 @@ def _plan(weights: list[DirectionWeights], batch: int, steps: int) -> tuple[list
     if any, ``W_hr``; where they go to a BLAS, chunks are whole blocks of its rows."""
     w = weights[0]
     per_step = w.w_hh.numel() + (0 if w.w_hr is None else w.w_hr.numel())
-    library, _ = layer_gemm(weights, batch)
-    row_block = numba_ops.ROW_BLOCK if library is None else blas.BLAS_ROWS
+    library, (_, rows) = layer_gemm(weights, batch)
+    row_block = numba_ops.ROW_BLOCK if library is None else rows
     return parallel.plan(len(weights), batch, steps * per_step, row_block)
 
 
 def run_pieces(
-    work: Callable[[parallel.Piece, int], None],
+    work: Callable[[parallel.Piece, blas.StepGemm], None],
     weights: list[DirectionWeights],
     batch: int,
     steps: int,

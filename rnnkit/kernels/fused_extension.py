@@ -35,6 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import dense, parallel
+from rnnkit.kernels.blas import StepGemm
 from rnnkit.kernels.extension_loops import (
     extended_elman_backward,
     extended_elman_forward,
@@ -84,7 +85,7 @@ class _ExtendedLSTM(torch.autograd.Function):
         xp_a, out_a, h_a, c_a = (common.as_array(t) for t in (xp, out, h_n, c_n))
         lengths_a = lengths.numpy()
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             extended_lstm_forward(
                 xp_a, d * 4 * hidden, d * hidden, d * width, d, w_hh_t[d], w_hr_t[d], g_hh[d], g_c[d], b_c[d],
@@ -136,7 +137,7 @@ class _ExtendedLSTM(torch.autograd.Function):
          dz_a, dhs_a, dh_a, dc_a, dg_hh_a, dg_c_a, db_c_a) = arrays
         lengths_a = lengths.numpy()
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             extended_lstm_backward(
                 gates_a, d * 4 * hidden, d * hidden, d * width, d, cells_a, mkeep_a, c0_a[d], w_hh[d], w_hr[d],
@@ -224,7 +225,7 @@ class _ExtendedGRU(torch.autograd.Function):
         xp_a, out_a, h_a = (common.as_array(t) for t in (xp, out, h_n))
         lengths_a = lengths.numpy()
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             extended_gru_forward(
                 xp_a, d * 3 * hidden, d * hidden, d, w_hh_t[d], b_hh[d], g_hh[d], rm[d], zm[d], norm,
@@ -265,7 +266,7 @@ class _ExtendedGRU(torch.autograd.Function):
         gates_a, bn_a, hold_a, zhat_a, rstd_z_a, grad_out_a, dxp_a, dz_a, dh_a, db_hh_a, dg_hh_a = arrays
         lengths_a = lengths.numpy()
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             extended_gru_backward(
                 gates_a, d * 3 * hidden, d * hidden, d, bn_a, hold_a, w_hh[d], g_hh[d], rm[d], zm[d],
@@ -311,7 +312,7 @@ class _ExtendedElman(torch.autograd.Function):
         xp_a, out_a, h_a = (common.as_array(t) for t in (xp, out, h_n))
         lengths_a = lengths.numpy()
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             extended_elman_forward(
                 xp_a, d * hidden, d, w_hh_t[d], g_hh[d], rm[d], zm[d], norm, relu, a["act"], out_a, a["hprev"],
@@ -346,7 +347,7 @@ class _ExtendedElman(torch.autograd.Function):
         )
         lengths_a = lengths.numpy()
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             extended_elman_backward(
                 act_a, d * hidden, d, w_hh[d], g_hh[d], rm[d], zm[d], norm, relu, zhat_a, rstd_z_a,

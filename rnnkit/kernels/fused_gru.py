@@ -39,6 +39,7 @@ from torch import Tensor
 
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
+from rnnkit.kernels.blas import StepGemm
 from rnnkit.kernels.fused_common import Wanted
 from rnnkit.kernels.gru_loops import gru_backward, gru_forward, gru_step, gru_step_backward
 from rnnkit.kernels.reference import DirectionWeights, State
@@ -77,7 +78,7 @@ class GRU:
         w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype, steady=not keep)
         gates_a, out_a, hns_a, h_a = (common.as_array(t) for t in (gates, out, hns, h_n))
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             gru_forward(
                 gates_a, d * 3 * hidden, w_hh_t[d], b_hn[d], out_a, d * hidden, hns_a, h_a[d],
@@ -101,7 +102,7 @@ class GRU:
             common.as_array(t) for t in (gates, hns, out, grad_out, grad_h0)
         )
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             gru_backward(
                 gates_a, d * 3 * hidden, hns_a, out_a, d * hidden, h0_a[d], w_hh[d], grad_out_a,

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import dense, parallel
+from rnnkit.kernels.blas import StepGemm
 from rnnkit.kernels.fused_common import Wanted
 from rnnkit.kernels.lstm_loops import lstm_backward, lstm_forward, lstm_step, lstm_step_backward
 from rnnkit.kernels.reference import DirectionWeights, State
@@ -83,7 +84,7 @@ class LSTM:
         )
         gates_a, out_a, cells_a, h_a, c_a = (common.as_array(t) for t in (gates, out, cells, h_n, c_n))
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             lstm_forward(
                 gates_a, d * 4 * hidden, w_hh_t[d], w_hr_t[d], out_a, d * width,
@@ -117,7 +118,7 @@ class LSTM:
         arrays = [common.as_array(t) for t in (gates, cells, grad_out, cells_grad, grad_h0, grad_c0, dhs)]
         gates_a, cells_a, grad_out_a, cells_grad_a, dh_a, dc_a, dhs_a = arrays
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             lstm_backward(
                 gates_a, d * 4 * hidden, cells_a, d * hidden, c0_a[d], w_hh[d], w_hr[d],

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from rnnkit.kernels import fused_common as common
 from rnnkit.kernels import parallel
+from rnnkit.kernels.blas import StepGemm
 from rnnkit.kernels.elman_loops import elman_backward, elman_forward, elman_step
 from rnnkit.kernels.fused_common import Wanted
 from rnnkit.kernels.reference import DirectionWeights, State
@@ -62,7 +63,7 @@ class Elman:
         w_hh_t = common.step_weights([w.w_hh.t() for w in weights], x.dtype, steady=not keep)
         out_a, h_a = common.as_array(out), common.as_array(h_n)
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             elman_forward(out_a, d * hidden, w_hh_t[d], h_a[d], lengths, d == 1, self.relu, piece.n0, piece.n1, gemm)
 
@@ -82,7 +83,7 @@ class Elman:
         out_a, dz_a, dh_a = common.as_array(out), common.as_array(dz), common.as_array(grad_h0)
         grad_out_a = common.as_array(grad_out)
 
-        def work(piece: parallel.Piece, gemm: int) -> None:
+        def work(piece: parallel.Piece, gemm: StepGemm) -> None:
             d = piece.d
             elman_backward(
                 out_a, grad_out_a, dz_a, d * hidden, w_hh[d], dh_a[d], lengths,

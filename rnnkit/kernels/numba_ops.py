@@ -50,7 +50,6 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from rnnkit.kernels.blas import BLAS_ROWS
 
 CONTRACT = frozenset({"contract"})
 """fastmath flags of the element-wise loops: fused multiply-add only, no
@@ -561,17 +560,25 @@ finishes at a time."""
 
 
 @jit
-def project_rows(x, w, bias, out, col, n0, n1, t0, t1):
+def project_rows(x, w, bias, out, col, n0, n1, t0, t1, gemm):
     """``out[t, n, col : col + M] = bias + x[t, n] @ w`` for the rows
     ``n0 <= n < n1`` of the steps ``t0 <= t < t1``: a share of a layer's input
-    projection, done by :func:`matmul_add_rows` (the sums start from the
-    bias) in the thread that runs it.
+    projection, done in the thread that runs it, by :func:`matmul_add_rows`
+    (``gemm == (0, 0)``; the sums start from the bias) or, a step at a time,
+    by the BLAS GEMM ``gemm`` in the per-step product's blocks of rows
+    (:func:`product`; ``n0`` a multiple of them).
 
     Shapes: ``x (T, N, F)`` and ``out (T, N, >= col + M)`` C-contiguous;
     ``w (F, >= M)`` as :func:`product` takes it; ``bias (M,)``, zeros for none.
     """
     steps, batch, features = x.shape
     width = bias.shape[0]
+    if gemm[0] != 0:
+        for t in range(t0, t1):
+            for n in range(n0, n1):
+                copy(out[t, n, col : col + width], bias)
+            _blas_rows(x[t], 0, w, out[t, n0:, col:], n0, n1, width, 1, gemm)
+        return
     x_rows = x.reshape((steps * batch, features))
     out_rows = out.reshape((steps * batch, out.shape[2]))
     whole = n0 == 0 and n1 == batch  # then the rows of all the steps follow each other
@@ -691,17 +698,17 @@ def _gemm_at(typingctx, address, m, n, k, w, a, lda, beta, res, ldres):
 @jit(inline="always")
 def product(a, acol, w, res, n0, n1, gemm):
     """The per-step product ``res[n - n0] = a[n, acol : acol + K] @ w`` for rows
-    ``n0 <= n < n1``, by :func:`matmul_rows` (``gemm == 0``) or by the BLAS GEMM
-    at address ``gemm`` (see :mod:`rnnkit.kernels.blas`), in calls of
-    ``BLAS_ROWS`` rows counted from row 0 (``n0`` is a multiple of it), so that
-    a row's result does not depend on how the batch was split.
+    ``n0 <= n < n1``, by :func:`matmul_rows` (``gemm == (0, 0)``) or by the
+    BLAS GEMM ``gemm = (address, rows)`` (see :func:`rnnkit.kernels.blas.per_step_gemm`),
+    in calls of ``rows`` rows counted from row 0 (``n0`` is a multiple of
+    it), so that a row's result does not depend on how the batch was split.
 
     Shapes: ``a (N, >= acol + K)`` and ``res (n1 - n0, >= M)`` with unit
     steps along their rows; ``w (K, M)`` C-contiguous with ``M`` whole vectors
     (:func:`padded_width`, zeros past the real columns), as :func:`step_weight`
     makes it.
     """
-    if gemm == 0:
+    if gemm[0] == 0:
         matmul_rows(a, acol, w, res, n0, n1)
     else:
         _blas_rows(a, acol, w, res, n0, n1, w.shape[1], 0, gemm)
@@ -713,7 +720,7 @@ def product_add(a, acol, w, res, n0, n1, width, gemm):
     columns only: ``res[n - n0, :width] += a[n, acol : acol + K] @ w[:, :width]``,
     so that ``res`` may be a view into a wider buffer (a step's gates, whose
     input projection is there already)."""
-    if gemm == 0:
+    if gemm[0] == 0:
         matmul_add_rows(a, acol, w, res, n0, n1, width)
     else:
         _blas_rows(a, acol, w, res, n0, n1, width, 1, gemm)
@@ -721,11 +728,12 @@ def product_add(a, acol, w, res, n0, n1, width, gemm):
 
 @jit(inline="always")
 def _blas_rows(a, acol, w, res, n0, n1, width, beta, gemm):
+    address, rows = gemm
     k = w.shape[0]
     lda, ldres = a.strides[0] // a.itemsize, res.strides[0] // res.itemsize
-    for b0 in range(n0, n1, BLAS_ROWS):
-        b1 = min(b0 + BLAS_ROWS, n1)
-        _gemm_at(gemm, width, b1 - b0, k, w, a[b0, acol:], lda, beta, res[b0 - n0], ldres)
+    for b0 in range(n0, n1, rows):
+        b1 = min(b0 + rows, n1)
+        _gemm_at(address, width, b1 - b0, k, w, a[b0, acol:], lda, beta, res[b0 - n0], ldres)
 
 
 @jit
