@@ -338,11 +338,13 @@ PRODUCT_CASES = [
 """Batches of more than two blocks of ``BLAS_ROWS`` rows and a remainder."""
 
 
-@pytest.mark.parametrize("calls", ["16 rows", "32 rows"])
+@pytest.mark.parametrize("calls", ["8 rows", "16 rows", "32 rows"])
 @pytest.mark.parametrize("product", PRODUCTS)
 @pytest.mark.parametrize("case", PRODUCT_CASES, ids=str)
 def test_every_product_path_matches_reference(case, product, calls, monkeypatch):
     monkeypatch.setenv("RNNKIT_BLAS", product)
+    if calls == "8 rows":  # as for a batch too small for two blocks of 16
+        monkeypatch.setattr(blas, "BLAS_ROWS", 64)
     if calls == "32 rows":  # as for weights beyond a core's cache
         monkeypatch.setattr(blas, "LARGE_WEIGHTS_BYTES", 0)
     assert (blas.per_step_gemm(case.dtype == torch.float64, case.batch, 1, 64, 256)[1] == blas.TILES) == (product == "none")
@@ -353,24 +355,26 @@ def test_every_product_path_matches_reference(case, product, calls, monkeypatch)
         assert_close(a, b, name)
 
 
-@pytest.mark.parametrize("calls", ["16 rows", "32 rows"])
+@pytest.mark.parametrize("calls", [8, 16, 32])
 @pytest.mark.parametrize("product", PRODUCTS)
 @pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
 def test_every_product_path_is_bitwise_deterministic_whatever_the_thread_count(mode, product, calls, monkeypatch):
-    """With BLAS, the batch goes to threads in whole blocks of rows (16, or
-    32 for large weights), and each block is one BLAS call, whatever the split."""
+    """With BLAS, the batch goes to threads in whole blocks of rows (8 for a
+    batch of under 32, 16, or 32 for large weights), and each block is one
+    BLAS call, whatever the split."""
     monkeypatch.setenv("RNNKIT_BLAS", product)
-    large = calls == "32 rows"
-    if large:
+    if calls == 32:
         monkeypatch.setattr(blas, "LARGE_WEIGHTS_BYTES", 0)
-    case = Case(mode, dtype=torch.float32, steps=60, batch=80 if large else 40, hidden=33, input_size=8)
+    case = Case(mode, dtype=torch.float32, steps=120, batch={8: 20, 16: 40, 32: 80}[calls], hidden=33, input_size=8)
+    if product != "none":
+        assert blas.per_step_gemm(False, case.batch, 1, case.hidden, 4 * case.hidden)[1][1] == calls
     inputs = make_inputs(case)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         single = forward_and_grads(fused.run_layer, case, inputs)
         torch.set_num_threads(2)
-        rows = ROW_BLOCK if product == "none" else blas.LARGE_BLAS_ROWS if large else blas.BLAS_ROWS
+        rows = ROW_BLOCK if product == "none" else calls
         pieces, threads = parallel.plan(1, case.batch, case.steps * len(cell_of(mode).gates) * case.hidden**2, rows)
         assert threads == 2 and len(pieces) == 2
         split = forward_and_grads(fused.run_layer, case, inputs)
@@ -390,7 +394,10 @@ def test_the_automatic_choice_depends_on_the_shape_only(monkeypatch):
             assert rows == 0
             continue
         assert address == library.gemm(double) and library.name == "mkl" and blas.INTEL
-        assert rows == (blas.LARGE_BLAS_ROWS if inner * outer * (8 if double else 4) > blas.LARGE_WEIGHTS_BYTES else blas.BLAS_ROWS)
+        if inner * outer * (8 if double else 4) > blas.LARGE_WEIGHTS_BYTES:
+            assert rows == blas.LARGE_BLAS_ROWS
+        else:
+            assert rows == (blas.BLAS_ROWS if batch * directions >= 2 * blas.BLAS_ROWS else blas.SMALL_BLAS_ROWS)
         # never fewer than two blocks of rows (numba's tiles split smaller batches in pairs), nor a narrow W_hh
         assert batch * directions >= 2 * rows and inner * outer >= blas.MKL_MIN_WEIGHTS
     big = blas.per_step_gemm(False, 64, 1, 512, 2048)[0]
@@ -398,9 +405,10 @@ def test_the_automatic_choice_depends_on_the_shape_only(monkeypatch):
 
 
 @pytest.mark.parametrize("double", [False, True])
-def test_forced_blas_calls_take_more_rows_for_weights_beyond_a_cache(double, monkeypatch):
+def test_blas_calls_take_fewer_rows_for_small_batches_and_more_for_weights_beyond_a_cache(double, monkeypatch):
     monkeypatch.setenv("RNNKIT_BLAS", next(iter(blas.available())))
-    assert blas.per_step_gemm(double, 4, 1, 64, 256)[1][1] == blas.BLAS_ROWS
+    assert blas.per_step_gemm(double, 4, 1, 64, 256)[1][1] == blas.SMALL_BLAS_ROWS
+    assert blas.per_step_gemm(double, 16, 2, 64, 256)[1][1] == blas.BLAS_ROWS
     assert blas.per_step_gemm(double, 4, 1, 512, 2048)[1][1] == blas.LARGE_BLAS_ROWS
 
 

@@ -43,6 +43,15 @@ the thread count. With 16 rows a call's fixed cost (about 0.1 µs) is small
 beside its work from ``H = 32`` up, and a batch of 32 still splits over two
 threads."""
 
+SMALL_BLAS_ROWS = 8
+"""Rows per BLAS call where blocks of :data:`BLAS_ROWS` would leave a thread
+idle (a batch of 16, one direction): MKL's calls of 8 rows ran as fast as
+those of 16 for the weights it takes (measured on an Intel Xeon, one thread,
+``(N, 128) @ (128, 512)``: 185 GFLOP/s, against 164 for numba's tiles),
+but not the input projection from a wide input (the bidirectional second
+layer of ``H = 256``, ``H_in = 512``, ran 0.81x as fast in calls of 8), so
+larger batches keep calls of 16."""
+
 LARGE_BLAS_ROWS = 32
 LARGE_WEIGHTS_BYTES = 2 << 20
 """For a ``W_hh`` of more bytes than this, which a core's L2 cache does not
@@ -233,17 +242,22 @@ def per_step_gemm(double: bool, batch: int, directions: int, inner: int, outer: 
     ``N = 8`` (MKL 0.93-0.96x the tiles' time at ``H = 64`` for the LSTM and
     GRU, 0.85-0.9x at ``H = 128-256``, 0.65-0.75x at ``H = 512``), but for
     a narrow ``W_hh`` (the Elman ``H = 64``, any ``H = 32``: the tiles
-    1.04-1.15x MKL's speed); float64 alike. MKL's blocks of
-    :data:`BLAS_ROWS` rows split a batch of 16 into one piece, the tiles
-    into two, so MKL serves from :data:`MKL_MIN_BLOCKS` blocks (both
-    directions counted) and :data:`MKL_MIN_WEIGHTS`. SciPy's OpenBLAS never
+    1.04-1.15x MKL's speed); float64 alike. The batch goes to threads in
+    whole blocks of a call's rows (:data:`SMALL_BLAS_ROWS`,
+    :data:`BLAS_ROWS` or :data:`LARGE_BLAS_ROWS`), so MKL serves from
+    :data:`MKL_MIN_BLOCKS` blocks (both directions counted), where the tiles
+    would split the batch over two threads, and from :data:`MKL_MIN_WEIGHTS`.
+    SciPy's OpenBLAS never
     beat numba's loops (6 GFLOP/s at ``N = 1``, 60 at ``N = 64`` on the
     EPYC), so it serves only when asked for.
     """
     forced = os.environ.get("RNNKIT_BLAS", "")
     if forced == "none":
         return None, TILES
-    rows = LARGE_BLAS_ROWS if inner * outer * (8 if double else 4) > LARGE_WEIGHTS_BYTES else BLAS_ROWS
+    if inner * outer * (8 if double else 4) > LARGE_WEIGHTS_BYTES:
+        rows = LARGE_BLAS_ROWS
+    else:
+        rows = BLAS_ROWS if batch * directions >= MKL_MIN_BLOCKS * BLAS_ROWS else SMALL_BLAS_ROWS
     if forced:
         blas = active()
         return blas, (blas.gemm(double), rows)
