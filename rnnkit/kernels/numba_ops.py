@@ -579,16 +579,24 @@ def project_rows(x, w, bias, out, col, n0, n1, t0, t1, gemm):
                 copy(out[t, n, col : col + width], bias)
             _blas_rows(x[t], 0, w, out[t, n0:, col:], n0, n1, width, 1, gemm)
         return
-    x_rows = x.reshape((steps * batch, features))
-    out_rows = out.reshape((steps * batch, out.shape[2]))
-    whole = n0 == 0 and n1 == batch  # then the rows of all the steps follow each other
-    for t in range(t0, t0 + 1 if whole else t1):
-        r0, r1 = (t0 * batch, t1 * batch) if whole else (t * batch + n0, t * batch + n1)
-        for c0 in range(r0, r1, PROJECTION_ROWS):  # rows still in cache when the product reads them
-            c1 = min(c0 + PROJECTION_ROWS, r1)
-            for r in range(c0, c1):
-                copy(out_rows[r, col : col + width], bias)
-            matmul_add_rows(x_rows, 0, w, out_rows[c0:c1, col:], c0, c1, width)
+    if n0 == 0 and n1 == batch:  # the rows of all the steps follow each other
+        _project_span(x.reshape((steps * batch, features)), w, bias, out.reshape((steps * batch, out.shape[2])),
+                      col, t0 * batch, t1 * batch)
+    else:  # each batch row over the steps, so that the tiles take 8 rows at once
+        for n in range(n0, n1):
+            _project_span(x[:, n], w, bias, out[:, n], col, t0, t1)
+
+
+@jit(inline="always")
+def _project_span(x_rows, w, bias, out_rows, col, r0, r1):
+    """``out_rows[r, col : col + M] = bias + x_rows[r] @ w`` for ``r0 <= r < r1``;
+    the rows may be strided (one batch row's steps)."""
+    width = bias.shape[0]
+    for c0 in range(r0, r1, PROJECTION_ROWS):  # rows still in cache when the product reads them
+        c1 = min(c0 + PROJECTION_ROWS, r1)
+        for r in range(c0, c1):
+            copy(out_rows[r, col : col + width], bias)
+        matmul_add_rows(x_rows, 0, w, out_rows[c0:c1, col:], c0, c1, width)
 
 
 # -- tensors by address ----------------------------------------------------------------
