@@ -50,7 +50,7 @@ import rnnkit
 from rnnkit import kernels
 from rnnkit.kernels import blas
 from rnnkit.kernels.fused_common import step_weights
-from rnnkit.kernels.numba_ops import products_repeatedly, project_rows
+from rnnkit.kernels.numba_ops import products_repeatedly, project_rows, project_steps
 from rnnkit.kinds import CELLS
 
 
@@ -381,7 +381,10 @@ def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_round
     def run() -> None:
         for x, w_ih_t, b_ih, projected in layers:
             with contextlib.nullcontext() if library is None else library.one_thread():
-                project_rows(x, w_ih_t, b_ih, projected, 0, 0, config.batch, 0, config.steps, gemm)
+                if library is None:
+                    project_rows(x, w_ih_t, b_ih, projected, 0, 0, config.batch, 0, config.steps)
+                else:
+                    project_steps(x, w_ih_t, b_ih, projected, 0, 0, config.batch, 0, config.steps, gemm)
                 for _ in range(directions):
                     products_repeatedly(h, w_hh_t, z, config.steps, gemm)
                     if config.proj_size:

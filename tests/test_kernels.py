@@ -948,22 +948,29 @@ def test_a_row_gets_the_same_bits_in_every_tile():
 
 @pytest.mark.parametrize("product", PRODUCTS)
 def test_a_piece_projects_its_own_rows_and_steps_only(product):
-    """By numba's tiles, or a step at a time by a BLAS in calls of two rows here."""
+    """By numba's tiles (a part of the batch, then all of it: one batch row
+    over the steps at a time, then every step's rows together), or a step at
+    a time by a BLAS in calls of two rows here."""
     library = blas.available().get(product)
-    gemm = blas.TILES if library is None else (library.gemm(False), 2)
+
+    def project(x, w_t, b, out, *rows_and_steps):
+        if library is None:
+            numba_ops.project_rows(x.numpy(), w_t, b.numpy(), out.numpy(), 3, *rows_and_steps)
+        else:
+            with library.one_thread():
+                numba_ops.project_steps(x.numpy(), w_t, b.numpy(), out.numpy(), 3, *rows_and_steps, (library.gemm(False), 2))
+
     x = torch.randn(6, 5, 4)
     w, b = torch.randn(10, 4), torch.randn(10)
     (w_t,) = fused_common.step_weights([w.t()], torch.float32)
     out = torch.full((6, 5, 23), float("nan"))
-    with contextlib.nullcontext() if library is None else library.one_thread():
-        numba_ops.project_rows(x.numpy(), w_t, b.numpy(), out.numpy(), 3, 2, 5, 2, 5, gemm)
+    project(x, w_t, b, out, 2, 5, 2, 5)
     expected = x @ w.t() + b
     torch.testing.assert_close(out[2:5, 2:5, 3:13], expected[2:5, 2:5])
     region = torch.zeros_like(out, dtype=torch.bool)
     region[2:5, 2:5, 3:13] = True
     assert out[~region].isnan().all()
-    with contextlib.nullcontext() if library is None else library.one_thread():
-        numba_ops.project_rows(x.numpy(), w_t, b.numpy(), out.numpy(), 3, 0, 5, 0, 6, gemm)  # every row
+    project(x, w_t, b, out, 0, 5, 0, 6)  # every row
     torch.testing.assert_close(out[:, :, 3:13], expected)
 
 

@@ -424,7 +424,10 @@ def project_inputs(
 
     def project(piece: parallel.Piece, t0: int = 0, t1: int = steps) -> None:
         d = piece.d
-        numba_ops.project_rows(x_a, w_ih_t[d], biases[d], out_a, d * gated, piece.n0, piece.n1, t0, t1, gemm)
+        if library is None:
+            numba_ops.project_rows(x_a, w_ih_t[d], biases[d], out_a, d * gated, piece.n0, piece.n1, t0, t1)
+        else:
+            numba_ops.project_steps(x_a, w_ih_t[d], biases[d], out_a, d * gated, piece.n0, piece.n1, t0, t1, gemm)
 
     if _plan(weights, batch, steps)[1] > 1:
         return out, project  # run_pieces keeps a BLAS on the piece's thread

@@ -560,43 +560,42 @@ finishes at a time."""
 
 
 @jit
-def project_rows(x, w, bias, out, col, n0, n1, t0, t1, gemm):
+def project_rows(x, w, bias, out, col, n0, n1, t0, t1):
     """``out[t, n, col : col + M] = bias + x[t, n] @ w`` for the rows
     ``n0 <= n < n1`` of the steps ``t0 <= t < t1``: a share of a layer's input
-    projection, done in the thread that runs it, by :func:`matmul_add_rows`
-    (``gemm == (0, 0)``; the sums start from the bias) or, a step at a time,
-    by the BLAS GEMM ``gemm`` in the per-step product's blocks of rows
-    (:func:`product`; ``n0`` a multiple of them).
+    projection, done by :func:`matmul_add_rows` (the sums start from the
+    bias) in the thread that runs it.
 
     Shapes: ``x (T, N, F)`` and ``out (T, N, >= col + M)`` C-contiguous;
     ``w (F, >= M)`` as :func:`product` takes it; ``bias (M,)``, zeros for none.
     """
     steps, batch, features = x.shape
     width = bias.shape[0]
-    if gemm[0] != 0:
-        for t in range(t0, t1):
-            for n in range(n0, n1):
-                copy(out[t, n, col : col + width], bias)
-            _blas_rows(x[t], 0, w, out[t, n0:, col:], n0, n1, width, 1, gemm)
-        return
-    if n0 == 0 and n1 == batch:  # the rows of all the steps follow each other
-        _project_span(x.reshape((steps * batch, features)), w, bias, out.reshape((steps * batch, out.shape[2])),
-                      col, t0 * batch, t1 * batch)
-    else:  # each batch row over the steps, so that the tiles take 8 rows at once
-        for n in range(n0, n1):
-            _project_span(x[:, n], w, bias, out[:, n], col, t0, t1)
+    whole = n0 == 0 and n1 == batch  # then the rows of all the steps follow each other
+    for n in range(n0, n0 + 1 if whole else n1):
+        if whole:  # [::1]: the same array type as a batch row's, so that the tiles are compiled once
+            x_rows, out_rows = x.reshape((steps * batch, features))[::1], out.reshape((steps * batch, out.shape[2]))[::1]
+            r0, r1 = t0 * batch, t1 * batch
+        else:  # one batch row over the steps, so that the tiles take 8 rows at once
+            x_rows, out_rows, r0, r1 = x[:, n], out[:, n], t0, t1
+        for c0 in range(r0, r1, PROJECTION_ROWS):  # rows still in cache when the product reads them
+            c1 = min(c0 + PROJECTION_ROWS, r1)
+            for r in range(c0, c1):
+                copy(out_rows[r, col : col + width], bias)
+            matmul_add_rows(x_rows, 0, w, out_rows[c0:c1, col:], c0, c1, width)
 
 
-@jit(inline="always")
-def _project_span(x_rows, w, bias, out_rows, col, r0, r1):
-    """``out_rows[r, col : col + M] = bias + x_rows[r] @ w`` for ``r0 <= r < r1``;
-    the rows may be strided (one batch row's steps)."""
+@jit
+def project_steps(x, w, bias, out, col, n0, n1, t0, t1, gemm):
+    """:func:`project_rows` by the BLAS GEMM ``gemm = (address, rows)``, a
+    step at a time, in the per-step product's blocks of rows (:func:`product`;
+    ``n0`` a multiple of them). Compiled apart, on first use, so that a
+    machine whose products stay in numba never compiles it."""
     width = bias.shape[0]
-    for c0 in range(r0, r1, PROJECTION_ROWS):  # rows still in cache when the product reads them
-        c1 = min(c0 + PROJECTION_ROWS, r1)
-        for r in range(c0, c1):
-            copy(out_rows[r, col : col + width], bias)
-        matmul_add_rows(x_rows, 0, w, out_rows[c0:c1, col:], c0, c1, width)
+    for t in range(t0, t1):
+        for n in range(n0, n1):
+            copy(out[t, n, col : col + width], bias)
+        _blas_rows(x[t], 0, w, out[t, n0:, col:], n0, n1, width, 1, gemm)
 
 
 # -- tensors by address ----------------------------------------------------------------
