@@ -356,7 +356,7 @@ def floor_ms(config: BenchConfig, dtype: torch.dtype, min_time: float, min_round
     D*G*H)`` (:func:`~rnnkit.kernels.numba_ops.project_rows`, as the layers
     do it), and for each direction ``T`` per-step products ``(N, P) @ (P,
     G*H)`` (and, with a projection, ``(N, H) @ (H, P)``) from compiled code,
-    the way the loops do them (BLAS GEMMs of 16- or 32-row blocks, or numba's
+    the way the loops do them (BLAS GEMMs of 8-, 16- or 32-row blocks, or numba's
     tiles, as :func:`blas.per_step_gemm` picks). Nothing else: no
     gates, no copies. A layer that runs on several threads can beat it."""
     gates = len(CELLS[config.cell].gates)

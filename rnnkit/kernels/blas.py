@@ -247,9 +247,8 @@ def per_step_gemm(double: bool, batch: int, directions: int, inner: int, outer: 
     :data:`BLAS_ROWS` or :data:`LARGE_BLAS_ROWS`), so MKL serves from
     :data:`MKL_MIN_BLOCKS` blocks (both directions counted), where the tiles
     would split the batch over two threads, and from :data:`MKL_MIN_WEIGHTS`.
-    SciPy's OpenBLAS never
-    beat numba's loops (6 GFLOP/s at ``N = 1``, 60 at ``N = 64`` on the
-    EPYC), so it serves only when asked for.
+    SciPy's OpenBLAS never beat numba's loops (6 GFLOP/s at ``N = 1``, 60 at
+    ``N = 64`` on the EPYC), so it serves only when asked for.
     """
     forced = os.environ.get("RNNKIT_BLAS", "")
     if forced == "none":

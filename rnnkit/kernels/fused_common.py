@@ -402,8 +402,9 @@ def project_inputs(
     in page by page: measured, ``T=50 N=64 H=512``, 0-1800 faults per LSTM
     call before, none after).
 
-    The products are rnnkit's own (:func:`~rnnkit.kernels.numba_ops.project_rows`),
-    run in rnnkit's threads, not torch's: a torch product just before the
+    The products are rnnkit's own (:func:`~rnnkit.kernels.numba_ops.project_rows`,
+    or :func:`~rnnkit.kernels.numba_ops.project_steps` where the per-step
+    products go to a BLAS), run in rnnkit's threads, not torch's: a torch product just before the
     loops leaves torch's OpenMP threads spinning, for a while, on the very
     cores the loops' threads need (measured: a two-thread LSTM loop then took
     as long as on one thread). Where :func:`run_pieces` will run several
