@@ -994,7 +994,7 @@ def test_dense_products_match_torch_on_either_path(onednn, monkeypatch):
 def test_a_weights_gradient_is_the_same_whatever_the_thread_count(rows, inner, columns, dtype, monkeypatch):
     """``dz^T x`` off oneDNN: blocks of output rows and spans of the inner
     dimension by the shape alone (here 4 pieces, so that 300 rows make
-    blocks of 128 and 64 rows two spans), with torch's grad mode on."""
+    blocks of 128 rows and 64 rows four spans), with torch's grad mode on."""
     monkeypatch.setattr(dense, "ONEDNN", False)
     monkeypatch.setattr(dense, "REDUCTION_PIECES", 4)
     monkeypatch.setattr(dense, "REDUCTION_WORK_PER_THREAD", 1)

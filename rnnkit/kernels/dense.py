@@ -130,7 +130,7 @@ def _reduction_in_pieces(a: Tensor, b: Tensor) -> Tensor:
     by its shape alone, into blocks of output rows and spans of ``K``
     (:data:`REDUCTION_PIECES`), each one BLAS call on one thread, shared by
     rnnkit's threads; the spans' sums are then added in order. Measured
-    there, a training step took 1.03-1.10x its time with threaded MKL (and
+    there, a training step took up to 1.1x its time with threaded MKL (and
     1.08-1.35x with oneDNN, which does not depend on the thread count
     either). Where torch's wheel has no MKL the product is left to torch as
     it is."""
