@@ -656,50 +656,63 @@ def _add_scaled(row, scale, source):
 # -- the per-step product through BLAS --------------------------------------------------
 
 
-@intrinsic
-def _gemm_at(typingctx, address, m, n, k, w, a, lda, beta, res, ldres):
-    """Call the Fortran GEMM at ``address`` (``sgemm`` or ``dgemm``, matching the
-    arrays' dtype) for ``res[r, :m] = a[r] @ w[:, :m] + beta * res[r, :m]``,
-    row-major: ``n`` rows of ``a`` (row stride ``lda``) and of ``res``
-    (``ldres``), ``w (k, >= m)`` C-contiguous. Column-major, ``w`` is the
-    ``m x k`` matrix ``w^T`` (leading dimension ``w``'s row length) and
-    ``res^T = w^T a^T``: ``gemm('N', 'N', m, n, k, 1, w, ldw, a, lda, beta,
-    res, ldres)``. Each array's data pointer is where its matrix starts
-    (pass a view)."""
-    dtype = res.dtype
-    sig = types.void(address, m, n, k, w, a, lda, beta, res, ldres)
+def _gemm_intrinsic(second: str):
+    """The intrinsic that calls a Fortran GEMM with ``transb = second``: see
+    :func:`_gemm_at` (``"N"``) and :func:`_gemm_t_at` (``"T"``)."""
 
-    def codegen(context, builder, signature, args):
-        address_v, m_v, n_v, k_v, w_v, a_v, lda_v, beta_v, res_v, ldres_v = args
-        real = context.get_value_type(dtype)
-        int32, int64, char = ir.IntType(32), ir.IntType(64), ir.IntType(8)
-        size = context.get_abi_sizeof(real)
+    def gemm_at(typingctx, address, m, n, k, w, a, lda, beta, res, ldres):
+        dtype = res.dtype
+        sig = types.void(address, m, n, k, w, a, lda, beta, res, ldres)
 
-        def ref(value):
-            return cgutils.alloca_once_value(builder, value)
+        def codegen(context, builder, signature, args):
+            address_v, m_v, n_v, k_v, w_v, a_v, lda_v, beta_v, res_v, ldres_v = args
+            real = context.get_value_type(dtype)
+            int32, int64, char = ir.IntType(32), ir.IntType(64), ir.IntType(8)
+            size = context.get_abi_sizeof(real)
 
-        def int_ref(value):
-            return ref(builder.trunc(value, int32))
+            def ref(value):
+                return cgutils.alloca_once_value(builder, value)
 
-        def array(array_type, value):
-            return context.make_array(array_type)(context, builder, value)
+            def int_ref(value):
+                return ref(builder.trunc(value, int32))
 
-        def data(array_type, value):
-            return builder.bitcast(array(array_type, value).data, real.as_pointer())
+            def array(array_type, value):
+                return context.make_array(array_type)(context, builder, value)
 
-        w_t, a_t, res_t = signature.args[4], signature.args[5], signature.args[8]
-        ldw = builder.sdiv(cgutils.unpack_tuple(builder, array(w_t, w_v).strides)[0], int64(size))
-        beta = context.cast(builder, beta_v, signature.args[7], dtype)
-        arguments = [
-            ref(char(ord("N"))), ref(char(ord("N"))), int_ref(m_v), int_ref(n_v), int_ref(k_v),
-            ref(real(1.0)), data(w_t, w_v), int_ref(ldw), data(a_t, a_v), int_ref(lda_v),
-            ref(beta), data(res_t, res_v), int_ref(ldres_v),
-        ]
-        function_type = ir.FunctionType(ir.VoidType(), [value.type for value in arguments])
-        builder.call(builder.inttoptr(address_v, function_type.as_pointer()), arguments)
-        return context.get_dummy_value()
+            def data(array_type, value):
+                return builder.bitcast(array(array_type, value).data, real.as_pointer())
 
-    return sig, codegen
+            w_t, a_t, res_t = signature.args[4], signature.args[5], signature.args[8]
+            ldw = builder.sdiv(cgutils.unpack_tuple(builder, array(w_t, w_v).strides)[0], int64(size))
+            beta = context.cast(builder, beta_v, signature.args[7], dtype)
+            arguments = [
+                ref(char(ord("N"))), ref(char(ord(second))), int_ref(m_v), int_ref(n_v), int_ref(k_v),
+                ref(real(1.0)), data(w_t, w_v), int_ref(ldw), data(a_t, a_v), int_ref(lda_v),
+                ref(beta), data(res_t, res_v), int_ref(ldres_v),
+            ]
+            function_type = ir.FunctionType(ir.VoidType(), [value.type for value in arguments])
+            builder.call(builder.inttoptr(address_v, function_type.as_pointer()), arguments)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return intrinsic(gemm_at)
+
+
+_gemm_at = _gemm_intrinsic("N")
+"""Call the Fortran GEMM at ``address`` (``sgemm`` or ``dgemm``, matching the
+arrays' dtype) for ``res[r, :m] = a[r] @ w[:, :m] + beta * res[r, :m]``,
+row-major: ``n`` rows of ``a`` (row stride ``lda``) and of ``res``
+(``ldres``), ``w (k, >= m)`` with unit steps along its rows. Column-major,
+``w`` is the ``m x k`` matrix ``w^T`` (leading dimension ``w``'s row length)
+and ``res^T = w^T a^T``: ``gemm('N', 'N', m, n, k, 1, w, ldw, a, lda, beta,
+res, ldres)``. Each array's data pointer is where its matrix starts (pass a
+view)."""
+
+_gemm_t_at = _gemm_intrinsic("T")
+"""As :func:`_gemm_at`, with ``a`` read transposed: ``res[r, :m] =
+a[:k, r] @ w[:, :m] + beta * res[r, :m]``, ``a``'s ``k`` rows of ``n``
+values with row stride ``lda`` (``gemm('N', 'T', ...)``)."""
 
 
 @jit(inline="always")
@@ -751,6 +764,18 @@ def products_repeatedly(a, w, res, times, gemm):
     :func:`product` has it, ``res (N, M)``, C-contiguous."""
     for _ in range(times):
         product(a, 0, w, res, 0, a.shape[0], gemm)
+
+
+@jit
+def transposed_product(a, b, out, r0, r1, k0, k1, gemm):
+    """``out[r] = sum over k0 <= k < k1 of a[k, r] * b[k]`` for ``r0 <= r < r1``:
+    a block of ``a^T @ b`` over a span of the inner dimension (a weight's
+    gradient, ``dz^T x``, :func:`rnnkit.kernels.dense.matmul`), one call of
+    the BLAS GEMM at address ``gemm``, in compiled code, so that it runs
+    without Python's lock. Shapes: ``a (K, M)``, ``b (K, N)`` and ``out
+    (M, N)``, each with unit steps along its rows."""
+    lda, ldb, ldout = a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, out.strides[0] // out.itemsize
+    _gemm_t_at(gemm, b.shape[1], r1 - r0, k1 - k0, b[k0:], a[k0, r0:], lda, 0, out[r0], ldout)
 
 
 # -- random masks ------------------------------------------------------------------------
