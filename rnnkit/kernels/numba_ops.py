@@ -774,7 +774,7 @@ def transposed_product(a, b, out, r0, r1, k0, k1, gemm):
     the BLAS GEMM at address ``gemm``, in compiled code, so that it runs
     without Python's lock. Shapes: ``a (K, M)``, ``b (K, N)`` and ``out
     (M, N)``, each with unit steps along its rows."""
-    lda, ldb, ldout = a.strides[0] // a.itemsize, b.strides[0] // b.itemsize, out.strides[0] // out.itemsize
+    lda, ldout = a.strides[0] // a.itemsize, out.strides[0] // out.itemsize
     _gemm_t_at(gemm, b.shape[1], r1 - r0, k1 - k0, b[k0:], a[k0, r0:], lda, 0, out[r0], ldout)
 
 
