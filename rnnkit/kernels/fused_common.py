@@ -430,7 +430,7 @@ def project_inputs(
         else:
             numba_ops.project_steps(x_a, w_ih_t[d], biases[d], out_a, d * gated, piece.n0, piece.n1, t0, t1, gemm)
 
-    if _plan(weights, batch, steps)[1] > 1:
+    if _plan(weights, batch, steps, library, gemm)[1] > 1:
         return out, project  # run_pieces keeps a BLAS on the piece's thread
     threads = parallel.threads_for(steps * batch * features * gated * len(weights), PROJECTION_WORK_PER_THREAD)
     jobs = [
@@ -453,14 +453,17 @@ def layer_gemm(weights: list[DirectionWeights], batch: int) -> tuple[blas.Blas |
     return blas.per_step_gemm(weights[0].w_hh.dtype == torch.float64, batch, len(weights), width, gated)
 
 
-def _plan(weights: list[DirectionWeights], batch: int, steps: int) -> tuple[list[parallel.Piece], int]:
-    """:func:`parallel.plan` for a layer: the recurrence's multiply-adds per
-    row and direction are those of its per-step products, with ``W_hh`` and,
-    if any, ``W_hr``; where they go to a BLAS, chunks are whole blocks of its rows."""
+def _plan(
+    weights: list[DirectionWeights], batch: int, steps: int, library: blas.Blas | None, gemm: blas.StepGemm
+) -> tuple[list[parallel.Piece], int]:
+    """:func:`parallel.plan` for a layer whose per-step products run as
+    :func:`layer_gemm` says (``library, gemm``): the recurrence's
+    multiply-adds per row and direction are those of its per-step products,
+    with ``W_hh`` and, if any, ``W_hr``; where they go to a BLAS, chunks are
+    whole blocks of its rows."""
     w = weights[0]
     per_step = w.w_hh.numel() + (0 if w.w_hr is None else w.w_hr.numel())
-    library, (_, rows) = layer_gemm(weights, batch)
-    row_block = numba_ops.ROW_BLOCK if library is None else rows
+    row_block = numba_ops.ROW_BLOCK if library is None else gemm[1]
     return parallel.plan(len(weights), batch, steps * per_step, row_block)
 
 
@@ -486,7 +489,7 @@ def run_pieces(
                 first(piece)
             work(piece, gemm)
 
-    parallel.run(run_piece, *_plan(weights, batch, steps))
+    parallel.run(run_piece, *_plan(weights, batch, steps, library, gemm))
 
 
 def flatten(weights: list[DirectionWeights], fields: int) -> list[Tensor | None]:

@@ -1,7 +1,8 @@
 """Building blocks of the fused loops, compiled with numba: ``jit``, ``tanh``,
 ``sigmoid``, ``copy``, ``row_sums`` (and ``centred_squares``, ``dot``), ``matmul_rows`` (and ``matmul_add_rows``),
-``project_rows``, ``product`` (and ``product_add``), ``rows_at`` (and
-``add_row_products``, ``add_column_products``), ``bernoulli_fill``.
+``project_rows`` (and ``project_steps``), ``product`` (and ``product_add``),
+``transposed_product``, ``rows_at`` (and ``add_row_products``,
+``add_column_products``), ``bernoulli_fill``.
 
 Each cell's loops (``elman_loops.py``, ``lstm_loops.py``, ``gru_loops.py``) are
 written from these pieces, so that what makes them fast is written once:
@@ -25,11 +26,14 @@ written from these pieces, so that what makes them fast is written once:
   kernel written in LLVM IR with explicit vector types; ``w`` is packed for it
   once per call (``fused_common.step_weights``).
 * :func:`project_rows` is a piece's share of a layer's input projection, by
-  :func:`matmul_add_rows` from the bias, in the thread that runs the piece.
+  :func:`matmul_add_rows` from the bias, in the thread that runs the piece
+  (:func:`project_steps` the same by a BLAS, where the products go to one).
 * :func:`product` is the per-step product the loops call: ``matmul_rows``, or
   a BLAS GEMM called through its address (:mod:`rnnkit.kernels.blas`);
   :func:`product_add` adds it to what its output holds (a step's gates,
-  whose input projection is there already), through ``matmul_add_rows``.
+  whose input projection is there already), through ``matmul_add_rows``;
+  :func:`transposed_product` is a piece of a weight's gradient by a BLAS
+  (``rnnkit.kernels.dense``).
 * :func:`bernoulli_fill` draws the options' masks (recurrent dropout,
   zoneout) from one seed, twenty times as fast as torch's CPU generator.
 

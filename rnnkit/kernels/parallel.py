@@ -49,7 +49,8 @@ def plan(directions: int, batch: int, work_per_row: int, row_block: int = ROW_BL
         work_per_row: multiply-adds of one direction for one batch row over
             the whole sequence (``T * H * H`` for an Elman layer).
         row_block: the rows the per-step product computes together
-            (:data:`ROW_BLOCK` for numba's, ``BLAS_ROWS`` for BLAS).
+            (:data:`ROW_BLOCK` for numba's, a BLAS call's rows for BLAS:
+            :func:`rnnkit.kernels.blas.per_step_gemm`).
 
     Returns:
         ``(pieces, threads)``. Batch chunks start at multiples of
