@@ -14,6 +14,7 @@ import zlib
 from dataclasses import dataclass
 
 import numba
+import numpy as np
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -824,6 +825,36 @@ def test_row_sums_are_the_sum_and_the_dot_product_of_a_row(size, dtype):
     squares = _centred_squares(row, centre)
     torch.testing.assert_close(torch.tensor(squares, dtype=torch.float64),
                                ((u[1, 3 : 3 + size].double() - 0.75) ** 2).sum(), **tolerance)
+
+
+@numba.njit
+def _unowned_scratch(held: bool):
+    """The sum of a scratch row of ones written through an unowned view, after
+    an allocation that would reuse the row's memory if it were freed."""
+    scratch = np.zeros(1000)
+    view = numba_ops.unowned(scratch)
+    view[:] = 1.0
+    other = np.full(1000, 2.0)
+    total = view.sum()
+    if held:
+        numba_ops.keep_alive(scratch)
+    return total, other[0]
+
+
+@numba.njit
+def _unowned_of(a):
+    return numba_ops.unowned(a)
+
+
+def test_an_unowned_view_is_the_same_memory_and_keep_alive_holds_its_scratch():
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    view = _unowned_of(a)
+    assert view.shape == a.shape and view.dtype == a.dtype and view.ctypes.data == a.ctypes.data
+    lengths = np.arange(5)
+    assert _unowned_of(lengths).ctypes.data == lengths.ctypes.data
+    strided = a[:, :, ::2]  # not C-contiguous: handed back as it is
+    assert _unowned_of(strided).strides == strided.strides
+    assert _unowned_scratch(True) == (1000.0, 2.0)
 
 
 def test_pooled_tensors_come_back_only_when_nothing_over_them_is_left(monkeypatch):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import copy, dot, jit, product, product_add, rows_at, tanh
+from rnnkit.kernels.numba_ops import copy, dot, jit, keep_alive, product, product_add, rows_at, tanh, unowned
 
 
 @jit
@@ -41,6 +41,7 @@ def elman_forward(out, col, w_hh_t, h, lengths, reverse, relu, n0, n1, gemm):
         gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = out.shape[0]
+    out, h, lengths = unowned(out), unowned(h), unowned(lengths)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         # z_t = xp_t + W_hh h_{t-1}, in place, before h is overwritten
@@ -89,7 +90,10 @@ def elman_backward(out, grad_out, dz, col, w_hh, dh, lengths, reverse, relu, n0,
     steps = out.shape[0]
     hidden = dh.shape[1]
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
-    g = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
+    scratch = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
+    g = unowned(scratch)
+    out, grad_out, dz, dh = unowned(out), unowned(grad_out), unowned(dz), unowned(dh)
+    lengths = unowned(lengths)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -107,6 +111,7 @@ def elman_backward(out, grad_out, dz, col, w_hh, dh, lengths, reverse, relu, n0,
         for n in range(n0, n1):
             if t < lengths[n]:
                 copy(dh[n], g[n - n0])
+    keep_alive(scratch)
 
 
 @jit

@@ -39,7 +39,9 @@ import math
 
 import numpy as np
 
-from rnnkit.kernels.numba_ops import centred_squares, copy, jit, product, product_add, row_sums, sigmoid, tanh
+from rnnkit.kernels.numba_ops import (
+    centred_squares, copy, jit, keep_alive, product, product_add, row_sums, sigmoid, tanh, unowned,
+)
 
 EPS = 1e-5  # rnnkit.kernels.reference.LAYER_NORM_EPS
 
@@ -121,11 +123,21 @@ def extended_lstm_forward(
     rows = 4 * hidden
     zero, one = c.dtype.type(0), c.dtype.type(1)
     zoned, project = zmask.shape[0] > 0, w_hr_t.size > 0
-    hm = np.zeros((h.shape[0], width), dtype=c.dtype)
-    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=c.dtype)
-    y = np.empty(hidden, dtype=c.dtype)  # what tanh reads: LN_c(c_t), or c_t
-    m = np.zeros((n1 - n0, hidden), dtype=c.dtype)  # o * tanh(y) of each row
-    projected = np.zeros((n1 - n0, w_hr_t.shape[1]), dtype=c.dtype)
+    scratch = (
+        np.zeros((h.shape[0], width), dtype=c.dtype),
+        np.empty((n1 - n0, w_hh_t.shape[1]), dtype=c.dtype),
+        np.empty(hidden, dtype=c.dtype),  # what tanh reads: LN_c(c_t), or c_t
+        np.zeros((n1 - n0, hidden), dtype=c.dtype),  # o * tanh(y) of each row
+        np.zeros((n1 - n0, w_hr_t.shape[1]), dtype=c.dtype),
+    )
+    hm, z, y, m = unowned(scratch[0]), unowned(scratch[1]), unowned(scratch[2]), unowned(scratch[3])
+    projected = unowned(scratch[4])
+    xp, g_hh, g_c, b_c, rmask = unowned(xp), unowned(g_hh), unowned(g_c), unowned(b_c), unowned(rmask)
+    zmask = unowned(zmask)
+    gates, cells, mkeep, out = unowned(gates), unowned(cells), unowned(mkeep), unowned(out)
+    hprev = unowned(hprev)
+    zhat, rstd_z, chat, rstd_c = unowned(zhat), unowned(rstd_z), unowned(chat), unowned(rstd_c)
+    h, c, lengths = unowned(h), unowned(c), unowned(lengths)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -188,6 +200,7 @@ def extended_lstm_forward(
             else:
                 for k in range(width):
                     hn[k] = o_row[k] = new[k]
+    keep_alive(scratch)
 
 
 @jit
@@ -221,11 +234,22 @@ def extended_lstm_backward(
     rows = 4 * hidden
     zero, one = dc.dtype.type(0), dc.dtype.type(1)
     zoned, cells_wanted, project = zmask.shape[0] > 0, grad_cells.shape[0] > 0, w_hr.size > 0
-    back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dc.dtype)
-    gh = np.zeros((n1 - n0, width), dtype=dc.dtype)  # dL/dh~_t
-    dm = np.zeros((n1 - n0, max(w_hr.shape[1], hidden)), dtype=dc.dtype)  # dL/d(o * tanh(y)), projected
-    dct = np.empty(hidden, dtype=dc.dtype)
-    y = np.empty(hidden, dtype=dc.dtype)  # what tanh read: LN_c(c_t), or c_t
+    scratch = (
+        np.empty((n1 - n0, w_hh.shape[1]), dtype=dc.dtype),
+        np.zeros((n1 - n0, width), dtype=dc.dtype),  # dL/dh~_t
+        np.zeros((n1 - n0, max(w_hr.shape[1], hidden)), dtype=dc.dtype),  # dL/d(o * tanh(y)), projected
+        np.empty(hidden, dtype=dc.dtype),
+        np.empty(hidden, dtype=dc.dtype),  # what tanh read: LN_c(c_t), or c_t
+    )
+    back, gh, dm = unowned(scratch[0]), unowned(scratch[1]), unowned(scratch[2])
+    dct, y = unowned(scratch[3]), unowned(scratch[4])
+    gates, cells, mkeep, c0, zhat = unowned(gates), unowned(cells), unowned(mkeep), unowned(c0), unowned(zhat)
+    chat = unowned(chat)
+    g_hh, g_c, b_c, rmask, zmask = unowned(g_hh), unowned(g_c), unowned(b_c), unowned(rmask), unowned(zmask)
+    rstd_z, rstd_c, grad_out = unowned(rstd_z), unowned(rstd_c), unowned(grad_out)
+    grad_cells = unowned(grad_cells)
+    dxp, dz, dhs, dh, dc = unowned(dxp), unowned(dz), unowned(dhs), unowned(dh), unowned(dc)
+    dg_hh, dg_c, db_c, lengths = unowned(dg_hh), unowned(dg_c), unowned(db_c), unowned(lengths)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -297,6 +321,7 @@ def extended_lstm_backward(
                     dg[k] += da[k] * zh[k]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
         add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
+    keep_alive(scratch)
 
 
 @jit
@@ -313,9 +338,15 @@ def extended_gru_forward(
     rows = 3 * hidden
     zero, one = h.dtype.type(0), h.dtype.type(1)
     zoned, biased = zmask.shape[0] > 0, b_hh.shape[0] > 0
-    hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
-    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype)
-    b = np.empty(rows, dtype=h.dtype)
+    scratch = (
+        np.zeros((h.shape[0], hidden), dtype=h.dtype),
+        np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype),
+        np.empty(rows, dtype=h.dtype),
+    )
+    hm, z, b = unowned(scratch[0]), unowned(scratch[1]), unowned(scratch[2])
+    xp, b_hh, g_hh, rmask, zmask = unowned(xp), unowned(b_hh), unowned(g_hh), unowned(rmask), unowned(zmask)
+    gates, bn, out, hold, hprev = unowned(gates), unowned(bn), unowned(out), unowned(hold), unowned(hprev)
+    zhat, rstd_z, h, lengths = unowned(zhat), unowned(rstd_z), unowned(h), unowned(lengths)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -354,6 +385,7 @@ def extended_gru_forward(
                     m = zmask[t, n, k]
                     candidate = m * hn[k] + (one - m) * candidate
                 hn[k] = o_row[k] = candidate
+    keep_alive(scratch)
 
 
 @jit
@@ -371,7 +403,13 @@ def extended_gru_backward(
     rows = 3 * hidden
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
-    back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
+    scratch = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
+    back = unowned(scratch)
+    gates, bn, hold, g_hh, rmask = unowned(gates), unowned(bn), unowned(hold), unowned(g_hh), unowned(rmask)
+    zmask = unowned(zmask)
+    zhat, rstd_z, grad_out, dxp = unowned(zhat), unowned(rstd_z), unowned(grad_out), unowned(dxp)
+    dz = unowned(dz)
+    dh, db_hh, dg_hh, lengths = unowned(dh), unowned(db_hh), unowned(dg_hh), unowned(lengths)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -410,6 +448,7 @@ def extended_gru_backward(
                     dg[k] += dzn[k] * zh[k]
                 normalise_backward(dzn, g_hh, zh, rstd_z[t, n, d], dzn)
         add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
+    keep_alive(scratch)
 
 
 @jit
@@ -423,8 +462,11 @@ def extended_elman_forward(
     steps, hidden = xp.shape[0], h.shape[1]
     zero, one = h.dtype.type(0), h.dtype.type(1)
     zoned = zmask.shape[0] > 0
-    hm = np.zeros((h.shape[0], hidden), dtype=h.dtype)
-    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype)
+    scratch = (np.zeros((h.shape[0], hidden), dtype=h.dtype), np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype))
+    hm, z = unowned(scratch[0]), unowned(scratch[1])
+    xp, g_hh, rmask, zmask, out = unowned(xp), unowned(g_hh), unowned(rmask), unowned(zmask), unowned(out)
+    hprev = unowned(hprev)
+    zhat, rstd_z, h, lengths = unowned(zhat), unowned(rstd_z), unowned(h), unowned(lengths)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -454,6 +496,7 @@ def extended_elman_forward(
                     m = zmask[t, n, k]
                     candidate = m * hn[k] + (one - m) * candidate
                 hn[k] = o_row[k] = candidate
+    keep_alive(scratch)
 
 
 @jit
@@ -470,7 +513,12 @@ def extended_elman_backward(
     steps, hidden = act.shape[0], dh.shape[1]
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
-    back = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
+    scratch = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
+    back = unowned(scratch)
+    act, g_hh, rmask, zmask, zhat = unowned(act), unowned(g_hh), unowned(rmask), unowned(zmask), unowned(zhat)
+    rstd_z = unowned(rstd_z)
+    grad_out, dxp, dz, dh, dg_hh = unowned(grad_out), unowned(dxp), unowned(dz), unowned(dh), unowned(dg_hh)
+    lengths = unowned(lengths)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -498,3 +546,4 @@ def extended_elman_backward(
                     dg[k] += da[k] * zh[k]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
         add_masked_product(dz[t], col, w_hh, back, rmask, dh, n0, n1, gemm)
+    keep_alive(scratch)

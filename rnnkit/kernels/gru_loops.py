@@ -42,7 +42,8 @@ from __future__ import annotations
 import numpy as np
 
 from rnnkit.kernels.numba_ops import (
-    add_column_products, add_row_products, dot, jit, product, product_add, rows_at, sigmoid, tanh,
+    add_column_products, add_row_products, dot, jit, keep_alive, product, product_add, rows_at, sigmoid, tanh,
+    unowned,
 )
 
 
@@ -60,11 +61,15 @@ def gru_forward(gates, gcol, w_hh_t, b_hn, out, ocol, hns, h, lengths, reverse, 
         gemm: how the per-step product runs (see :func:`~rnnkit.kernels.numba_ops.product`).
     """
     steps = gates.shape[0]
-    z = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype)  # W_hh h_{t-1}
+    scratch = np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype)  # W_hh h_{t-1}
+    z = unowned(scratch)
+    gates, b_hn, out, hns, h = unowned(gates), unowned(b_hn), unowned(out), unowned(hns), unowned(h)
+    lengths = unowned(lengths)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         product(h, 0, w_hh_t, z, n0, n1, gemm)
         gru_forward_step(gates, gcol, z, b_hn, out, ocol, hns, h, lengths, t, n0, n1)
+    keep_alive(scratch)
 
 
 @jit(inline="always")
@@ -118,12 +123,16 @@ def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh, grad_out, dh, lengths, r
     """
     steps = gates.shape[0]
     rows, hidden = n1 - n0, dh.shape[1]
-    hid = np.zeros((rows, w_hh.shape[0]), dtype=dh.dtype)  # dL/d(W_hh h_{t-1} + b_hh)
+    scratch = np.zeros((rows, w_hh.shape[0]), dtype=dh.dtype)  # dL/d(W_hh h_{t-1} + b_hh)
+    hid = unowned(scratch)
+    gates, hns, out, h0, grad_out = unowned(gates), unowned(hns), unowned(out), unowned(h0), unowned(grad_out)
+    dh, lengths = unowned(dh), unowned(lengths)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         gru_backward_step(gates, gcol, hns, out, ocol, h0, grad_out, dh, hid, lengths, t, reverse, n0, n1)
         # rows past their length have zero gradients: their dh stays as it is
         product_add(hid, 0, w_hh, dh[n0:n1], 0, rows, hidden, gemm)
+    keep_alive(scratch)
 
 
 @jit(inline="always")

@@ -43,7 +43,8 @@ from __future__ import annotations
 import numpy as np
 
 from rnnkit.kernels.numba_ops import (
-    add_column_products, add_row_products, copy, dot, jit, product, product_add, rows_at, sigmoid, tanh,
+    add_column_products, add_row_products, copy, dot, jit, keep_alive, product, product_add, rows_at, sigmoid, tanh,
+    unowned,
 )
 
 
@@ -62,13 +63,17 @@ def lstm_forward(
     """
     steps, hidden = gates.shape[0], c.shape[1]
     keep = cells.shape[0] == steps
-    m, projected = forward_scratch(n1 - n0, hidden, w_hr_t.shape[1], c.dtype)
+    scratch = forward_scratch(n1 - n0, hidden, w_hr_t.shape[1], c.dtype)
+    m, projected = unowned(scratch[0]), unowned(scratch[1])
+    gates, out, cells, h, c = unowned(gates), unowned(out), unowned(cells), unowned(h), unowned(c)
+    lengths = unowned(lengths)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         product_add(h, 0, w_hh_t, gates[t, n0:n1, gcol:], n0, n1, 4 * hidden, gemm)
         lstm_forward_step(
             gates, gcol, w_hr_t, out, ocol, cells, ccol, h, c, m, projected, lengths, t, n0, n1, gemm, keep
         )
+    keep_alive(scratch)
 
 
 @jit(inline="always")
@@ -174,7 +179,11 @@ def lstm_backward(
     """
     steps = gates.shape[0]
     rows, width = n1 - n0, dh.shape[1]
-    gh, dm, m = backward_scratch(rows, dc.shape[1], max(w_hr.shape[1], dc.shape[1]), width, dc.dtype)
+    scratch = backward_scratch(rows, dc.shape[1], max(w_hr.shape[1], dc.shape[1]), width, dc.dtype)
+    gh, dm, m = unowned(scratch[0]), unowned(scratch[1]), unowned(scratch[2])
+    gates, cells, c0, grad_out = unowned(gates), unowned(cells), unowned(c0), unowned(grad_out)
+    grad_cells = unowned(grad_cells)
+    dh, dc, dhs, lengths = unowned(dh), unowned(dc), unowned(dhs), unowned(lengths)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         lstm_backward_step(
@@ -183,6 +192,7 @@ def lstm_backward(
         )
         # rows past their length have zero gradients: their dh stays as it is
         product_add(gates[t], gcol, w_hh, dh[n0:n1], n0, n1, width, gemm)
+    keep_alive(scratch)
 
 
 @jit
