@@ -11,16 +11,19 @@ LSTM's ``proj_size``, else ``P = H``); ``gcol = d*4H`` and, in the LSTM's
 loops, ``ccol = d*H`` and ``ocol = d*P`` its columns (``col = d*H`` in the
 GRU's and Elman's):
 
-* ``xp (T, N, D*4H)``: ``LN_ih(W_ih x_t) + b_ih + b_hh`` of every step (both
-  biases; the input side's layer norm is left to torch), read only.
+* ``xp (T, N, D*4H)``: the input side of every step, read only:
+  ``W_ih x_t + b_ih + b_hh`` (both biases), or, with layer norm, ``W_ih x_t``
+  alone, which the loops normalise and add ``b_in (4H,)``, the biases' sum, to.
 * ``gates (T, N, D*4H)``: the gates' activations ``i, f, g, o``.
 * ``cells (T, N, D*H)``: ``c_t``; ``out (T, N, D*P)``: ``h_t``; ``hprev (T,
   N, D*P)``: ``m ⊙ h_(t-1)``, what step ``t``'s product with ``W_hh`` read
   (for ``dL/dW_hh``). All zero past each length.
-* With layer norm (``norm``): ``zhat (T, N, D*4H)`` the normalised
-  ``W_hh (m ⊙ h_(t-1))``, ``chat (T, N, D*H)`` the normalised ``c_t``, and
-  their reciprocal standard deviations ``rstd_z``, ``rstd_c (T, N, D)``;
-  ``g_hh (4H,)``, ``g_c``, ``b_c (H,)`` the gains and the shift.
+* With layer norm (``norm``): ``xhat``, ``zhat (T, N, D*4H)`` the normalised
+  ``W_ih x_t`` and ``W_hh (m ⊙ h_(t-1))``, ``chat (T, N, D*H)`` the
+  normalised ``c_t``, and their reciprocal standard deviations ``rstd_x``,
+  ``rstd_z``, ``rstd_c (T, N, D)``; ``g_ih``, ``g_hh (4H,)``, ``g_c``, ``b_c
+  (H,)`` the gains and the shift. Without, ``g_ih`` and ``b_in`` have no
+  elements, and the normalised rows and their statistics no steps.
 * ``rmask (N, P)``: the recurrent-dropout mask, or no rows for none;
   ``zmask (T, N, P)``: the zoneout mask, or no steps for none.
 * ``lengths (N,)`` int64: steps ``t >= lengths[n]`` leave row ``n``'s state
@@ -28,9 +31,10 @@ GRU's and Elman's):
 
 The products with ``W_hh`` (and ``W_hr``) go through :func:`~rnnkit.kernels.numba_ops.product`
 as in :mod:`rnnkit.kernels.lstm_loops`. The weights' gradients, products
-over all steps, are left to the caller; the gains' (and the shift's) are
-summed inside the backward loops, each batch row on its own (so that no
-row's sum depends on how the batch was split), and the caller adds the rows.
+over all steps, are left to the caller; the gains', the shift's and the
+input bias's (with layer norm) are summed inside the backward loops, each
+batch row on its own (so that no row's sum depends on how the batch was
+split), and the caller adds the rows.
 """
 
 from __future__ import annotations
@@ -79,6 +83,18 @@ def normalise_backward(dy, gain, vhat, r, dv):
 
 
 @jit(inline="always")
+def input_norm_backward(da, g_ih, xh, r, dg_ih, db_in):
+    """Back through ``a = g_ih * LN(v) + b_in + ...`` (``xh`` the normalised
+    ``v`` and ``r`` its :func:`normalise` statistic): ``da``, ``dL/da`` on
+    entry, becomes ``dL/dv``; the row's shares of the gain's and the bias's
+    gradients are added to ``dg_ih`` and ``db_in``."""
+    for k in range(da.shape[0]):
+        dg_ih[k] += da[k] * xh[k]
+        db_in[k] += da[k]
+    normalise_backward(da, g_ih, xh, r, da)
+
+
+@jit(inline="always")
 def masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm):
     """``z = (m ⊙ h) W_hh^T`` for the rows ``n0 <= n < n1`` (``z`` indexed from
     0), ``hm`` receiving ``m ⊙ h``; ``m`` is the recurrent-dropout mask
@@ -108,8 +124,8 @@ def add_masked_product(dz_t, col, w_hh, back, rmask, dh, n0, n1, gemm):
 
 @jit
 def extended_lstm_forward(
-    xp, gcol, ccol, ocol, d, w_hh_t, w_hr_t, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells, mkeep, out,
-    hprev, zhat, rstd_z, chat, rstd_c, h, c, lengths, reverse, n0, n1, gemm,
+    xp, gcol, ccol, ocol, d, w_hh_t, w_hr_t, g_ih, b_in, g_hh, g_c, b_c, rmask, zmask, norm, gates, cells,
+    mkeep, out, hprev, xhat, rstd_x, zhat, rstd_z, chat, rstd_c, h, c, lengths, reverse, n0, n1, gemm,
 ):
     """Run the recurrence; ``h (N, P)``, ``c (N, H)`` hold ``h_0``, ``c_0`` on
     entry and ``h_n``, ``c_n`` on return; ``w_hh_t`` is ``W_hh^T`` and
@@ -132,10 +148,11 @@ def extended_lstm_forward(
     )
     hm, z, y, m = unowned(scratch[0]), unowned(scratch[1]), unowned(scratch[2]), unowned(scratch[3])
     projected = unowned(scratch[4])
-    xp, g_hh, g_c, b_c, rmask = unowned(xp), unowned(g_hh), unowned(g_c), unowned(b_c), unowned(rmask)
-    zmask = unowned(zmask)
+    xp, g_ih, b_in, g_hh, g_c = unowned(xp), unowned(g_ih), unowned(b_in), unowned(g_hh), unowned(g_c)
+    b_c = unowned(b_c)
+    rmask, zmask = unowned(rmask), unowned(zmask)
     gates, cells, mkeep, out = unowned(gates), unowned(cells), unowned(mkeep), unowned(out)
-    hprev = unowned(hprev)
+    hprev, xhat, rstd_x = unowned(hprev), unowned(xhat), unowned(rstd_x)
     zhat, rstd_z, chat, rstd_c = unowned(zhat), unowned(rstd_z), unowned(chat), unowned(rstd_c)
     h, c, lengths = unowned(h), unowned(c), unowned(lengths)
     for s in range(steps):
@@ -149,6 +166,7 @@ def extended_lstm_forward(
                 if project:
                     mkeep[t, n, ccol : ccol + hidden] = zero
                 if norm:  # zeros past each length, as in every saved array
+                    xhat[t, n, gcol : gcol + rows] = zero
                     zhat[t, n, gcol : gcol + rows] = zero
                     chat[t, n, ccol : ccol + hidden] = zero
                 continue
@@ -157,10 +175,11 @@ def extended_lstm_forward(
             a = gates[t, n, gcol : gcol + rows]
             x_t = xp[t, n, gcol : gcol + rows]
             if norm:
-                zh = zhat[t, n, gcol : gcol + rows]
+                xh, zh = xhat[t, n, gcol : gcol + rows], zhat[t, n, gcol : gcol + rows]
+                rstd_x[t, n, d] = normalise(x_t, xh)
                 rstd_z[t, n, d] = normalise(zn, zh)
                 for k in range(rows):
-                    a[k] = x_t[k] + g_hh[k] * zh[k]
+                    a[k] = g_ih[k] * xh[k] + b_in[k] + g_hh[k] * zh[k]
             else:
                 for k in range(rows):
                     a[k] = x_t[k] + zn[k]
@@ -205,9 +224,9 @@ def extended_lstm_forward(
 
 @jit
 def extended_lstm_backward(
-    gates, gcol, ccol, ocol, d, cells, mkeep, c0, w_hh, w_hr, g_hh, g_c, b_c, rmask, zmask, norm, zhat,
-    rstd_z, chat, rstd_c, grad_out, grad_cells, dxp, dz, dhs, dh, dc, dg_hh, dg_c, db_c, lengths, reverse,
-    n0, n1, gemm,
+    gates, gcol, ccol, ocol, d, cells, mkeep, c0, w_hh, w_hr, g_ih, g_hh, g_c, b_c, rmask, zmask, norm, xhat,
+    rstd_x, zhat, rstd_z, chat, rstd_c, grad_out, grad_cells, dxp, dz, dhs, dh, dc, dg_ih, db_in, dg_hh, dg_c,
+    db_c, lengths, reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_lstm_forward`, last step first.
 
@@ -218,7 +237,8 @@ def extended_lstm_backward(
         grad_out: ``(T, N, D*P)``, ``dL/d output``.
         grad_cells: ``(T, N, D*H)``, ``dL/dc_t`` of every step where the
             caller took the cells as an output; no steps if not.
-        dxp: ``(T, N, D*4H)`` receives ``dL/d xp`` (the gate pre-activations).
+        dxp: ``(T, N, D*4H)`` receives ``dL/d xp`` (the gate pre-activations'
+            gradient; with layer norm, ``dL/d W_ih x_t``).
         dz: ``(T, N, D*4H)`` receives ``dL/d W_hh (m ⊙ h_(t-1))`` (with layer
             norm; without, it is ``dxp`` and the caller passes ``dxp`` again).
         dhs: ``(T, N, D*P)`` receives ``dL/dh~_t`` with a projection (zeros
@@ -226,9 +246,10 @@ def extended_lstm_backward(
             give ``dL/dW_hr``.
         dh: ``(N, P)``, dc: ``(N, H)``: ``dL/dh_n``, ``dL/dc_n`` on entry,
             ``dL/dh_0``, ``dL/dc_0`` on return.
-        dg_hh: ``(N, 4H)``, dg_c, db_c: ``(N, H)``, zeros on entry (with layer
-            norm; else no rows): each row's share of the gains' and the
-            shift's gradients, summed over its steps (the caller sums the rows).
+        dg_ih, db_in, dg_hh: ``(N, 4H)``, dg_c, db_c: ``(N, H)``, zeros on
+            entry (with layer norm; else no rows): each row's share of the
+            gains', the input bias's and the shift's gradients, summed over
+            its steps (the caller sums the rows).
     """
     steps, hidden, width = gates.shape[0], dc.shape[1], dh.shape[1]
     rows = 4 * hidden
@@ -245,7 +266,9 @@ def extended_lstm_backward(
     dct, y = unowned(scratch[3]), unowned(scratch[4])
     gates, cells, mkeep, c0, zhat = unowned(gates), unowned(cells), unowned(mkeep), unowned(c0), unowned(zhat)
     chat = unowned(chat)
-    g_hh, g_c, b_c, rmask, zmask = unowned(g_hh), unowned(g_c), unowned(b_c), unowned(rmask), unowned(zmask)
+    g_ih, g_hh, g_c, b_c, rmask = unowned(g_ih), unowned(g_hh), unowned(g_c), unowned(b_c), unowned(rmask)
+    zmask = unowned(zmask)
+    xhat, rstd_x, dg_ih, db_in = unowned(xhat), unowned(rstd_x), unowned(dg_ih), unowned(db_in)
     rstd_z, rstd_c, grad_out = unowned(rstd_z), unowned(rstd_c), unowned(grad_out)
     grad_cells = unowned(grad_cells)
     dxp, dz, dhs, dh, dc = unowned(dxp), unowned(dz), unowned(dhs), unowned(dh), unowned(dc)
@@ -320,18 +343,20 @@ def extended_lstm_backward(
                 for k in range(rows):
                     dg[k] += da[k] * zh[k]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
+                input_norm_backward(da, g_ih, xhat[t, n, gcol : gcol + rows], rstd_x[t, n, d], dg_ih[n], db_in[n])
         add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
     keep_alive(scratch)
 
 
 @jit
 def extended_gru_forward(
-    xp, gcol, col, d, w_hh_t, b_hh, g_hh, rmask, zmask, norm, gates, bn, out, hold, hprev,
-    zhat, rstd_z, h, lengths, reverse, n0, n1, gemm,
+    xp, gcol, col, d, w_hh_t, g_ih, b_in, b_hh, g_hh, rmask, zmask, norm, gates, bn, out, hold, hprev,
+    xhat, rstd_x, zhat, rstd_z, h, lengths, reverse, n0, n1, gemm,
 ):
     """The GRU's recurrence, arrays as for :func:`extended_lstm_forward` with
-    ``3H`` gate rows (``r, z, n``): ``xp`` holds ``LN_ih(W_ih x_t) + b_ih``
-    only, ``b_hh (3H,)`` (no rows: none) is added after ``LN_hh``; ``bn (T, N,
+    ``3H`` gate rows (``r, z, n``): ``xp`` holds ``W_ih x_t + b_ih`` (with
+    layer norm ``W_ih x_t``, and ``b_in`` is ``b_ih``); ``b_hh (3H,)`` (no
+    rows: none) is added after ``LN_hh``; ``bn (T, N,
     D*H)`` keeps each step's ``n`` block of ``LN_hh(W_hh (m ⊙ h)) + b_hh``, and
     ``hold (T, N, D*H)`` each step's unmasked ``h_(t-1)``."""
     steps, hidden = xp.shape[0], h.shape[1]
@@ -342,11 +367,14 @@ def extended_gru_forward(
         np.zeros((h.shape[0], hidden), dtype=h.dtype),
         np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype),
         np.empty(rows, dtype=h.dtype),
+        np.empty(rows, dtype=h.dtype),  # g_ih * LN_ih(W_ih x_t) + b_ih, with layer norm
     )
-    hm, z, b = unowned(scratch[0]), unowned(scratch[1]), unowned(scratch[2])
-    xp, b_hh, g_hh, rmask, zmask = unowned(xp), unowned(b_hh), unowned(g_hh), unowned(rmask), unowned(zmask)
+    hm, z, b, xn = unowned(scratch[0]), unowned(scratch[1]), unowned(scratch[2]), unowned(scratch[3])
+    xp, g_ih, b_in, b_hh, g_hh = unowned(xp), unowned(g_ih), unowned(b_in), unowned(b_hh), unowned(g_hh)
+    rmask, zmask = unowned(rmask), unowned(zmask)
     gates, bn, out, hold, hprev = unowned(gates), unowned(bn), unowned(out), unowned(hold), unowned(hprev)
-    zhat, rstd_z, h, lengths = unowned(zhat), unowned(rstd_z), unowned(h), unowned(lengths)
+    xhat, rstd_x, zhat, rstd_z = unowned(xhat), unowned(rstd_x), unowned(zhat), unowned(rstd_z)
+    h, lengths = unowned(h), unowned(lengths)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -356,6 +384,7 @@ def extended_gru_forward(
                 hold[t, n, col : col + hidden] = zero
                 hprev[t, n, col : col + hidden] = zero
                 if norm:
+                    xhat[t, n, gcol : gcol + rows] = zero
                     zhat[t, n, gcol : gcol + rows] = zero
                 continue
             copy(hprev[t, n, col : col + hidden], hm[n])
@@ -373,6 +402,12 @@ def extended_gru_forward(
                 for k in range(rows):
                     b[k] += b_hh[k]
             a, x_t = gates[t, n, gcol : gcol + rows], xp[t, n, gcol : gcol + rows]
+            if norm:
+                xh = xhat[t, n, gcol : gcol + rows]
+                rstd_x[t, n, d] = normalise(x_t, xh)
+                for k in range(rows):
+                    xn[k] = g_ih[k] * xh[k] + b_in[k]
+                x_t = xn
             hn, o_row, bnn = h[n], out[t, n, col : col + hidden], bn[t, n, col : col + hidden]
             for k in range(hidden):
                 reset = sigmoid(x_t[k] + b[k])
@@ -390,26 +425,27 @@ def extended_gru_forward(
 
 @jit
 def extended_gru_backward(
-    gates, gcol, col, d, bn, hold, w_hh, g_hh, rmask, zmask, norm, zhat, rstd_z,
-    grad_out, dxp, dz, dh, db_hh, dg_hh, lengths, reverse, n0, n1, gemm,
+    gates, gcol, col, d, bn, hold, w_hh, g_ih, g_hh, rmask, zmask, norm, xhat, rstd_x, zhat, rstd_z,
+    grad_out, dxp, dz, dh, db_hh, dg_ih, db_in, dg_hh, lengths, reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_gru_forward`, last step first:
     ``dxp`` receives ``dL/d xp``, ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))``; ``dh
     (N, H)``: ``dL/dh_n`` on entry, ``dL/dh_0`` on return. ``db_hh (N, 3H)``
-    and, with layer norm, ``dg_hh (N, 3H)`` (else no rows), zeros on entry,
-    receive each row's share of ``dL/db_hh`` and of the gain's gradient,
-    summed over its steps (the caller sums the rows)."""
+    and, with layer norm, ``dg_ih``, ``db_in``, ``dg_hh (N, 3H)`` (else no
+    rows), zeros on entry, receive each row's share of ``dL/db_hh``, of the
+    gains' and of ``b_ih``'s gradients, summed over its steps (the caller
+    sums the rows)."""
     steps, hidden = gates.shape[0], dh.shape[1]
     rows = 3 * hidden
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
     scratch = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
     back = unowned(scratch)
-    gates, bn, hold, g_hh, rmask = unowned(gates), unowned(bn), unowned(hold), unowned(g_hh), unowned(rmask)
-    zmask = unowned(zmask)
-    zhat, rstd_z, grad_out, dxp = unowned(zhat), unowned(rstd_z), unowned(grad_out), unowned(dxp)
-    dz = unowned(dz)
-    dh, db_hh, dg_hh, lengths = unowned(dh), unowned(db_hh), unowned(dg_hh), unowned(lengths)
+    gates, bn, hold, g_ih, g_hh = unowned(gates), unowned(bn), unowned(hold), unowned(g_ih), unowned(g_hh)
+    rmask, zmask = unowned(rmask), unowned(zmask)
+    xhat, rstd_x, zhat, rstd_z = unowned(xhat), unowned(rstd_x), unowned(zhat), unowned(rstd_z)
+    grad_out, dxp, dz, dh, db_hh = unowned(grad_out), unowned(dxp), unowned(dz), unowned(dh), unowned(db_hh)
+    dg_ih, db_in, dg_hh, lengths = unowned(dg_ih), unowned(db_in), unowned(dg_hh), unowned(lengths)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -447,26 +483,28 @@ def extended_gru_backward(
                 for k in range(rows):
                     dg[k] += dzn[k] * zh[k]
                 normalise_backward(dzn, g_hh, zh, rstd_z[t, n, d], dzn)
+                input_norm_backward(da, g_ih, xhat[t, n, gcol : gcol + rows], rstd_x[t, n, d], dg_ih[n], db_in[n])
         add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
     keep_alive(scratch)
 
 
 @jit
 def extended_elman_forward(
-    xp, col, d, w_hh_t, g_hh, rmask, zmask, norm, relu, act, out, hprev, zhat, rstd_z, h, lengths, reverse,
-    n0, n1, gemm,
+    xp, col, d, w_hh_t, g_ih, b_in, g_hh, rmask, zmask, norm, relu, act, out, hprev, xhat, rstd_x, zhat, rstd_z,
+    h, lengths, reverse, n0, n1, gemm,
 ):
     """The Elman recurrence, arrays as for :func:`extended_lstm_forward` with
-    one block of ``H`` rows: ``xp`` holds ``LN_ih(W_ih x_t) + b_ih + b_hh``;
+    one block of ``H`` rows;
     ``act (T, N, D*H)`` receives each step's ``h~_t`` (tanh, or ReLU with ``relu``)."""
     steps, hidden = xp.shape[0], h.shape[1]
     zero, one = h.dtype.type(0), h.dtype.type(1)
     zoned = zmask.shape[0] > 0
     scratch = (np.zeros((h.shape[0], hidden), dtype=h.dtype), np.empty((n1 - n0, w_hh_t.shape[1]), dtype=h.dtype))
     hm, z = unowned(scratch[0]), unowned(scratch[1])
-    xp, g_hh, rmask, zmask, out = unowned(xp), unowned(g_hh), unowned(rmask), unowned(zmask), unowned(out)
-    hprev = unowned(hprev)
-    zhat, rstd_z, h, lengths = unowned(zhat), unowned(rstd_z), unowned(h), unowned(lengths)
+    xp, g_ih, b_in, g_hh, rmask = unowned(xp), unowned(g_ih), unowned(b_in), unowned(g_hh), unowned(rmask)
+    zmask, act, out, hprev = unowned(zmask), unowned(act), unowned(out), unowned(hprev)
+    xhat, rstd_x, zhat, rstd_z = unowned(xhat), unowned(rstd_x), unowned(zhat), unowned(rstd_z)
+    h, lengths = unowned(h), unowned(lengths)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -476,15 +514,17 @@ def extended_elman_forward(
                 act[t, n, col : col + hidden] = zero
                 hprev[t, n, col : col + hidden] = zero
                 if norm:
+                    xhat[t, n, col : col + hidden] = zero
                     zhat[t, n, col : col + hidden] = zero
                 continue
             copy(hprev[t, n, col : col + hidden], hm[n])
             zn, x_t, a = z[n - n0, :hidden], xp[t, n, col : col + hidden], act[t, n, col : col + hidden]
             if norm:
-                zh = zhat[t, n, col : col + hidden]
+                xh, zh = xhat[t, n, col : col + hidden], zhat[t, n, col : col + hidden]
+                rstd_x[t, n, d] = normalise(x_t, xh)
                 rstd_z[t, n, d] = normalise(zn, zh)
                 for k in range(hidden):
-                    a[k] = x_t[k] + g_hh[k] * zh[k]
+                    a[k] = g_ih[k] * xh[k] + b_in[k] + g_hh[k] * zh[k]
             else:
                 for k in range(hidden):
                     a[k] = x_t[k] + zn[k]
@@ -501,24 +541,25 @@ def extended_elman_forward(
 
 @jit
 def extended_elman_backward(
-    act, col, d, w_hh, g_hh, rmask, zmask, norm, relu, zhat, rstd_z, grad_out, dxp, dz, dh, dg_hh, lengths,
-    reverse, n0, n1, gemm,
+    act, col, d, w_hh, g_ih, g_hh, rmask, zmask, norm, relu, xhat, rstd_x, zhat, rstd_z, grad_out, dxp, dz, dh,
+    dg_ih, db_in, dg_hh, lengths, reverse, n0, n1, gemm,
 ):
     """Back-propagate through :func:`extended_elman_forward`, last step first:
     ``dxp (T, N, D*H)`` receives ``dL/d xp``, ``dz`` ``dL/d W_hh (m ⊙ h_(t-1))``
     (the caller passes ``dxp`` again without layer norm); ``dh (N, H)``:
-    ``dL/dh_n`` on entry, ``dL/dh_0`` on return; ``dg_hh (N, H)``, zeros on
-    entry (with layer norm; else no rows), receives each row's share of the
-    gain's gradient, summed over its steps (the caller sums the rows)."""
+    ``dL/dh_n`` on entry, ``dL/dh_0`` on return; ``dg_ih``, ``db_in``,
+    ``dg_hh (N, H)``, zeros on entry (with layer norm; else no rows), receive
+    each row's share of the gains' and the input bias's gradients, summed over
+    its steps (the caller sums the rows)."""
     steps, hidden = act.shape[0], dh.shape[1]
     zero, one = dh.dtype.type(0), dh.dtype.type(1)
     zoned = zmask.shape[0] > 0
     scratch = np.empty((n1 - n0, w_hh.shape[1]), dtype=dh.dtype)
     back = unowned(scratch)
-    act, g_hh, rmask, zmask, zhat = unowned(act), unowned(g_hh), unowned(rmask), unowned(zmask), unowned(zhat)
-    rstd_z = unowned(rstd_z)
+    act, g_ih, g_hh, rmask, zmask = unowned(act), unowned(g_ih), unowned(g_hh), unowned(rmask), unowned(zmask)
+    xhat, rstd_x, zhat, rstd_z = unowned(xhat), unowned(rstd_x), unowned(zhat), unowned(rstd_z)
     grad_out, dxp, dz, dh, dg_hh = unowned(grad_out), unowned(dxp), unowned(dz), unowned(dh), unowned(dg_hh)
-    lengths = unowned(lengths)
+    dg_ih, db_in, lengths = unowned(dg_ih), unowned(db_in), unowned(lengths)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -545,5 +586,6 @@ def extended_elman_backward(
                 for k in range(hidden):
                     dg[k] += da[k] * zh[k]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
+                input_norm_backward(da, g_ih, xhat[t, n, col : col + hidden], rstd_x[t, n, d], dg_ih[n], db_in[n])
         add_masked_product(dz[t], col, w_hh, back, rmask, dh, n0, n1, gemm)
     keep_alive(scratch)
