@@ -42,6 +42,7 @@ def elman_forward(out, col, w_hh_t, h, lengths, reverse, relu, n0, n1, gemm):
     """
     steps = out.shape[0]
     out, h, lengths = unowned(out), unowned(h), unowned(lengths)
+    w_hh_t = unowned(w_hh_t)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         # z_t = xp_t + W_hh h_{t-1}, in place, before h is overwritten
@@ -94,6 +95,7 @@ def elman_backward(out, grad_out, dz, col, w_hh, dh, lengths, reverse, relu, n0,
     g = unowned(scratch)
     out, grad_out, dz, dh = unowned(out), unowned(grad_out), unowned(dz), unowned(dh)
     lengths = unowned(lengths)
+    w_hh = unowned(w_hh)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):

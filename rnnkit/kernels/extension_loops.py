@@ -155,6 +155,7 @@ def extended_lstm_forward(
     hprev, xhat, rstd_x = unowned(hprev), unowned(xhat), unowned(rstd_x)
     zhat, rstd_z, chat, rstd_c = unowned(zhat), unowned(rstd_z), unowned(chat), unowned(rstd_c)
     h, c, lengths = unowned(h), unowned(c), unowned(lengths)
+    w_hh_t, w_hr_t = unowned(w_hh_t), unowned(w_hr_t)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -273,6 +274,7 @@ def extended_lstm_backward(
     grad_cells = unowned(grad_cells)
     dxp, dz, dhs, dh, dc = unowned(dxp), unowned(dz), unowned(dhs), unowned(dh), unowned(dc)
     dg_hh, dg_c, db_c, lengths = unowned(dg_hh), unowned(dg_c), unowned(db_c), unowned(lengths)
+    w_hh, w_hr = unowned(w_hh), unowned(w_hr)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -375,6 +377,7 @@ def extended_gru_forward(
     gates, bn, out, hold, hprev = unowned(gates), unowned(bn), unowned(out), unowned(hold), unowned(hprev)
     xhat, rstd_x, zhat, rstd_z = unowned(xhat), unowned(rstd_x), unowned(zhat), unowned(rstd_z)
     h, lengths = unowned(h), unowned(lengths)
+    w_hh_t = unowned(w_hh_t)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -446,6 +449,7 @@ def extended_gru_backward(
     xhat, rstd_x, zhat, rstd_z = unowned(xhat), unowned(rstd_x), unowned(zhat), unowned(rstd_z)
     grad_out, dxp, dz, dh, db_hh = unowned(grad_out), unowned(dxp), unowned(dz), unowned(dh), unowned(db_hh)
     dg_ih, db_in, dg_hh, lengths = unowned(dg_ih), unowned(db_in), unowned(dg_hh), unowned(lengths)
+    w_hh = unowned(w_hh)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -505,6 +509,7 @@ def extended_elman_forward(
     zmask, act, out, hprev = unowned(zmask), unowned(act), unowned(out), unowned(hprev)
     xhat, rstd_x, zhat, rstd_z = unowned(xhat), unowned(rstd_x), unowned(zhat), unowned(rstd_z)
     h, lengths = unowned(h), unowned(lengths)
+    w_hh_t = unowned(w_hh_t)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -560,6 +565,7 @@ def extended_elman_backward(
     xhat, rstd_x, zhat, rstd_z = unowned(xhat), unowned(rstd_x), unowned(zhat), unowned(rstd_z)
     grad_out, dxp, dz, dh, dg_hh = unowned(grad_out), unowned(dxp), unowned(dz), unowned(dh), unowned(dg_hh)
     dg_ih, db_in, lengths = unowned(dg_ih), unowned(db_in), unowned(lengths)
+    w_hh = unowned(w_hh)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):

@@ -65,6 +65,7 @@ def gru_forward(gates, gcol, w_hh_t, b_hn, out, ocol, hns, h, lengths, reverse, 
     z = unowned(scratch)
     gates, b_hn, out, hns, h = unowned(gates), unowned(b_hn), unowned(out), unowned(hns), unowned(h)
     lengths = unowned(lengths)
+    w_hh_t = unowned(w_hh_t)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         product(h, 0, w_hh_t, z, n0, n1, gemm)
@@ -127,6 +128,7 @@ def gru_backward(gates, gcol, hns, out, ocol, h0, w_hh, grad_out, dh, lengths, r
     hid = unowned(scratch)
     gates, hns, out, h0, grad_out = unowned(gates), unowned(hns), unowned(out), unowned(h0), unowned(grad_out)
     dh, lengths = unowned(dh), unowned(lengths)
+    w_hh = unowned(w_hh)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         gru_backward_step(gates, gcol, hns, out, ocol, h0, grad_out, dh, hid, lengths, t, reverse, n0, n1)

@@ -67,6 +67,7 @@ def lstm_forward(
     m, projected = unowned(scratch[0]), unowned(scratch[1])
     gates, out, cells, h, c = unowned(gates), unowned(out), unowned(cells), unowned(h), unowned(c)
     lengths = unowned(lengths)
+    w_hh_t, w_hr_t = unowned(w_hh_t), unowned(w_hr_t)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         product_add(h, 0, w_hh_t, gates[t, n0:n1, gcol:], n0, n1, 4 * hidden, gemm)
@@ -184,6 +185,7 @@ def lstm_backward(
     gates, cells, c0, grad_out = unowned(gates), unowned(cells), unowned(c0), unowned(grad_out)
     grad_cells = unowned(grad_cells)
     dh, dc, dhs, lengths = unowned(dh), unowned(dc), unowned(dhs), unowned(lengths)
+    w_hh, w_hr = unowned(w_hh), unowned(w_hr)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         lstm_backward_step(

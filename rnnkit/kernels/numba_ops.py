@@ -578,6 +578,7 @@ def project_rows(x, w, bias, out, col, n0, n1, t0, t1):
     """
     steps, batch, features = x.shape
     width = bias.shape[0]
+    x, w, bias, out = unowned(x), unowned(w), unowned(bias), unowned(out)
     whole = n0 == 0 and n1 == batch  # then the rows of all the steps follow each other
     for n in range(n0, n0 + 1 if whole else n1):
         if whole:  # [::1]: the same array type as a batch row's, so that the tiles are compiled once
@@ -599,6 +600,7 @@ def project_steps(x, w, bias, out, col, n0, n1, t0, t1, gemm):
     ``n0`` a multiple of them). Compiled apart, on first use, so that a
     machine whose products stay in numba never compiles it."""
     width = bias.shape[0]
+    x, w, bias, out = unowned(x), unowned(w), unowned(bias), unowned(out)
     for t in range(t0, t1):
         for n in range(n0, n1):
             copy(out[t, n, col : col + width], bias)
