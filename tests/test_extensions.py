@@ -497,6 +497,65 @@ def test_fused_equals_reference_with_the_same_seed(kind, extra, config, dtype, t
     torch.testing.assert_close(results[0], results[1], **tolerance)
 
 
+WIDE = 12  # a batch of two pieces' rows under NORM_INSIDE_ROWS on two threads, one piece over it on one
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidir"])
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_input_norm_inside_the_loop_matches_reference(kind, bidirectional):
+    """A piece of NORM_INSIDE_ROWS rows or more normalises its inputs inside
+    the step loop (the tests above, at batch 3, run them apart): one thread
+    takes the whole batch of WIDE rows as one piece."""
+    from rnnkit.kernels.extension_loops import NORM_INSIDE_ROWS
+
+    assert WIDE >= NORM_INSIDE_ROWS > WIDE // 2
+    module = _build(kind, {"layer_norm": True, "bidirectional": bidirectional, "zoneout": 0.2}).train()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(T, WIDE, IN, generator=g, dtype=torch.float64, requires_grad=True)
+    lengths = [T, 2, 4, T, 1, 3, T, T, 2, 5, 4, T]
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for name in ("fused", "reference"):
+            with kernels.use_backend(name):
+                torch.manual_seed(6)
+                out, state = module(x, lengths=lengths)
+                state = state if isinstance(state, tuple) else (state,)
+                grads = torch.autograd.grad(_loss(out, *state), [x, *module.parameters()])
+            results.append((out, state, grads))
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(results[0], results[1])
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_layer_norm_is_bitwise_the_same_whatever_the_thread_count(kind):
+    """One thread's piece of WIDE rows normalises the input side inside the
+    loop, two threads' pieces of WIDE / 2 apart from it: the same bits."""
+    from rnnkit.kernels import parallel
+
+    torch.manual_seed(3)
+    module = getattr(rnnkit, kind)(IN, 64, layer_norm=True)
+    x = torch.randn(200, WIDE, IN, generator=torch.Generator().manual_seed(8), requires_grad=True)
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            pieces, used = parallel.plan(1, WIDE, 200 * 64 * 64)  # the Elman layer's work; the others' is more
+            assert used == threads and {p.n1 - p.n0 for p in pieces} == {WIDE // threads}
+            with kernels.use_backend("fused"):
+                out, state = module(x)
+                state = state if isinstance(state, tuple) else (state,)
+                grads = torch.autograd.grad(_loss(out, *state), [x, *module.parameters()])
+            results.append((out, *state, *grads))
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("config", [OPTIONS[-1], {"zoneout": 0.3}], ids=_case_id)
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_fused_without_gradients_and_with_frozen_weights(kind, config):

@@ -94,6 +94,50 @@ def input_norm_backward(da, g_ih, xh, r, dg_ih, db_in):
     normalise_backward(da, g_ih, xh, r, da)
 
 
+NORM_INSIDE_ROWS = 8
+"""Batch rows of a piece from which the input side's layer norm runs inside
+the step loop, each row as the step reaches it (its row at hand, nothing
+read twice); a piece of fewer rows normalises its inputs in a pass of their
+own before the loop, and their gradients in one after the backward loop
+(:func:`normalise_inputs`, :func:`inputs_norm_backward`), off the chain of
+dependent steps that a few rows' step is bound by. Measured on an Intel Xeon
+against the other way, the layer-normalised LSTM's training step: batch 32
+(pieces of 16 rows) 1.03x faster inside, batch 4 (pieces of 2) 1.04-1.05x
+faster apart, batch 1 level. Either way a row's arithmetic, and the order of
+its sums, is the same."""
+
+
+@jit(inline="always")
+def normalise_inputs(xp, col, width, d, xhat, rstd_x, lengths, n0, n1):
+    """The input side's layer norm of every step for the rows ``n0 <= n < n1``,
+    before the loop: ``xhat`` and ``rstd_x`` as the forward loops write them
+    (:data:`NORM_INSIDE_ROWS`); ``width`` columns from ``col``."""
+    zero = xhat.dtype.type(0)
+    for t in range(xp.shape[0]):
+        for n in range(n0, n1):
+            xh = xhat[t, n, col : col + width]
+            if t >= lengths[n]:
+                xh[:] = zero
+            else:
+                rstd_x[t, n, d] = normalise(xp[t, n, col : col + width], xh)
+
+
+@jit(inline="always")
+def inputs_norm_backward(dxp, col, width, d, g_ih, xhat, rstd_x, dg_ih, db_in, lengths, reverse, n0, n1):
+    """:func:`input_norm_backward` of every step for the rows ``n0 <= n < n1``,
+    after the backward loop, the steps in its order (so that the gain's and
+    the bias's sums are added up as inside it)."""
+    steps = dxp.shape[0]
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        for n in range(n0, n1):
+            if t < lengths[n]:
+                input_norm_backward(
+                    dxp[t, n, col : col + width], g_ih, xhat[t, n, col : col + width], rstd_x[t, n, d], dg_ih[n],
+                    db_in[n],
+                )
+
+
 @jit(inline="always")
 def masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm):
     """``z = (m ⊙ h) W_hh^T`` for the rows ``n0 <= n < n1`` (``z`` indexed from
@@ -156,6 +200,9 @@ def extended_lstm_forward(
     zhat, rstd_z, chat, rstd_c = unowned(zhat), unowned(rstd_z), unowned(chat), unowned(rstd_c)
     h, c, lengths = unowned(h), unowned(c), unowned(lengths)
     w_hh_t, w_hr_t = unowned(w_hh_t), unowned(w_hr_t)
+    inside = n1 - n0 >= NORM_INSIDE_ROWS
+    if norm and not inside:
+        normalise_inputs(xp, gcol, rows, d, xhat, rstd_x, lengths, n0, n1)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -177,7 +224,8 @@ def extended_lstm_forward(
             x_t = xp[t, n, gcol : gcol + rows]
             if norm:
                 xh, zh = xhat[t, n, gcol : gcol + rows], zhat[t, n, gcol : gcol + rows]
-                rstd_x[t, n, d] = normalise(x_t, xh)
+                if inside:
+                    rstd_x[t, n, d] = normalise(x_t, xh)
                 rstd_z[t, n, d] = normalise(zn, zh)
                 for k in range(rows):
                     a[k] = g_ih[k] * xh[k] + b_in[k] + g_hh[k] * zh[k]
@@ -275,6 +323,7 @@ def extended_lstm_backward(
     dxp, dz, dhs, dh, dc = unowned(dxp), unowned(dz), unowned(dhs), unowned(dh), unowned(dc)
     dg_hh, dg_c, db_c, lengths = unowned(dg_hh), unowned(dg_c), unowned(db_c), unowned(lengths)
     w_hh, w_hr = unowned(w_hh), unowned(w_hr)
+    inside = n1 - n0 >= NORM_INSIDE_ROWS
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -345,8 +394,11 @@ def extended_lstm_backward(
                 for k in range(rows):
                     dg[k] += da[k] * zh[k]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
-                input_norm_backward(da, g_ih, xhat[t, n, gcol : gcol + rows], rstd_x[t, n, d], dg_ih[n], db_in[n])
+                if inside:
+                    input_norm_backward(da, g_ih, xhat[t, n, gcol : gcol + rows], rstd_x[t, n, d], dg_ih[n], db_in[n])
         add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
+    if norm and not inside:
+        inputs_norm_backward(dxp, gcol, rows, d, g_ih, xhat, rstd_x, dg_ih, db_in, lengths, reverse, n0, n1)
     keep_alive(scratch)
 
 
@@ -378,6 +430,9 @@ def extended_gru_forward(
     xhat, rstd_x, zhat, rstd_z = unowned(xhat), unowned(rstd_x), unowned(zhat), unowned(rstd_z)
     h, lengths = unowned(h), unowned(lengths)
     w_hh_t = unowned(w_hh_t)
+    inside = n1 - n0 >= NORM_INSIDE_ROWS
+    if norm and not inside:
+        normalise_inputs(xp, gcol, rows, d, xhat, rstd_x, lengths, n0, n1)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -407,7 +462,8 @@ def extended_gru_forward(
             a, x_t = gates[t, n, gcol : gcol + rows], xp[t, n, gcol : gcol + rows]
             if norm:
                 xh = xhat[t, n, gcol : gcol + rows]
-                rstd_x[t, n, d] = normalise(x_t, xh)
+                if inside:
+                    rstd_x[t, n, d] = normalise(x_t, xh)
                 for k in range(rows):
                     xn[k] = g_ih[k] * xh[k] + b_in[k]
                 x_t = xn
@@ -450,6 +506,7 @@ def extended_gru_backward(
     grad_out, dxp, dz, dh, db_hh = unowned(grad_out), unowned(dxp), unowned(dz), unowned(dh), unowned(db_hh)
     dg_ih, db_in, dg_hh, lengths = unowned(dg_ih), unowned(db_in), unowned(dg_hh), unowned(lengths)
     w_hh = unowned(w_hh)
+    inside = n1 - n0 >= NORM_INSIDE_ROWS
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -487,8 +544,11 @@ def extended_gru_backward(
                 for k in range(rows):
                     dg[k] += dzn[k] * zh[k]
                 normalise_backward(dzn, g_hh, zh, rstd_z[t, n, d], dzn)
-                input_norm_backward(da, g_ih, xhat[t, n, gcol : gcol + rows], rstd_x[t, n, d], dg_ih[n], db_in[n])
+                if inside:
+                    input_norm_backward(da, g_ih, xhat[t, n, gcol : gcol + rows], rstd_x[t, n, d], dg_ih[n], db_in[n])
         add_masked_product(dz[t], gcol, w_hh, back, rmask, dh, n0, n1, gemm)
+    if norm and not inside:
+        inputs_norm_backward(dxp, gcol, rows, d, g_ih, xhat, rstd_x, dg_ih, db_in, lengths, reverse, n0, n1)
     keep_alive(scratch)
 
 
@@ -510,6 +570,9 @@ def extended_elman_forward(
     xhat, rstd_x, zhat, rstd_z = unowned(xhat), unowned(rstd_x), unowned(zhat), unowned(rstd_z)
     h, lengths = unowned(h), unowned(lengths)
     w_hh_t = unowned(w_hh_t)
+    inside = n1 - n0 >= NORM_INSIDE_ROWS
+    if norm and not inside:
+        normalise_inputs(xp, col, hidden, d, xhat, rstd_x, lengths, n0, n1)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
         masked_product(h, rmask, hm, w_hh_t, z, n0, n1, gemm)
@@ -526,7 +589,8 @@ def extended_elman_forward(
             zn, x_t, a = z[n - n0, :hidden], xp[t, n, col : col + hidden], act[t, n, col : col + hidden]
             if norm:
                 xh, zh = xhat[t, n, col : col + hidden], zhat[t, n, col : col + hidden]
-                rstd_x[t, n, d] = normalise(x_t, xh)
+                if inside:
+                    rstd_x[t, n, d] = normalise(x_t, xh)
                 rstd_z[t, n, d] = normalise(zn, zh)
                 for k in range(hidden):
                     a[k] = g_ih[k] * xh[k] + b_in[k] + g_hh[k] * zh[k]
@@ -566,6 +630,7 @@ def extended_elman_backward(
     grad_out, dxp, dz, dh, dg_hh = unowned(grad_out), unowned(dxp), unowned(dz), unowned(dh), unowned(dg_hh)
     dg_ih, db_in, lengths = unowned(dg_ih), unowned(db_in), unowned(lengths)
     w_hh = unowned(w_hh)
+    inside = n1 - n0 >= NORM_INSIDE_ROWS
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         for n in range(n0, n1):
@@ -592,6 +657,9 @@ def extended_elman_backward(
                 for k in range(hidden):
                     dg[k] += da[k] * zh[k]
                 normalise_backward(da, g_hh, zh, rstd_z[t, n, d], dzn)
-                input_norm_backward(da, g_ih, xhat[t, n, col : col + hidden], rstd_x[t, n, d], dg_ih[n], db_in[n])
+                if inside:
+                    input_norm_backward(da, g_ih, xhat[t, n, col : col + hidden], rstd_x[t, n, d], dg_ih[n], db_in[n])
         add_masked_product(dz[t], col, w_hh, back, rmask, dh, n0, n1, gemm)
+    if norm and not inside:
+        inputs_norm_backward(dxp, col, hidden, d, g_ih, xhat, rstd_x, dg_ih, db_in, lengths, reverse, n0, n1)
     keep_alive(scratch)
