@@ -21,9 +21,9 @@ Forward, for a layer with ``D`` directions over ``(T, N, H_in)``:
    reused from call to call. (Measured on an Intel Xeon against torch's
    layer norm of the input side, a pass of its own over all steps forward
    and back: the layer-normalised LSTM's training step 1.12-1.14x faster at
-   ``T=200 N=32 H=64``, level at batch 1, 0.97-0.99x at batch 4. A pass over
-   each piece's rows of its own before the loop, instead, measured
-   1.06-1.08x at batch 32 and 1.02-1.08x at batch 4.)
+   ``T=200 N=32 H=64``, level at batch 1, and at batch 4, where the loops
+   normalise a piece's inputs apart from the step loop
+   (:data:`~rnnkit.kernels.extension_loops.NORM_INSIDE_ROWS`), 1.02-1.08x.)
 
 Backward: the kind's backward loop walks the steps back; the sums over all
 steps (``dL/dW_hh``, the gains' and the input bias's gradients) are matrix
