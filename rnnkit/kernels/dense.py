@@ -128,7 +128,8 @@ def _reduction_in_pieces(a: Tensor, b: Tensor) -> Tensor:
     float64, for ``(64, 800) @ (800, 8)`` up to ``(512, 1600) @ (1600,
     128)``, not for ``(2048, 3200) @ (3200, 512)``). So the product is cut,
     by its shape alone, into blocks of output rows and spans of ``K``
-    (:data:`REDUCTION_PIECES`), each one BLAS call on one thread made from
+    (:data:`REDUCTION_PIECES`; one piece below two threads' worth of
+    :data:`REDUCTION_WORK_PER_THREAD`), each one BLAS call on one thread made from
     compiled code (:func:`~rnnkit.kernels.numba_ops.transposed_product`, so
     that the threads do not queue for Python's lock), shared by rnnkit's
     threads; the spans' sums are then added in order. Measured there, a
@@ -141,15 +142,21 @@ def _reduction_in_pieces(a: Tensor, b: Tensor) -> Tensor:
     if mkl is None or a.dtype not in (torch.float32, torch.float64) or b.dtype != a.dtype or 0 in (*a.shape, *b.shape):
         return a @ b
     (rows, inner), columns = a.shape, b.shape[1]
+    a_t = (a.t() if a.stride(0) == 1 else a.t().contiguous()).detach().numpy()  # (K, M), unit steps along rows
+    b_rows = (b if b.stride(1) == 1 else b.contiguous()).detach().numpy()
+    gemm = mkl.gemm(a.dtype == torch.float64)
+    if rows * inner * columns < 2 * REDUCTION_WORK_PER_THREAD:  # one thread's worth: one piece
+        out = torch.empty(rows, columns, dtype=a.dtype)
+        with mkl.one_thread():
+            numba_ops.transposed_product(a_t, b_rows, out.numpy(), 0, rows, 0, inner, gemm)
+        return out
     block = max(64, -(-rows // (REDUCTION_PIECES * 64)) * 64)
     blocks = -(-rows // block)
     spans = max(1, min(REDUCTION_PIECES // blocks, inner // MIN_REDUCTION_SPAN))
     spans = 1 << (spans.bit_length() - 1)  # a power of two: pieces split evenly over 2^k threads
     span = -(-inner // spans)
     parts = torch.empty(spans, rows, columns, dtype=a.dtype)
-    a_t = (a.t() if a.stride(0) == 1 else a.t().contiguous()).detach().numpy()  # (K, M), unit steps along rows
-    b_rows = (b if b.stride(1) == 1 else b.contiguous()).detach().numpy()
-    parts_a, gemm = parts.numpy(), mkl.gemm(a.dtype == torch.float64)
+    parts_a = parts.numpy()
 
     def product(piece: tuple[int, int]) -> None:
         r0, k = piece

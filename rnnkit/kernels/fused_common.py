@@ -27,7 +27,9 @@ autograd records the call (:func:`backward_may_follow`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import math
 import threading
 import weakref
 from typing import Callable, NamedTuple, Protocol, Sequence
@@ -76,12 +78,18 @@ def step_weights(tensors: list[Tensor | None], dtype: torch.dtype, steady: bool 
     return arrays
 
 
+SMALL_TRANSPOSE = 1 << 14
+"""Elements of a transposed weight up to which numpy packs it straight from
+its strides, without torch's blocked copy first (measured, ``(32, 128)``:
+2.1 µs against 6.1; level at ``(64, 256)``)."""
+
+
 def _pack(t: Tensor, memory: Callable[[int, torch.dtype], np.ndarray]) -> np.ndarray:
     """:func:`step_weights`' array for one tensor, in memory from ``memory(size, dtype)``."""
     k, m = t.shape
-    if t.is_contiguous():
+    if t.is_contiguous() or k * m <= SMALL_TRANSPOSE:
         source = t.detach().numpy()
-    else:  # torch transposes in cache-sized blocks (numpy, element by element, 6 times slower)
+    else:  # torch transposes in cache-sized blocks (numpy, element by element, 5 times slower)
         source = memory(k * m, t.dtype).reshape(k, m)
         torch.from_numpy(source).copy_(t.detach())
     width = numba_ops.padded_width(m, source.itemsize)
@@ -90,7 +98,8 @@ def _pack(t: Tensor, memory: Callable[[int, torch.dtype], np.ndarray]) -> np.nda
     start = (-buffer.ctypes.data % numba_ops.VECTOR_BYTES) // source.itemsize
     w = buffer[start : start + k * width].reshape(k, width)
     w[:, :m] = source
-    w[:, m:] = 0
+    if width > m:
+        w[:, m:] = 0
     return w
 
 
@@ -113,19 +122,18 @@ class _SteadyWeights:
     cache that cycled through more than it holds would miss every time)."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple, tuple[np.ndarray, np.ndarray, weakref.ref]] = {}
+        self._entries: dict[tuple, tuple[Tensor, np.ndarray, weakref.ref]] = {}  # the copy, the packed array
         self._bytes = 0
         self._lock = threading.Lock()
 
     def packed(self, t: Tensor) -> np.ndarray:
         lying = t if t.is_contiguous() else t.t()  # the weight as it lies in memory
-        now = lying.detach().numpy()
         key = (lying.data_ptr(), tuple(t.shape), t.is_contiguous(), t.dtype)
         with self._lock:
             entry = self._entries.get(key)
-        bits = np.uint32 if now.itemsize == 4 else np.uint64  # compare bits: NaN equals itself
-        if entry is not None and np.array_equal(entry[0].view(bits), now.view(bits)):
+        if entry is not None and _same_bits(entry[0], lying):
             return entry[1]
+        now = lying.detach().numpy()
         k, m = t.shape
         size = now.nbytes + k * numba_ops.padded_width(m, now.itemsize) * now.itemsize  # the copy, the packed array
         with self._lock:
@@ -138,9 +146,8 @@ class _SteadyWeights:
                 self._bytes += size  # taken now, so that another thread's weights count it
         if not fits:
             return _pack(t, _memory)
-        copy = now.copy()
-        source = torch.from_numpy(copy)
-        packed = _pack(source if t.is_contiguous() else source.t(), lambda count, dtype: np.empty(count, now.dtype))
+        copy = torch.from_numpy(now.copy())
+        packed = _pack(copy if t.is_contiguous() else copy.t(), lambda count, dtype: np.empty(count, now.dtype))
         base = t._base if t._base is not None else t  # the weight itself, for a transposed view
         with self._lock:
             self._drop(key)  # another thread's, packed meanwhile
@@ -151,10 +158,38 @@ class _SteadyWeights:
         """Forget ``key``'s entry, if any (under the lock)."""
         gone = self._entries.pop(key, None)
         if gone is not None:
-            self._bytes -= gone[0].nbytes + gone[1].nbytes
+            self._bytes -= gone[0].numel() * gone[0].element_size() + gone[1].nbytes
 
 
 _STEADY = _SteadyWeights()
+
+
+def _libc_memcmp() -> Callable[[int, int, int], int] | None:
+    """The C library's ``memcmp(a, b, n)`` on addresses, or ``None`` where it is not found."""
+    try:
+        memcmp = ctypes.CDLL(None).memcmp
+    except (OSError, AttributeError, TypeError):
+        return None
+    memcmp.restype, memcmp.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    return memcmp
+
+
+_MEMCMP = _libc_memcmp()
+
+
+def _same_bits(a: Tensor, b: Tensor) -> bool:
+    """Whether the CPU tensors ``a`` and ``b`` hold the same bits (so NaN
+    equals itself): one ``memcmp`` where both are contiguous (measured: 1.4
+    µs for a ``(128, 32)`` weight, against 2.8 for ``np.array_equal`` of
+    numpy views; 0.30 ms for ``(2048, 512)``, against 0.38), else compared
+    element by element."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if _MEMCMP is not None and a.is_contiguous() and b.is_contiguous():
+        return _MEMCMP(a.data_ptr(), b.data_ptr(), a.numel() * a.element_size()) == 0
+    a_a, b_a = a.detach().numpy(), b.detach().numpy()
+    bits = np.uint32 if a_a.itemsize == 4 else np.uint64
+    return np.array_equal(a_a.view(bits), b_a.view(bits))
 
 
 class _CallMemory(threading.local):
@@ -226,7 +261,7 @@ def scratch(shape: tuple[int, ...], dtype: torch.dtype) -> np.ndarray:
     """A C-contiguous array of ``shape`` for the loops to work in, which lives
     only as long as the current call that :func:`reuses_call_memory` (not
     initialised: the loops write it before they read it)."""
-    return _memory(int(np.prod(shape)), dtype).reshape(shape)
+    return _memory(math.prod(shape), dtype).reshape(shape)
 
 
 def scratch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
@@ -262,7 +297,7 @@ class _BufferPool:
 
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         np_dtype = _numpy_dtype(dtype)
-        nbytes = int(np.prod(shape)) * np_dtype.itemsize
+        nbytes = math.prod(shape) * np_dtype.itemsize
         if nbytes < self.MIN_BYTES:
             return torch.empty(shape, dtype=dtype)
         with self.lock:
