@@ -743,11 +743,12 @@ def test_concurrent_callers_growing_the_pool_all_finish():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 17])
-@pytest.mark.parametrize("inner, width", [(1, 3), (7, 16), (64, 100), (1100, 200)])
+@pytest.mark.parametrize("inner, width", [(1, 3), (7, 16), (33, 40), (32, 96), (64, 100), (1100, 200)])
 def test_the_tiles_compute_a_times_w_for_any_rows_and_width(rows, inner, width, dtype):
-    """Every tile height (8, 4, 2, 1 rows), whole and single vectors, padded
-    columns, and (K = 1100) several column panels; rows taken from inside a
-    larger array at a column offset, as the loops pass them."""
+    """Every tile height (8, 4, 2, 1 rows), whole and single vectors, one
+    row's tiles of every width (1 to 8 vectors), padded columns, and (K =
+    1100) several column panels; rows taken from inside a larger array at a
+    column offset, as the loops pass them."""
     g = torch.Generator().manual_seed(rows * 1000 + inner)
     a = torch.randn(rows + 3, inner + 2, generator=g, dtype=dtype)
     w = torch.randn(inner, width, generator=g, dtype=dtype)
