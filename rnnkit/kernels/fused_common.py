@@ -320,22 +320,43 @@ class _BufferPool:
 
 
 def _new_block(size: int) -> np.ndarray:
-    """A new block of ``size`` bytes for :class:`_BufferPool`, taken twice.
-
-    glibc's allocator serves a request this large by a mapping of its own,
-    and only when such a mapping is freed does it raise the size from which
-    it maps (up to 32 MiB) and, with it, the free space it keeps at the top of
-    its heap (twice that). A process running torch.nn frees blocks like these
-    at every step; a pool that keeps them frees none, and the allocator then
-    kept returning its heap's top to the system, so that torch's own
-    temporaries of every training step (the loss's gradients, say, 1.6 MiB
-    each) faulted in page by page again (measured on an Intel Xeon, LSTM
-    ``T=200 N=32 H=64``: about 900 faults and 1-2 ms a step, where torch.nn's
-    own steps took none). The first block, never touched, is freed at once,
-    as torch.nn's would be; the pool keeps the second. No allocator setting
-    is changed."""
-    np.empty(size, dtype=np.uint8)  # mapped and unmapped untouched: nothing faults in
+    """A new block of ``size`` bytes for :class:`_BufferPool`, after
+    :func:`make_heap_room` for it."""
+    make_heap_room(size)
     return np.empty(size, dtype=np.uint8)
+
+
+_heap_room = [0]  # the largest block make_heap_room has freed so far
+
+
+def make_heap_room(size: int) -> None:
+    """Free an untouched block of ``size`` bytes, once for each size larger
+    than any before.
+
+    glibc's allocator serves a request this large (over 128 KiB) by a
+    mapping of its own, and only when such a mapping is freed does it raise
+    the size from which it maps (up to 32 MiB) and, with it, the free space
+    it keeps at the top of its heap (twice that). A process running torch.nn
+    frees blocks like these at every step; rnnkit's pool keeps its blocks,
+    and the Elman layer's step frees none larger than its output. The
+    allocator then kept returning its heap's top to the system, so that
+    torch's own temporaries of every training step (the loss's gradients,
+    1.6 MiB each at ``T=200 N=32 H=64``) faulted in page by page again
+    (measured on an Intel Xeon: the LSTM there 450-830 faults a step
+    before its pool blocks did this, the RNN 520 and 0.7 ms of its 4.1 before
+    :data:`HEAP_ROOM_OUTPUTS` outputs' worth, 16 after). The block, never
+    touched, is mapped and unmapped at once, as torch.nn's would be: no
+    allocator setting is changed, and nothing is kept."""
+    if size > _heap_room[0]:
+        np.empty(size, dtype=np.uint8)
+        _heap_room[0] = size
+
+
+HEAP_ROOM_OUTPUTS = 4
+"""Outputs' worth of heap room (:func:`make_heap_room`) a layer's forward
+pass under autograd makes, for what the step around it allocates and frees
+(measured, the RNN at ``T=200 N=32 H=64``: one and a half outputs' worth
+left 370 faults a step, two and a half 160, four 16)."""
 
 
 _POOL = _BufferPool()
@@ -622,6 +643,7 @@ class FusedLayer(torch.autograd.Function):
             ctx.save_for_backward(x, *state, *kept, *flat)
             ctx.cell, ctx.kept_count, ctx.lengths, ctx.lengths_a = cell, len(kept), lengths, lengths_a
             keep_output(ctx, outputs[0], cell.single_use)
+            make_heap_room(HEAP_ROOM_OUTPUTS * outputs[0].numel() * outputs[0].element_size())
         return outputs
 
     @staticmethod
