@@ -343,20 +343,31 @@ def make_heap_room(size: int) -> None:
     torch's own temporaries of every training step (the loss's gradients,
     1.6 MiB each at ``T=200 N=32 H=64``) faulted in page by page again
     (measured on an Intel Xeon: the LSTM there 450-830 faults a step
-    before its pool blocks did this, the RNN 520 and 0.7 ms of its 4.1 before
-    :data:`HEAP_ROOM_OUTPUTS` outputs' worth, 16 after). The block, never
+    before its pool blocks did this; the RNN 520 and 0.7 ms of its 4.1
+    before :data:`HEAP_ROOM_OUTPUTS` outputs' worth, 8 after). The block, never
     touched, is mapped and unmapped at once, as torch.nn's would be: no
     allocator setting is changed, and nothing is kept."""
+    size = min(size, HEAP_ROOM_MAX)
     if size > _heap_room[0]:
         np.empty(size, dtype=np.uint8)
         _heap_room[0] = size
 
 
-HEAP_ROOM_OUTPUTS = 4
+HEAP_ROOM_MAX = 32 << 20
+"""glibc's largest mapping threshold (64-bit): a larger block raises nothing."""
+
+HEAP_ROOM_OUTPUTS = 8
 """Outputs' worth of heap room (:func:`make_heap_room`) a layer's forward
 pass under autograd makes, for what the step around it allocates and frees
-(measured, the RNN at ``T=200 N=32 H=64``: one and a half outputs' worth
-left 370 faults a step, two and a half 160, four 16)."""
+(measured on an Intel Xeon at ``T=200 N=32 H=64``: the RNN with one and a
+half outputs' worth 370 faults a step, two and a half 160, four 16; the
+layer-normalised RNN with four 550, eight 27)."""
+
+
+def make_room_for_step(out: Tensor) -> None:
+    """:func:`make_heap_room` for a training step around a layer whose forward
+    pass, under autograd, gave the output ``out``."""
+    make_heap_room(HEAP_ROOM_OUTPUTS * out.numel() * out.element_size())
 
 
 _POOL = _BufferPool()
@@ -643,7 +654,7 @@ class FusedLayer(torch.autograd.Function):
             ctx.save_for_backward(x, *state, *kept, *flat)
             ctx.cell, ctx.kept_count, ctx.lengths, ctx.lengths_a = cell, len(kept), lengths, lengths_a
             keep_output(ctx, outputs[0], cell.single_use)
-            make_heap_room(HEAP_ROOM_OUTPUTS * outputs[0].numel() * outputs[0].element_size())
+            make_room_for_step(outputs[0])
         return outputs
 
     @staticmethod

@@ -107,6 +107,7 @@ class _ExtendedLSTM(torch.autograd.Function):
 
         common.run_pieces(work, _sizing(weights, w_hr_field=4), batch, steps)
         if keep:
+            common.make_room_for_step(out)
             ctx.save_for_backward(c0, *flat)
             ctx.kept = (lengths, rmask, zmask, kept, norm, width)
         if return_cells:  # a copy: the backward pass reads its own, whatever the caller does with this one
@@ -270,6 +271,7 @@ class _ExtendedGRU(torch.autograd.Function):
 
         common.run_pieces(work, _sizing(weights), batch, steps)
         if keep:
+            common.make_room_for_step(out)
             ctx.save_for_backward(*flat)
             ctx.kept = (lengths, rmask, zmask, kept, norm)
         return out, h_n
@@ -365,6 +367,7 @@ class _ExtendedElman(torch.autograd.Function):
 
         common.run_pieces(work, _sizing(weights), batch, steps)
         if keep:
+            common.make_room_for_step(out)
             ctx.save_for_backward(*flat)
             ctx.kept = (relu, lengths, rmask, zmask, kept, norm)
         return out, h_n
