@@ -952,6 +952,22 @@ def test_steady_weights_never_keep_a_packing_their_copy_does_not_describe(monkey
     assert torch.equal(torch.from_numpy(again[:, :24]), w.t())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_steady_weights_compare_bits(dtype):
+    """A NaN equals itself, a zero of the other sign does not, a single
+    changed element is seen, by memcmp and by the element-wise way alike."""
+    a = torch.randn(8, 24, dtype=dtype)
+    a[3, 5] = float("nan")
+    b = a.clone()
+    assert fused_common._same_bits(a, b) and fused_common._same_bits(a.t(), b.t())
+    b[7, 23] = b[7, 23].nextafter(torch.tensor(float("inf"), dtype=dtype))
+    assert not fused_common._same_bits(a, b) and not fused_common._same_bits(a.t(), b.t())
+    zeros = torch.zeros(4, 4, dtype=dtype)
+    assert not fused_common._same_bits(zeros, -zeros)
+    other_dtype = torch.float32 if dtype == torch.float64 else torch.float64
+    assert not fused_common._same_bits(a, a[:4]) and not fused_common._same_bits(a, a.to(other_dtype))
+
+
 def test_steady_weights_past_their_limit_are_packed_at_every_call(monkeypatch):
     monkeypatch.setattr(fused_common._SteadyWeights, "LIMIT_BYTES", 4 * 2 * 24 * 16)  # one (8, 24) weight
     steady = fused_common._SteadyWeights()
